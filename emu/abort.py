@@ -1,0 +1,156 @@
+"""`MemoryAbort`: a refused access, described the way the architecture reports it.
+
+The TLB-fill hook only knows the page it was asked to fill and why it refused;
+the instruction at PC is decoded here to recover the access (its start address,
+size, register, direction) so that the syndrome, FAR and HPFAR are the ones the
+hardware would produce for that instruction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .access import Access, AccessDecoder, UnsupportedInstruction, fault_address
+from .disasm import Disassembler
+from .memory import PAGE_MASK, AccessType, WalkFault
+from .syndrome import Esr, data_abort_esr, hpfar_from_ipa
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+EC_IABT_LOW = 0x20
+EC_IABT_CUR = 0x21
+IL = 1 << 25
+
+
+def walk_fault_dfsc(fault: WalkFault) -> int:
+    """DFSC/IFSC of a walk fault (Arm ARM D17.2.40): translation 0x04+level (0x2B for level -1), permission 0x0C+level."""
+    if fault.kind == "translation":
+        return 0x2B if fault.level == -1 else 0x04 + fault.level
+    if fault.kind == "permission":
+        return 0x0C + fault.level
+    if fault.kind == "access-flag":
+        return 0x08 + fault.level
+    raise ValueError(f"unknown walk fault kind {fault.kind!r}")
+
+
+@dataclass(frozen=True)
+class PendingFault:
+    """What the TLB-fill hook saw when it refused."""
+
+    stage: int
+    addr: int  # the address Unicorn asked to fill (page granular for data, see SEMANTICS.md)
+    access_type: AccessType
+    el: int
+    unprivileged: bool
+    fault: WalkFault
+    pfn: int | None  # the frame stage 1 produced, for stage-2 faults
+
+
+@dataclass(frozen=True)
+class MemoryAbort:
+    """One data or instruction abort, with the registers the taking EL would see.
+
+    `esr` is the syndrome for the EL that takes the abort: ESR_EL1 for stage-1
+    faults (EC from current/lower EL), ESR_EL2 for stage-2 faults (EC from a lower EL).
+    """
+
+    stage: int
+    pc: int
+    el: int
+    access_type: AccessType
+    va: int
+    far: int
+    size: int
+    pa: int | None
+    ipa: int | None
+    esr: Esr
+    hpfar: int | None
+    fault: WalkFault
+    unprivileged: bool
+    insn: Access | None
+    text: str
+
+    @property
+    def is_write(self) -> bool:
+        return self.access_type is AccessType.WRITE
+
+    @property
+    def is_fetch(self) -> bool:
+        return self.access_type is AccessType.EXEC
+
+    def summary(self) -> str:
+        where = f"VA {self.far:#x}" + (f" IPA {self.ipa:#x}" if self.ipa is not None else "")
+        return (
+            f"stage-{self.stage} {self.fault.kind} fault (level {self.fault.level}) on "
+            f"{self.access_type.value} of {self.size} at {where} by '{self.text}' from EL{self.el}, ESR={self.esr.value:#x}"
+        )
+
+
+class AbortBuilder:
+    """Turns a `PendingFault` into a `MemoryAbort`, decoding the faulting instruction."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self._machine = machine
+        self._decoder = AccessDecoder()
+        self._dis = Disassembler()
+
+    def build(self, pending: PendingFault) -> MemoryAbort:
+        m = self._machine
+        cpu = m.cpu
+        pc = cpu.pc
+        word = m._insn_word(pc)
+        text = self._dis.text(word, pc)
+        dfsc = walk_fault_dfsc(pending.fault)
+        if pending.access_type is AccessType.EXEC:
+            # An instruction abort: FAR is the address of the instruction that could not be fetched.
+            va = far = pc
+            size = 4
+            insn = None
+            from_lower = pending.el == 0
+            ec = EC_IABT_LOW if (pending.stage == 2 or from_lower) else EC_IABT_CUR
+            esr = Esr((ec << 26) | IL | dfsc)
+        else:
+            try:
+                insn = self._decoder.decode(word.to_bytes(4, "little"), pc, cpu.base_reg)
+            except UnsupportedInstruction:
+                insn = None
+            if insn is None or insn.size == 0:
+                va, size, far = pending.addr, 1, pending.addr
+                wnr = pending.access_type is AccessType.WRITE
+            else:
+                va, size = insn.address, insn.size
+                far = fault_address(insn, pending.addr & PAGE_MASK)
+                # An atomic reports WnR = 0 when a read would have faulted as well (Arm ARM WnR).
+                read_would_fault = pending.access_type is AccessType.READ or pending.fault.kind == "translation"
+                wnr = insn.wnr(read_would_fault=read_would_fault)
+            esr = data_abort_esr(
+                from_lower_el=pending.stage == 2 or pending.el == 0,
+                dfsc=dfsc,
+                access=insn,
+                wnr=wnr,
+                isv_allowed=pending.stage == 2,
+                lowest_address=insn is None or far == insn.address,
+            )
+        pa = ipa = hpfar = None
+        if pending.pfn is not None:
+            pa = (pending.pfn << 12) | (far & 0xFFF)
+            ipa = pa  # the host's stage 2 is an identity map: IPA == PA
+            hpfar = hpfar_from_ipa(ipa)
+        return MemoryAbort(
+            stage=pending.stage,
+            pc=pc,
+            el=pending.el,
+            access_type=pending.access_type,
+            va=va,
+            far=far,
+            size=size,
+            pa=pa,
+            ipa=ipa,
+            esr=esr,
+            hpfar=hpfar,
+            fault=pending.fault,
+            unprivileged=pending.unprivileged,
+            insn=insn,
+            text=text,
+        )

@@ -1,0 +1,568 @@
+"""Decode the load/store instruction at a faulting PC into an architectural access description.
+
+When an access faults, the hardware reports a syndrome that depends on the instruction (size,
+sign extension, register, acquire/release, whether it may carry an instruction syndrome at all)
+and a fault address that depends on which byte faulted. Unicorn reports neither precisely, so
+the fault path decodes the instruction itself: capstone gives the operands, this module turns
+them into an `Access`, and emu.syndrome turns an Access into an ESR.
+
+Decoding is on the fault path, so `AccessDecoder` keeps one capstone handle and caches the
+register-independent part of each instruction word; only the address is computed per fault.
+
+Sources: Arm ARM (DDI 0487) C3.3 load/store encodings (Rt is always bits[4:0]), D24.2.45 ESR
+ISS fields, D24.2.48 FAR_EL1, J1.1 AArch64.Mem (byte order of split accesses).
+"""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
+
+from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs, CsInsn
+from capstone import arm64 as cs64
+
+MASK64 = (1 << 64) - 1
+
+ReadReg = Callable[[int], int]
+"""read_reg(n): X[n] for n in 0..30; read_reg(31) must return SP.
+
+Register 31 means SP only as a base register. Where it means XZR (an index register, the
+operand of DC/IC) the decoder uses 0 and never calls read_reg(31).
+"""
+
+
+class AccessKind(enum.Enum):
+    """What an instruction does to memory, as far as fault reporting cares."""
+
+    READ = "read"
+    WRITE = "write"
+    RMW = "rmw"  # LSE atomics, SWP, CAS, CASP (exclusives are a READ or a WRITE)
+    PREFETCH = "prefetch"  # PRFM/PRFUM: never generates an abort
+    CACHE_MAINT = "cache-maint"  # DC/IC by VA (CM = 1, WnR = 1)
+    DC_ZVA = "dc-zva"  # a write of a whole DCZID block, not cache maintenance (CM = 0)
+
+
+class UnsupportedInstruction(ValueError):
+    """A memory instruction this decoder does not model (SVE, MTE tags, MOPS, LD64B, PAC loads).
+
+    Raised rather than returning None: on the fault path a silent "not a memory access" would
+    turn into a wrong syndrome.
+    """
+
+
+@dataclass(frozen=True)
+class Access:
+    """One instruction's memory access, with the facts a data-abort syndrome is made of.
+
+    address: lowest byte accessed, computed from register values before any writeback (for
+        DC ZVA / DC by VA: the block or line the operation covers, aligned down).
+    size: total bytes accessed (ldp x = 16, ld1 {v0.16b, v1.16b} = 32, prefetch = 0).
+    element_size: bytes of one register transfer (ldp x = 8, ld1 {v0.16b, ...} = 16).
+    srt: the Rt field (instruction bits[4:0]); 31 is XZR/WZR for a general register.
+    sse/sf/ar: the values ESR.{SSE,SF,AR} take when the syndrome is valid.
+    isv_eligible: a single general-register load/store without writeback, not exclusive and
+        not atomic (Arm ARM D24.2.45, ISV); LDTR/STTR, LDAR/STLR, LDAPR and literal loads are.
+    operand_address: for DC/IC by VA, the register operand, which is what FAR reports
+        (D24.2.48: "this field holds the address specified in the register argument").
+    """
+
+    mnemonic: str
+    kind: AccessKind
+    size: int
+    element_size: int
+    address: int
+    writeback: bool = False
+    pair: bool = False
+    exclusive: bool = False
+    atomic: bool = False
+    acquire_release: bool = False
+    unprivileged: bool = False
+    simd: bool = False
+    srt: int = 0
+    sse: bool = False
+    sf: bool = False
+    ar: bool = False
+    isv_eligible: bool = False
+    operand_address: int | None = None
+
+    @property
+    def is_write(self) -> bool:
+        """ESR.WnR for a fault a read would have taken too (translation, access flag...).
+
+        Arm ARM D24.2.45 WnR: for an atomic that both reads and writes, WnR is 0 "if a read of
+        the address specified by the instruction would have generated the fault which is being
+        reported, otherwise it is set to 1" -- so an RMW reports 0 here; use `wnr()` for a
+        permission fault where only the write is refused. Cache maintenance reports 1.
+        (QEMU, hence Unicorn, looks up an atomic's page for writing first and reports 1.)
+        """
+        return self.kind in (AccessKind.WRITE, AccessKind.DC_ZVA, AccessKind.CACHE_MAINT)
+
+    def wnr(self, *, read_would_fault: bool = True) -> bool:
+        """ESR.WnR for a fault on this access; `read_would_fault` matters only for an RMW."""
+        if self.kind is AccessKind.RMW:
+            return not read_would_fault
+        return self.is_write
+
+    @property
+    def cm(self) -> bool:
+        """ESR.CM: DC/IC by VA; DC ZVA is explicitly not cache maintenance (D24.2.45 CM)."""
+        return self.kind is AccessKind.CACHE_MAINT
+
+    @property
+    def writes_memory(self) -> bool:
+        return self.kind in (AccessKind.WRITE, AccessKind.RMW, AccessKind.DC_ZVA)
+
+    @property
+    def end(self) -> int:
+        """One past the last byte accessed."""
+        return self.address + self.size
+
+
+# --------------------------------------------------------------------------------------------
+# Register names as capstone prints them
+# --------------------------------------------------------------------------------------------
+
+
+class _RegKind(enum.Enum):
+    GPR = "gpr"
+    SP = "sp"
+    FP = "fp"  # b/h/s/d/q views of a SIMD&FP register
+    VEC = "vec"
+
+
+@dataclass(frozen=True)
+class _Reg:
+    number: int
+    bits: int
+    kind: _RegKind
+
+
+def _register_table() -> MappingProxyType:
+    table: dict[str, _Reg] = {}
+    for n in range(31):
+        table[f"x{n}"] = _Reg(n, 64, _RegKind.GPR)
+        table[f"w{n}"] = _Reg(n, 32, _RegKind.GPR)
+    table["fp"] = table["x29"]
+    table["lr"] = table["x30"]
+    table["xzr"] = _Reg(31, 64, _RegKind.GPR)
+    table["wzr"] = _Reg(31, 32, _RegKind.GPR)
+    table["sp"] = _Reg(31, 64, _RegKind.SP)
+    table["wsp"] = _Reg(31, 32, _RegKind.SP)
+    for n in range(32):
+        for prefix, bits in (("b", 8), ("h", 16), ("s", 32), ("d", 64), ("q", 128)):
+            table[f"{prefix}{n}"] = _Reg(n, bits, _RegKind.FP)
+        table[f"v{n}"] = _Reg(n, 128, _RegKind.VEC)
+    return MappingProxyType(table)
+
+
+_REGS = _register_table()
+
+# --------------------------------------------------------------------------------------------
+# Mnemonic families
+# --------------------------------------------------------------------------------------------
+
+# Single-register loads/stores: root, optional "s" (sign-extending), optional size suffix.
+_SINGLE = re.compile(
+    r"^(ldapur|ldaxr|ldapr|ldlar|ldxr|ldar|ldtr|ldur|ldr|stlxr|stllr|stlur|stxr|stlr|sttr|stur|str)"
+    r"(s?)([bhw]?)$"
+)
+_SINGLE_ROOTS = {
+    # root: (is_load, unprivileged, acquire_release, exclusive)
+    "ldr": (True, False, False, False),
+    "ldur": (True, False, False, False),
+    "ldtr": (True, True, False, False),
+    "ldar": (True, False, True, False),
+    "ldapr": (True, False, True, False),
+    "ldapur": (True, False, True, False),
+    "ldlar": (True, False, True, False),
+    "ldxr": (True, False, False, True),
+    "ldaxr": (True, False, True, True),
+    "str": (False, False, False, False),
+    "stur": (False, False, False, False),
+    "sttr": (False, True, False, False),
+    "stlr": (False, False, True, False),
+    "stlur": (False, False, True, False),
+    "stllr": (False, False, True, False),
+    "stxr": (False, False, False, True),
+    "stlxr": (False, False, True, True),
+}
+# Roots that have sign-extending forms (ldrsw, ldursh, ldtrsb, ldapursw).
+_SIGNED_ROOTS = frozenset({"ldr", "ldur", "ldtr", "ldapur"})
+
+_PAIRS = {
+    # mnemonic: (is_load, exclusive, acquire_release, sign_extend_words)
+    "ldp": (True, False, False, False),
+    "ldnp": (True, False, False, False),
+    "ldpsw": (True, False, False, True),
+    "stp": (False, False, False, False),
+    "stnp": (False, False, False, False),
+    "ldxp": (True, True, False, False),
+    "ldaxp": (True, True, True, False),
+    "stxp": (False, True, False, False),
+    "stlxp": (False, True, True, False),
+}
+
+_ATOMIC = re.compile(
+    r"^(ldadd|ldclr|ldeor|ldset|ldsmax|ldsmin|ldumax|ldumin|"
+    r"stadd|stclr|steor|stset|stsmax|stsmin|stumax|stumin|swp|casp|cas)(al|a|l)?([bh]?)$"
+)
+
+_STRUCTURE = re.compile(r"^(ld|st)([1-4])(r?)$")
+_VECTOR_LIST = re.compile(r"\{([^}]*)\}(\[\d+\])?")
+
+_PREFETCH = frozenset({"prfm", "prfum"})
+_DC_BY_VA = frozenset({"civac", "cvac", "cvau", "cvap", "cvadp", "ivac"})
+_DC_SET_WAY = frozenset({"isw", "csw", "cisw", "igsw", "igdsw", "cgsw", "cgdsw", "cigsw", "cigdsw"})
+
+_SUFFIX_BYTES = {"b": 1, "h": 2, "w": 4}
+_ELEMENT_BYTES = {"b": 1, "h": 2, "s": 4, "d": 8, "q": 16}
+
+
+# --------------------------------------------------------------------------------------------
+# Decoder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Everything about an access except its address (cacheable per instruction word)."""
+
+    mnemonic: str
+    kind: AccessKind
+    size: int
+    element_size: int
+    writeback: bool = False
+    pair: bool = False
+    exclusive: bool = False
+    atomic: bool = False
+    acquire_release: bool = False
+    unprivileged: bool = False
+    simd: bool = False
+    srt: int = 0
+    sse: bool = False
+    sf: bool = False
+    ar: bool = False
+    isv_eligible: bool = False
+
+
+@dataclass(frozen=True)
+class _AddressRecipe:
+    """How to compute the effective address from registers (and the PC for literals)."""
+
+    base: int | None = None  # register number; None: PC-relative literal
+    base_is_zr: bool = False  # DC/IC operand: register 31 is XZR, not SP
+    disp: int = 0  # immediate offset, or literal offset from the PC
+    index: int | None = None
+    index_bits: int = 64
+    extend: int = cs64.ARM64_EXT_INVALID
+    shift: int = 0
+    post_index: bool = False
+    align: int = 0  # DC ZVA / DC by VA: operate on the aligned block or line
+    operand_is_far: bool = False
+
+
+@dataclass(frozen=True)
+class _Template:
+    shape: _Shape
+    recipe: _AddressRecipe
+
+
+def _signed64(value: int) -> int:
+    value &= MASK64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _extend_index(value: int, bits: int, extend: int) -> int:
+    if bits == 32:
+        value &= 0xFFFFFFFF
+    if extend == cs64.ARM64_EXT_SXTW:
+        value = value - (1 << 32) if value & (1 << 31) else value
+    elif extend == cs64.ARM64_EXT_SXTX:
+        value = _signed64(value)
+    return value
+
+
+class AccessDecoder:
+    """Decodes load/store instructions; one capstone handle and a per-word cache.
+
+    dczva_block_size: DC ZVA block in bytes (DCZID_EL0.BS); dcache_line_size: the line size
+    (CTR_EL0.DminLine) DC/IC by VA operate on.
+    """
+
+    def __init__(self, *, dczva_block_size: int = 64, dcache_line_size: int = 64) -> None:
+        for name, value in (("dczva_block_size", dczva_block_size),
+                            ("dcache_line_size", dcache_line_size)):
+            if value <= 0 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two")
+        self._dczva_block_size = dczva_block_size
+        self._dcache_line_size = dcache_line_size
+        self._cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
+        self._cs.detail = True
+        self._cache: dict[bytes, _Template | None] = {}
+
+    def decode(self, code: bytes, pc: int, read_reg: ReadReg) -> Access | None:
+        """The access made by the instruction in `code` (its first 4 bytes) at `pc`.
+
+        None for instructions that do not access memory by address (including AT, DC by
+        set/way, IC IALLU). Raises UnsupportedInstruction for memory instructions outside the
+        modelled set.
+        """
+        word = bytes(code[:4])
+        if len(word) != 4:
+            raise ValueError("an A64 instruction is 4 bytes")
+        try:
+            template = self._cache[word]
+        except KeyError:
+            template = self._analyse(word)
+            self._cache[word] = template
+        if template is None:
+            return None
+        return self._materialise(template, pc, read_reg)
+
+    # --- per fault -----------------------------------------------------------------------------
+    @staticmethod
+    def _materialise(template: _Template, pc: int, read_reg: ReadReg) -> Access:
+        r = template.recipe
+        if r.base is None:
+            address = pc + r.disp
+        else:
+            address = 0 if (r.base == 31 and r.base_is_zr) else read_reg(r.base)
+            if not r.post_index:
+                address += r.disp
+            if r.index is not None:
+                index = 0 if r.index == 31 else read_reg(r.index)
+                address += _extend_index(index, r.index_bits, r.extend) << r.shift
+        address &= MASK64
+        operand = address if r.operand_is_far else None
+        if r.align:
+            address &= ~(r.align - 1) & MASK64
+        s = template.shape
+        return Access(s.mnemonic, s.kind, s.size, s.element_size, address, s.writeback, s.pair,
+                      s.exclusive, s.atomic, s.acquire_release, s.unprivileged, s.simd, s.srt,
+                      s.sse, s.sf, s.ar, s.isv_eligible, operand)
+
+    # --- per instruction word ------------------------------------------------------------------
+    def _analyse(self, word: bytes) -> _Template | None:
+        insns = list(self._cs.disasm(word, 0))
+        if not insns:
+            raise UnsupportedInstruction(f"capstone cannot decode {word.hex()}")
+        insn = insns[0]
+        raw = int.from_bytes(word, "little")
+        mnemonic = insn.mnemonic
+        if mnemonic in ("dc", "ic"):
+            return self._cache_op(insn, raw)
+        mem = [op for op in insn.operands if op.type == cs64.ARM64_OP_MEM]
+        regs = [op for op in insn.operands if op.type == cs64.ARM64_OP_REG]
+        if mem:
+            recipe = self._mem_recipe(insn, mem[0])
+        else:
+            literal = [op for op in insn.operands if op.type == cs64.ARM64_OP_IMM]
+            if not (mnemonic in ("ldr", "ldrsw", "prfm") and literal and self._is_literal(raw)):
+                return None
+            # Disassembled at address 0, so capstone's target is the offset from the PC.
+            recipe = _AddressRecipe(base=None, disp=_signed64(literal[-1].imm))
+        shape = self._shape(insn, raw, regs)
+        return _Template(shape, recipe)
+
+    @staticmethod
+    def _is_literal(raw: int) -> bool:
+        # C4.1 "Load register (literal)": opc:2 011 V 00 imm19 Rt (PRFM literal is opc = 11).
+        return (raw >> 27) & 0b111 == 0b011 and (raw >> 24) & 0b11 == 0
+
+    @staticmethod
+    def _mem_recipe(insn: CsInsn, op) -> _AddressRecipe:
+        base = _REGS[insn.reg_name(op.mem.base)]
+        index = None
+        index_bits = 64
+        if op.mem.index:
+            ireg = _REGS[insn.reg_name(op.mem.index)]
+            index, index_bits = ireg.number, ireg.bits
+        shift = op.shift.value if op.shift.type == cs64.ARM64_SFT_LSL else 0
+        return _AddressRecipe(
+            base=base.number,
+            disp=op.mem.disp,
+            index=index,
+            index_bits=index_bits,
+            extend=op.ext,
+            shift=shift,
+            post_index=bool(insn.post_index),
+        )
+
+    def _cache_op(self, insn: CsInsn, raw: int) -> _Template | None:
+        op = insn.op_str.split(",")[0].strip().lower()
+        rt = raw & 0x1F
+        if insn.mnemonic == "dc" and op == "zva":
+            kind, size = AccessKind.DC_ZVA, self._dczva_block_size
+        elif (insn.mnemonic == "dc" and op in _DC_BY_VA) or (insn.mnemonic == "ic" and op == "ivau"):
+            kind, size = AccessKind.CACHE_MAINT, self._dcache_line_size
+        elif insn.mnemonic == "dc" and op not in _DC_SET_WAY:
+            raise UnsupportedInstruction(f"dc {op} (MTE tag maintenance) is not modelled")
+        else:
+            return None  # set/way maintenance and IC IALLU* name no address
+        shape = _Shape(mnemonic=f"{insn.mnemonic} {op}", kind=kind, size=size, element_size=size,
+                       srt=rt)
+        recipe = _AddressRecipe(base=rt, base_is_zr=True, align=size, operand_is_far=True)
+        return _Template(shape, recipe)
+
+    def _shape(self, insn: CsInsn, raw: int, regs: list) -> _Shape:
+        mnemonic = insn.mnemonic
+        rt = raw & 0x1F  # Rt is bits[4:0] in every load/store encoding (C4.1)
+        writeback = bool(insn.writeback)
+
+        if mnemonic in _PREFETCH:
+            return _Shape(mnemonic, AccessKind.PREFETCH, 0, 0, writeback=writeback, srt=rt)
+
+        single = _SINGLE.match(mnemonic)
+        if single:
+            return self._single_shape(insn, single, regs, rt, writeback)
+        if mnemonic in _PAIRS:
+            return self._pair_shape(insn, regs, rt, writeback)
+        atomic = _ATOMIC.match(mnemonic)
+        if atomic:
+            return self._atomic_shape(insn, atomic, regs, rt)
+        structure = _STRUCTURE.match(mnemonic)
+        if structure:
+            return self._structure_shape(insn, structure, rt, writeback)
+        raise UnsupportedInstruction(f"memory instruction {mnemonic!r} is not modelled")
+
+    @staticmethod
+    def _transfer_reg(insn: CsInsn, regs: list, skip_status: bool) -> _Reg:
+        ops = regs[1:] if skip_status else regs
+        if not ops:
+            raise UnsupportedInstruction(f"{insn.mnemonic}: no transfer register")
+        return _REGS[insn.reg_name(ops[0].reg)]
+
+    def _single_shape(self, insn, match, regs, rt, writeback) -> _Shape:
+        root, signed, suffix = match.groups()
+        is_load, unprivileged, acq_rel, exclusive = _SINGLE_ROOTS[root]
+        if signed and (root not in _SIGNED_ROOTS or not suffix):
+            raise UnsupportedInstruction(f"{insn.mnemonic} is not a load/store")
+        if suffix == "w" and not signed:
+            raise UnsupportedInstruction(f"{insn.mnemonic} is not a load/store")
+        status = exclusive and not is_load  # stxr ws, xt, [xn]
+        reg = self._transfer_reg(insn, regs, skip_status=status)
+        simd = reg.kind in (_RegKind.FP, _RegKind.VEC)
+        size = _SUFFIX_BYTES[suffix] if suffix else reg.bits // 8
+        kind = AccessKind.READ if is_load else AccessKind.WRITE
+        eligible = not (simd or writeback or exclusive)
+        return _Shape(
+            mnemonic=insn.mnemonic,
+            kind=kind,
+            size=size,
+            element_size=size,
+            writeback=writeback,
+            exclusive=exclusive,
+            acquire_release=acq_rel,
+            unprivileged=unprivileged,
+            simd=simd,
+            srt=rt,
+            sse=bool(signed),
+            sf=not simd and reg.bits == 64,
+            ar=acq_rel,
+            isv_eligible=eligible,
+        )
+
+    def _pair_shape(self, insn, regs, rt, writeback) -> _Shape:
+        is_load, exclusive, acq_rel, sign_words = _PAIRS[insn.mnemonic]
+        reg = self._transfer_reg(insn, regs, skip_status=exclusive and not is_load)
+        simd = reg.kind in (_RegKind.FP, _RegKind.VEC)
+        element = 4 if sign_words else reg.bits // 8
+        return _Shape(
+            mnemonic=insn.mnemonic,
+            kind=AccessKind.READ if is_load else AccessKind.WRITE,
+            size=2 * element,
+            element_size=element,
+            writeback=writeback,
+            pair=True,
+            exclusive=exclusive,
+            acquire_release=acq_rel,
+            simd=simd,
+            srt=rt,
+            sse=sign_words,
+            sf=not simd and reg.bits == 64,
+            ar=acq_rel,
+        )
+
+    def _atomic_shape(self, insn, match, regs, rt) -> _Shape:
+        op, ordering, suffix = match.groups()
+        reg = self._transfer_reg(insn, regs, skip_status=False)
+        element = _SUFFIX_BYTES[suffix] if suffix else reg.bits // 8
+        pair = op == "casp"
+        return _Shape(
+            mnemonic=insn.mnemonic,
+            kind=AccessKind.RMW,
+            size=2 * element if pair else element,
+            element_size=element,
+            pair=pair,
+            atomic=True,
+            acquire_release=ordering is not None,
+            srt=rt,
+            sf=reg.bits == 64,
+            ar=ordering is not None,
+        )
+
+    @staticmethod
+    def _structure_shape(insn, match, rt, writeback) -> _Shape:
+        direction, _count, replicate = match.groups()
+        lists = _VECTOR_LIST.search(insn.op_str)
+        if not lists:
+            raise UnsupportedInstruction(f"{insn.mnemonic} {insn.op_str}: no register list")
+        names = [n.strip() for n in lists.group(1).split(",")]
+        arrangement = names[0].split(".")[1]
+        lane = lists.group(2) is not None
+        if lane or replicate:
+            element = _ELEMENT_BYTES[arrangement[-1]]
+        else:
+            lanes = int(arrangement[:-1])
+            element = lanes * _ELEMENT_BYTES[arrangement[-1]]  # one whole register, 8 or 16
+        return _Shape(
+            mnemonic=insn.mnemonic,
+            kind=AccessKind.READ if direction == "ld" else AccessKind.WRITE,
+            size=element * len(names),
+            element_size=element,
+            writeback=writeback,
+            simd=True,
+            srt=rt,
+        )
+
+
+def decode_access(
+    code: bytes, pc: int, read_reg: ReadReg, *, decoder: AccessDecoder | None = None
+) -> Access | None:
+    """Decode one instruction; pass a long-lived `decoder` on the fault path.
+
+    Without one, a fresh AccessDecoder (and capstone handle) is made for this call only.
+    """
+    return (decoder or AccessDecoder()).decode(code, pc, read_reg)
+
+
+def fault_address(access: Access, fault_page_va: int, page_size: int = 4096) -> int:
+    """FAR for a fault of `access` on the page containing `fault_page_va`.
+
+    Bytes are accessed in ascending order (AArch64.Mem splits a misaligned access into bytes,
+    lowest first), so the faulting byte is the first one of the access in that page: the access
+    start when it begins in that page, else the page start. DC/IC by VA report the register
+    operand instead (D24.2.48).
+    """
+    if access.operand_address is not None:
+        return access.operand_address
+    if access.size == 0:
+        raise ValueError(f"{access.mnemonic} accesses no memory and cannot fault")
+    page = fault_page_va & ~(page_size - 1)
+    if page <= access.address < page + page_size:
+        return access.address
+    if access.address < page < access.end:
+        return page
+    raise ValueError(f"{access.mnemonic} at {access.address:#x}+{access.size} does not touch "
+                     f"page {page:#x}")
+
+
+def pages_touched(access: Access, page_size: int = 4096) -> list[int]:
+    """Start addresses of the pages the access touches, lowest first (none for a prefetch)."""
+    if access.size == 0:
+        return []
+    first = access.address & ~(page_size - 1)
+    last = (access.end - 1) & ~(page_size - 1)
+    return list(range(first, last + page_size, page_size))

@@ -1,0 +1,249 @@
+"""Architectural register state of the emulated CPU, and exception entry.
+
+Unicorn never takes an exception architecturally (it only reports an interrupt
+number), and writing PSTATE alone neither rebuilds its cached EL state nor
+switches the banked stack pointer. `Cpu` hides both facts: everything above
+reads and writes registers by their architectural names, and `take_exception`
+performs the entry the way the Arm ARM describes it (D1.10 "Exception entry").
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from unicorn import arm64_const as A
+
+MASK64 = (1 << 64) - 1
+
+# PSTATE / SPSR bit positions (Arm ARM C5.2.19 SPSR_EL1, AArch64 state)
+PSTATE_M_MASK = 0xF
+PSTATE_SP = 1 << 0  # M[0]: 1 = SP_ELx, 0 = SP_EL0
+PSTATE_F = 1 << 6
+PSTATE_I = 1 << 7
+PSTATE_A = 1 << 8
+PSTATE_D = 1 << 9
+PSTATE_DAIF = PSTATE_D | PSTATE_A | PSTATE_I | PSTATE_F
+PSTATE_SSBS = 1 << 12
+PSTATE_PAN = 1 << 22
+PSTATE_UAO = 1 << 23
+PSTATE_DIT = 1 << 24
+PSTATE_TCO = 1 << 25
+PSTATE_NZCV = 0xF << 28
+
+# SCTLR_EL1 bits (Arm ARM D17.2.118)
+SCTLR_SPAN = 1 << 23  # 0: PAN is set on exception entry to EL1
+SCTLR_DSSBS = 1 << 44
+
+# (op0, op1, CRn, CRm, op2) for registers Unicorn has no constant for.
+_CP = {
+    "SPSR_EL1": (3, 0, 4, 0, 0),
+    "SCTLR_EL1": (3, 0, 1, 0, 0),
+    "SCR_EL3": (3, 6, 1, 1, 0),
+    "DCZID_EL0": (3, 3, 0, 0, 7),
+}
+_REG = {
+    "ESR_EL1": A.UC_ARM64_REG_ESR_EL1,
+    "FAR_EL1": A.UC_ARM64_REG_FAR_EL1,
+    "ELR_EL1": A.UC_ARM64_REG_ELR_EL1,
+    "VBAR_EL1": A.UC_ARM64_REG_VBAR_EL1,
+    "PAR_EL1": A.UC_ARM64_REG_PAR_EL1,
+    "TPIDR_EL1": A.UC_ARM64_REG_TPIDR_EL1,
+    "TPIDR_EL0": A.UC_ARM64_REG_TPIDR_EL0,
+}
+SYSREG_NAMES = tuple(sorted({*_CP, *_REG, "SP_EL0", "SP_EL1", "PAN", "CurrentEL"}))
+
+_X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+
+
+class VectorOffset(enum.IntEnum):
+    """Offsets from VBAR_ELx of the four vector groups (Arm ARM D1.10.2); + 0x80 per kind."""
+
+    CURRENT_SP0 = 0x000
+    CURRENT_SPX = 0x200
+    LOWER_A64 = 0x400
+    LOWER_A32 = 0x600
+
+
+class VectorKind(enum.IntEnum):
+    SYNC = 0x000
+    IRQ = 0x080
+    FIQ = 0x100
+    SERROR = 0x180
+
+
+@dataclass(frozen=True)
+class ExceptionEntry:
+    """What `take_exception` did, for event logs."""
+
+    from_el: int
+    vector: int
+    esr: int
+    far: int | None
+    elr: int
+    spsr: int
+
+
+class Cpu:
+    """Registers of one Unicorn engine, by architectural name."""
+
+    def __init__(self, uc) -> None:
+        self.uc = uc
+
+    # general registers -------------------------------------------------
+    def x(self, n: int) -> int:
+        """X[n]; n = 31 reads as zero (XZR), as in a data-register field."""
+        if n == 31:
+            return 0
+        return self.uc.reg_read(_X[n])
+
+    def set_x(self, n: int, value: int) -> None:
+        if n != 31:
+            self.uc.reg_write(_X[n], value & MASK64)
+
+    def base_reg(self, n: int) -> int:
+        """Register n as an address base: 31 is SP here."""
+        return self.sp if n == 31 else self.x(n)
+
+    @property
+    def pc(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PC)
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_PC, value & MASK64)
+
+    @property
+    def sp(self) -> int:
+        """The stack pointer currently selected by PSTATE (SP_EL0 at EL0 or EL1t)."""
+        return self.uc.reg_read(A.UC_ARM64_REG_SP)
+
+    @sp.setter
+    def sp(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_SP, value & MASK64)
+
+    @property
+    def pstate(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+
+    @property
+    def el(self) -> int:
+        return (self.pstate >> 2) & 3
+
+    @property
+    def pan(self) -> bool:
+        return bool(self.pstate & PSTATE_PAN)
+
+    def _uses_sp_el0(self, pstate: int) -> bool:
+        return ((pstate >> 2) & 3) == 0 or not (pstate & PSTATE_SP)
+
+    # banked stack pointers: the live SP is in xregs[31]; the bank holds the others
+    @property
+    def sp_el0(self) -> int:
+        if self._uses_sp_el0(self.pstate):
+            return self.sp
+        return self.uc.reg_read(A.UC_ARM64_REG_SP_EL0)
+
+    @sp_el0.setter
+    def sp_el0(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_SP_EL0, value & MASK64)
+        if self._uses_sp_el0(self.pstate):
+            self.sp = value
+
+    @property
+    def sp_el1(self) -> int:
+        pstate = self.pstate
+        if ((pstate >> 2) & 3) == 1 and pstate & PSTATE_SP:
+            return self.sp
+        return self.uc.reg_read(A.UC_ARM64_REG_SP_EL1)
+
+    @sp_el1.setter
+    def sp_el1(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_SP_EL1, value & MASK64)
+        pstate = self.pstate
+        if ((pstate >> 2) & 3) == 1 and pstate & PSTATE_SP:
+            self.sp = value
+
+    def set_pstate(self, value: int) -> None:
+        """Write PSTATE, switching the banked SP and making Unicorn rebuild its EL state."""
+        old = self.pstate
+        if old == value:
+            return
+        sp0, sp1 = self.sp_el0, self.sp_el1
+        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        # Unicorn caches the EL in its translation flags: rewriting SCTLR_EL1 forces a rebuild.
+        self.write_sysreg("SCTLR_EL1", self.read_sysreg("SCTLR_EL1"))
+        self.uc.reg_write(A.UC_ARM64_REG_SP_EL0, sp0)
+        self.uc.reg_write(A.UC_ARM64_REG_SP_EL1, sp1)
+        self.sp = sp0 if self._uses_sp_el0(value) else sp1
+
+    # system registers ---------------------------------------------------
+    def read_sysreg(self, name: str) -> int:
+        if name in _REG:
+            return self.uc.reg_read(_REG[name])
+        if name in _CP:
+            return self.uc.cpr_read(*_CP[name])
+        if name == "SP_EL0":
+            return self.sp_el0
+        if name == "SP_EL1":
+            return self.sp_el1
+        if name == "PAN":
+            return int(self.pan)
+        if name == "CurrentEL":
+            return self.el << 2
+        raise KeyError(f"unknown system register {name!r} (known: {', '.join(SYSREG_NAMES)})")
+
+    def write_sysreg(self, name: str, value: int) -> None:
+        value &= MASK64
+        if name in _REG:
+            self.uc.reg_write(_REG[name], value)
+        elif name in _CP:
+            self.uc.cpr_write(*_CP[name], value)
+        elif name == "SP_EL0":
+            self.sp_el0 = value
+        elif name == "SP_EL1":
+            self.sp_el1 = value
+        elif name == "PAN":
+            pstate = self.pstate
+            self.set_pstate(pstate | PSTATE_PAN if value else pstate & ~PSTATE_PAN)
+        else:
+            raise KeyError(f"unknown or read-only system register {name!r} (known: {', '.join(SYSREG_NAMES)})")
+
+    def snapshot(self) -> dict[str, int]:
+        """x0..x30, sp, pc, pstate: what a `pt_regs` holds."""
+        regs = {f"x{i}": self.x(i) for i in range(31)}
+        regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
+        return regs
+
+    # exception entry ------------------------------------------------------
+    def take_exception(self, *, esr: int, far: int | None, return_pc: int, kind: VectorKind = VectorKind.SYNC) -> ExceptionEntry:
+        """Take an exception to EL1 (AArch64) from EL0 or EL1, as the Arm ARM's entry pseudocode does.
+
+        ELR_EL1 = return_pc, SPSR_EL1 = the interrupted PSTATE, ESR_EL1/FAR_EL1 as given
+        (FAR is left UNKNOWN - unchanged - when `far` is None), PSTATE = EL1h with DAIF
+        masked; NZCV and DIT are kept, UAO is cleared; PAN is set when SCTLR_EL1.SPAN is 0; SSBS is
+        set from SCTLR_EL1.DSSBS; PC = VBAR_EL1 + group + kind.
+        """
+        old = self.pstate
+        from_el = (old >> 2) & 3
+        if from_el == 0:
+            group = VectorOffset.LOWER_A64
+        elif old & PSTATE_SP:
+            group = VectorOffset.CURRENT_SPX
+        else:
+            group = VectorOffset.CURRENT_SP0
+        sctlr = self.read_sysreg("SCTLR_EL1")
+        # Arm ARM AArch64.TakeException: UAO <- 0, PAN kept unless SPAN == 0
+        new = (old & (PSTATE_NZCV | PSTATE_DIT | PSTATE_PAN)) | PSTATE_DAIF | (1 << 2) | PSTATE_SP
+        if not sctlr & SCTLR_SPAN:
+            new |= PSTATE_PAN
+        if sctlr & SCTLR_DSSBS:
+            new |= PSTATE_SSBS
+        self.write_sysreg("ELR_EL1", return_pc)
+        self.write_sysreg("SPSR_EL1", old)
+        self.write_sysreg("ESR_EL1", esr)
+        if far is not None:
+            self.write_sysreg("FAR_EL1", far)
+        self.set_pstate(new)
+        vector = (self.read_sysreg("VBAR_EL1") + group + kind) & MASK64
+        self.pc = vector
+        return ExceptionEntry(from_el, vector, esr, far, return_pc, old)

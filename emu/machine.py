@@ -1,0 +1,508 @@
+"""`Machine`: one Unicorn engine wired as an AArch64 CPU with a software MMU.
+
+Unicorn runs in `UC_TLB_VIRTUAL` mode: each time its TLB misses, our fill hook
+walks `Stage1` for the current regime (EL0, EL1, EL1 with PAN, or an
+unprivileged `ldtr`/`sttr` at EL1) and then asks the stage-2 callback about the
+frame. A refusal stops the engine at exactly the faulting instruction; the run
+loop turns it into a `MemoryAbort` and either takes it to EL1 (stage 1, as the
+hardware does) or hands it to the EL2 handler (stage 2). Every other event
+(svc, hvc, brk, an undefined instruction, reaching an exit address) also stops
+the engine and is handled here in Python, between two `emu_start` calls, so a
+handler may change mappings or the EL freely: the TLB is flushed before the
+next instruction runs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM, Uc, UcError
+from unicorn import arm64_const as A
+from unicorn.unicorn_const import (
+    UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
+    UC_MEM_FETCH,
+    UC_MEM_WRITE,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    UC_TLB_VIRTUAL,
+)
+
+from .abort import AbortBuilder, MemoryAbort, PendingFault
+from .cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
+from .exceptions import exception_syndrome
+from .memory import (
+    PAGE_MASK,
+    PAGE_SIZE,
+    AccessType,
+    Perms,
+    PhysicalMemory,
+    Stage1,
+    WalkFault,
+    KERNEL_RW,
+    KERNEL_RX,
+    USER_RW,
+    USER_RX,
+)
+from .outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
+
+# Where the machine puts its own pages (return sentinels, the EL0 entry stub, stacks, the task page).
+MACHINE_TEXT_VA = 0xFFFF_FFFF_FFE0_0000
+KERNEL_STACK_VA = 0xFFFF_FFFF_FFC0_0000
+KERNEL_STACK_PAGES = 4
+TASK_VA = 0xFFFF_FFFF_FFA0_0000
+USER_SENTINEL_VA = 0x0000_7FFF_FFFF_0000
+USER_STACK_VA = 0x0000_7FFF_FFF0_0000
+USER_STACK_PAGES = 4
+
+DEFAULT_BUDGET = 2_000_000
+DEFAULT_TIMEOUT = 20.0
+DEFAULT_MAX_EVENTS = 10_000
+
+# Unicorn interrupt numbers (QEMU's EXCP_*), measured with unicorn 2.1.4.
+INTNO_UDEF = 1
+INTNO_SVC = 2
+INTNO_BKPT = 7
+INTNO_HVC = 11
+INTNO_SMC = 13
+
+# The `until` address of every emu_start: never reached. Unicorn fetches through the 1 KiB page
+# holding until - 1 whenever it stops (measured, 2.1.4), in whatever regime is current, so the
+# fill hook answers that one page itself, for every regime.
+UNTIL_VA = 0x0000_7FFF_0000_0400
+_UNTIL_PROBE_PAGE = (UNTIL_VA - 1) & ~0x3FF
+_EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
+
+_PROT = {AccessType.READ: UC_PROT_READ, AccessType.WRITE: UC_PROT_WRITE, AccessType.EXEC: UC_PROT_EXEC}
+
+Stage2Check = Callable[[int, AccessType], "bool | WalkFault"]
+ExitHandler = Callable[["Machine"], "Outcome | None"]
+
+
+class MachineError(RuntimeError):
+    """Misuse of the emulator API from Python (not something the guest did)."""
+
+
+class NoAbortHandler(MachineError):
+    pass
+
+
+class El2Handler(Protocol):
+    """What the hypervisor model installs to receive what traps to EL2."""
+
+    def handle_abort(self, machine: "Machine", abort: MemoryAbort) -> Outcome | None: ...
+
+    def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None: ...
+
+
+@dataclass
+class _Limits:
+    budget: int
+    deadline: float
+    max_events: int
+    segments: int = 0
+
+
+@dataclass
+class _Pending:
+    """What stopped the engine, as recorded by a hook."""
+
+    fault: PendingFault | None = None
+    intno: int | None = None
+
+
+def _is_unprivileged_ldst(word: int) -> bool:
+    """LDTR*/STTR* (Arm ARM C4.1.66 'Load/store register (unprivileged)'): size 111 V=0 00, bit21=0, bits[11:10]=10."""
+    return (word >> 24) & 0x3F == 0b111000 and not (word >> 21) & 1 and (word >> 10) & 3 == 0b10
+
+
+class Machine:
+    """An AArch64 CPU (EL0/EL1) with physical frames, stage 1, a stage-2 hook and an EL2 handler slot."""
+
+    def __init__(self, *, phys_base: int = 0x4000_0000, phys_size: int = 256 << 20) -> None:
+        uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        # The default A72 model treats LSE atomics as UNDEFINED; MAX executes them (PAC keys stay off).
+        uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self.uc = uc
+        self.cpu = Cpu(uc)
+        self.phys = PhysicalMemory(uc, phys_base, phys_size)
+        self.stage1 = Stage1()
+        self.stage2: Stage2Check | None = None
+        self.el2: El2Handler | None = None
+        self._exits: dict[int, ExitHandler] = {}
+        self._pending = _Pending()
+        self._events: list[Event] = []
+        self._trace: list[TraceStep] | None = None
+        self._trace_hook = None
+        self._limits: _Limits | None = None
+        self._abort_builder = AbortBuilder(self)
+        self._probe_frame = self.phys.alloc()
+        # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
+        self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
+        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+        self._setup_machine_pages()
+
+    # ------------------------------------------------------------------ memory
+    def alloc_frame(self, nr: int = 1) -> int:
+        return self.phys.alloc(nr)
+
+    def map_page(self, va: int, pfn: int, perms: Perms | str = KERNEL_RW) -> None:
+        if isinstance(perms, str):
+            perms = Perms.parse(perms)
+        self.stage1.map(va, pfn, perms)
+        self.flush_tlb()
+
+    def unmap_page(self, va: int) -> None:
+        self.stage1.unmap(va)
+        self.flush_tlb()
+
+    def map_new(self, va: int, nr_pages: int = 1, perms: Perms | str = KERNEL_RW) -> list[int]:
+        """Allocate fresh frames and map them at consecutive pages from `va`; returns their pfns."""
+        pfns = [self.alloc_frame() for _ in range(nr_pages)]
+        for i, pfn in enumerate(pfns):
+            self.map_page(va + i * PAGE_SIZE, pfn, perms)
+        return pfns
+
+    def flush_tlb(self) -> None:
+        """Make every mapping change visible to the very next instruction."""
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def stage2_changed(self) -> None:
+        """Called by the stage-2 owner after it revokes or grants access to a frame."""
+        self.flush_tlb()
+
+    def translate(self, va: int) -> int:
+        """VA -> PA through stage 1 only, ignoring permissions (a debugger's view)."""
+        pte = self.stage1.lookup(va)
+        if pte is None:
+            raise MachineError(f"VA {va:#x} is not mapped at stage 1")
+        return (pte.pfn << 12) | (va & (PAGE_SIZE - 1))
+
+    def read(self, va: int, size: int) -> bytes:
+        """Read through stage 1 (page by page), bypassing permission and stage-2 checks."""
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            out += self.phys.read(self.translate(va), chunk)
+            va, size = va + chunk, size - chunk
+        return bytes(out)
+
+    def write(self, va: int, data: bytes) -> None:
+        data = bytes(data)
+        while data:
+            chunk = min(len(data), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            self.phys.write(self.translate(va), data[:chunk])
+            va, data = va + chunk, data[chunk:]
+
+    def read_u64(self, va: int) -> int:
+        return int.from_bytes(self.read(va, 8), "little")
+
+    def write_u64(self, va: int, value: int) -> None:
+        self.write(va, (value & MASK64).to_bytes(8, "little"))
+
+    def load(self, va: int, data: bytes, perms: Perms | str = KERNEL_RX) -> list[int]:
+        """Map fresh frames at `va` (page aligned) holding `data`; returns the pfns."""
+        nr = max(1, -(-len(data) // PAGE_SIZE))
+        pfns = self.map_new(va & PAGE_MASK, nr, perms)
+        self.write(va, data)
+        return pfns
+
+    # --------------------------------------------------------------- TLB fill
+    def _tlb_fill(self, uc, addr: int, typ: int, entry, _user) -> bool:
+        if typ == UC_MEM_FETCH and addr & ~0x3FF == _UNTIL_PROBE_PAGE:
+            entry.paddr = self._probe_frame << 12
+            entry.perms = UC_PROT_EXEC
+            return True
+        access = AccessType.EXEC if typ == UC_MEM_FETCH else AccessType.WRITE if typ == UC_MEM_WRITE else AccessType.READ
+        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        el = (pstate >> 2) & 3
+        el0 = el == 0
+        pan = bool(pstate & PSTATE_PAN)
+        unprivileged = False
+        if not el0 and access is not AccessType.EXEC:
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            pte = self.stage1.lookup(pc)
+            if pte is not None:
+                word = int.from_bytes(uc.mem_read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
+                # ldtr/sttr at EL1 are checked with EL0 permissions, and PAN does not apply to them.
+                unprivileged = el0 = _is_unprivileged_ldst(word)
+        result = self.stage1.check(addr, access, el0=el0, pan=pan)
+        if isinstance(result, WalkFault):
+            self._pending.fault = PendingFault(1, addr, access, el, unprivileged, result, None)
+            return False
+        pfn = result.pfn
+        if self.stage2 is not None:
+            verdict = self.stage2(pfn, access)
+            if verdict is not True:
+                fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
+                self._pending.fault = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
+                return False
+        perms = _PROT[access]
+        for other in AccessType:
+            if other is access or isinstance(self.stage1.check(addr, other, el0=el0, pan=pan), WalkFault):
+                continue
+            if self.stage2 is None or self.stage2(pfn, other) is True:
+                perms |= _PROT[other]
+        entry.paddr = (pfn << 12) | (addr & 0xFFF)
+        entry.perms = perms
+        return True
+
+    def _intr(self, uc, intno: int, _user) -> None:
+        self._pending.intno = intno
+        uc.emu_stop()
+
+    # ----------------------------------------------------------------- events
+    def log(self, kind: str, message: str, **data: Any) -> Event:
+        """Record an event of the current run (upper layers log theirs here too)."""
+        event = Event(len(self._events), kind, self.cpu.pc, self.cpu.el, message, data)
+        self._events.append(event)
+        return event
+
+    @property
+    def events(self) -> list[Event]:
+        return self._events
+
+    # ------------------------------------------------------------------ exits
+    def add_exit(self, addr: int, handler: ExitHandler) -> None:
+        """Plant a hand-over point: a `brk` at `addr` that calls `handler(machine)` instead of trapping.
+
+        The handler must move PC (or end the run by returning an `Outcome`). Unicorn's own
+        exit list is not used: at every stop it fetches through the byte before each exit in
+        the current regime, which faults whenever that page is not executable there.
+        """
+        addr &= MASK64
+        self.write(addr, _EXIT_BRK)
+        self._exits[addr] = handler
+
+    def remove_exit(self, addr: int) -> None:
+        self._exits.pop(addr & MASK64, None)
+
+    # ------------------------------------------------------- machine's pages
+    def _setup_machine_pages(self) -> None:
+        # Return sentinels are exit addresses (brk hand-over points); the EL0 entry stub is a real eret.
+        eret = (0xD69F03E0).to_bytes(4, "little")
+        self.load(MACHINE_TEXT_VA, bytes(4) + eret, KERNEL_RX)
+        self.return_sentinel = MACHINE_TEXT_VA
+        self.eret_stub = MACHINE_TEXT_VA + 4
+        self.load(USER_SENTINEL_VA, bytes(4), USER_RX)
+        self.user_return_sentinel = USER_SENTINEL_VA
+        self.map_new(KERNEL_STACK_VA, KERNEL_STACK_PAGES, KERNEL_RW)
+        self.kernel_stack_top = KERNEL_STACK_VA + KERNEL_STACK_PAGES * PAGE_SIZE
+        self.map_new(TASK_VA, 1, KERNEL_RW)
+        self.task = TASK_VA
+        self.map_new(USER_STACK_VA, USER_STACK_PAGES, USER_RW)
+        self.user_stack_top = USER_STACK_VA + USER_STACK_PAGES * PAGE_SIZE
+        self.add_exit(self.return_sentinel, self._returned_at(1))
+        self.add_exit(self.user_return_sentinel, self._returned_at(0))
+
+    @staticmethod
+    def _returned_at(el: int) -> ExitHandler:
+        def returned(machine: "Machine") -> Outcome:
+            if machine.cpu.el != el:
+                return Outcome(OutcomeKind.EMULATOR_ERROR, f"reached the EL{el} return sentinel at EL{machine.cpu.el}")
+            return Outcome(OutcomeKind.RETURNED, f"returned x0={machine.cpu.x(0):#x}")
+
+        return returned
+
+    # ------------------------------------------------------------------- calls
+    def call(
+        self,
+        target: int,
+        *args: int,
+        el: int = 1,
+        pan: bool = True,
+        budget: int = DEFAULT_BUDGET,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        trace: bool = False,
+    ) -> RunResult:
+        """Call `target` with x0..x7 = args at EL1 (kernel) or EL0 (user) and run until it returns.
+
+        EL1: SP = a kernel stack, SP_EL0 = the task page (arm64's `current`), x30 = the
+        return sentinel, PSTATE = EL1h with DAIF masked and PAN as asked.
+        EL0: entered by a real `eret` from EL1 (SPSR_EL1 = EL0t), SP = a user stack,
+        x30 = the user return sentinel.
+        """
+        if len(args) > 8:
+            raise MachineError("at most 8 register arguments (x0-x7)")
+        if el not in (0, 1):
+            raise MachineError(f"cannot call at EL{el}: the host runs at EL0 or EL1")
+        self.cpu.set_pstate((1 << 2) | PSTATE_SP | PSTATE_DAIF | (PSTATE_PAN if pan else 0))
+        self.cpu.sp = self.kernel_stack_top
+        for i in range(31):
+            self.cpu.set_x(i, 0)
+        for i, value in enumerate(args):
+            self.cpu.set_x(i, value)
+        if el == 1:
+            self.cpu.sp_el0 = self.task
+            self.cpu.set_x(30, self.return_sentinel)
+            start = target
+        else:
+            self.cpu.sp_el0 = self.user_stack_top
+            self.cpu.set_x(30, self.user_return_sentinel)
+            self.cpu.write_sysreg("ELR_EL1", target)
+            self.cpu.write_sysreg("SPSR_EL1", 0)  # EL0t, interrupts unmasked
+            start = self.eret_stub
+        return self.run(start, budget=budget, timeout=timeout, max_events=max_events, trace=trace)
+
+    def run(
+        self,
+        pc: int,
+        *,
+        budget: int = DEFAULT_BUDGET,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        trace: bool = False,
+    ) -> RunResult:
+        """Run from `pc` in the current state until an exit handler or EL2 handler ends the run.
+
+        Budget: every stretch of execution between two events may run at most `budget`
+        instructions, and a run may have at most `max_events` events (aborts, exceptions,
+        hypercalls, exits); wall-clock `timeout` seconds bound the whole run.
+        """
+        self._events = []
+        self._start_trace(trace)
+        self._limits = _Limits(budget, time.monotonic() + timeout, max_events)
+        try:
+            outcome = self._loop(pc)
+            return RunResult(outcome, self.cpu.snapshot(), list(self._events), self._finish_trace(), self._limits.segments)
+        finally:
+            self._stop_trace()
+            self._limits = None
+
+    def run_nested(self, pc: int, stop_at: int) -> Outcome | None:
+        """From inside a handler: run code at `pc` until it reaches `stop_at` (returns None) or the run ends.
+
+        This is how the modelled kernel executes real instructions in the middle of its
+        fault handling (an `hvc` to the hypervisor, a fixup's re-read): whatever those
+        instructions do - trap to EL2, fault, take a nested exception - goes through the
+        same paths as the code that was interrupted, under the same budget.
+        """
+        if self._limits is None:
+            raise MachineError("run_nested is only for handlers of a running machine")
+        if stop_at in self._exits:
+            raise MachineError(f"{stop_at:#x} is already an exit address")
+        reached = Outcome("nested-return", "")
+        self.add_exit(stop_at, lambda machine: reached)
+        try:
+            outcome = self._loop(pc)
+        finally:
+            self.remove_exit(stop_at)
+        return None if outcome is reached else outcome
+
+    def _loop(self, pc: int) -> Outcome:
+        limits = self._limits
+        self.cpu.pc = pc
+        while True:
+            outcome = self._run_segment(limits.budget, limits.deadline)
+            limits.segments += 1
+            if outcome is None and limits.segments >= limits.max_events:
+                outcome = Outcome(OutcomeKind.EVENT_LIMIT, f"more than {limits.max_events} events: runaway exceptions or faults")
+            if outcome is not None:
+                return outcome
+
+    def _run_segment(self, budget: int, deadline: float) -> Outcome | None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Outcome(OutcomeKind.TIMEOUT, "wall-clock timeout")
+        self._pending = _Pending()
+        self.flush_tlb()
+        start_pc = self.cpu.pc
+        error: UcError | None = None
+        try:
+            self.uc.emu_start(start_pc, UNTIL_VA, timeout=max(1, int(left * 1e6)), count=budget)
+        except UcError as exc:
+            error = exc
+        pending = self._pending
+        if pending.fault is not None:
+            return self._on_abort(self._abort_builder.build(pending.fault))
+        if pending.intno is not None:
+            pc = self.cpu.pc
+            if pending.intno == INTNO_BKPT and pc in self._exits:
+                outcome = self._exits[pc](self)
+                if outcome is None and self.cpu.pc == pc:
+                    raise MachineError(f"exit handler at {pc:#x} neither moved PC nor ended the run")
+                return outcome
+            return self._on_interrupt(pending.intno)
+        if error is not None:
+            return Outcome(OutcomeKind.EMULATOR_ERROR, f"unicorn: {error} at pc={self.cpu.pc:#x}")
+        pc = self.cpu.pc
+        if time.monotonic() >= deadline:
+            return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={pc:#x}")
+        return Outcome(OutcomeKind.BUDGET_EXCEEDED, f"instruction budget of {budget} exhausted at pc={pc:#x}", pc)
+
+    # --------------------------------------------------------- exception paths
+    def _on_abort(self, abort: MemoryAbort) -> Outcome | None:
+        self.log("abort", abort.summary(), abort=abort)
+        if abort.stage == 1:
+            return self.take_exception_el1(abort.esr.value, abort.far, abort.pc, cause=abort)
+        if self.el2 is None:
+            raise NoAbortHandler(f"stage-2 abort with no EL2 handler installed: {abort.summary()}")
+        return self.el2.handle_abort(self, abort)
+
+    def _on_interrupt(self, intno: int) -> Outcome | None:
+        pc = self.cpu.pc
+        from_el = self.cpu.el
+        if intno == INTNO_HVC:
+            imm = (self._insn_word(pc - 4) >> 5) & 0xFFFF
+            self.log("hvc", f"hvc #{imm} x0={self.cpu.x(0):#x}", imm=imm)
+            if self.el2 is None:
+                raise NoAbortHandler(f"hvc #{imm} at {pc - 4:#x} with no EL2 handler installed")
+            return self.el2.handle_hvc(self, imm)
+        if intno == INTNO_SVC:
+            insn_pc, return_pc = pc - 4, pc  # svc's preferred return address is the next instruction
+        elif intno in (INTNO_BKPT, INTNO_UDEF, INTNO_SMC):
+            insn_pc = return_pc = pc
+        else:
+            return Outcome(OutcomeKind.EMULATOR_ERROR, f"unexpected unicorn interrupt {intno} at pc={pc:#x}")
+        esr = exception_syndrome(intno, self._insn_word(insn_pc), from_el)
+        self.log("exception", f"{esr.name} ESR={esr.value:#x}", esr=esr.value)
+        return self.take_exception_el1(esr.value, None, return_pc, cause=esr)
+
+    def _insn_word(self, va: int) -> int:
+        try:
+            return int.from_bytes(self.read(va, 4), "little")
+        except MachineError:
+            return 0
+
+    def take_exception_el1(self, esr: int, far: int | None, return_pc: int, *, cause: Any = None) -> Outcome | None:
+        """Exception entry to EL1; without vectors (VBAR_EL1 = 0) the run ends instead."""
+        if self.cpu.read_sysreg("VBAR_EL1") == 0:
+            return Outcome(
+                OutcomeKind.UNHANDLED_EXCEPTION,
+                f"exception to EL1 (ESR={esr:#x}) at pc={return_pc:#x} but VBAR_EL1 is not set",
+                cause,
+            )
+        entry = self.cpu.take_exception(esr=esr, far=far, return_pc=return_pc, kind=VectorKind.SYNC)
+        self.log("exception-entry", f"EL{entry.from_el} -> EL1 vector {entry.vector:#x} ESR={esr:#x}", entry=entry)
+        return None
+
+    # ------------------------------------------------------------------ trace
+    def _start_trace(self, on: bool) -> None:
+        self._trace = [] if on else None
+        if on and self._trace_hook is None:
+            self._trace_hook = self.uc.hook_add(UC_HOOK_CODE, self._trace_step)
+
+    def _trace_step(self, uc, address: int, size: int, _user) -> None:
+        if self._trace is not None:
+            self._trace.append((address, (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3))
+
+    def _stop_trace(self) -> None:
+        if self._trace_hook is not None:
+            self.uc.hook_del(self._trace_hook)
+            self._trace_hook = None
+
+    def _finish_trace(self) -> list[TraceStep] | None:
+        if self._trace is None:
+            return None
+        from .disasm import Disassembler
+
+        dis = Disassembler()
+        # Exit addresses are hand-over points, not executed instructions.
+        steps = [TraceStep(pc, el, dis.text(self._insn_word(pc), pc)) for pc, el in self._trace if pc not in self._exits]
+        self._trace = None
+        return steps

@@ -1,0 +1,79 @@
+"""How a run ends, and the events it records on the way.
+
+The emulator defines only the endings it can see itself (returned, budget,
+timeout, an exception with nowhere to go); the layers above stop a run with
+their own kinds (a host oops, a hypervisor panic, a signal that killed the
+task) by returning an `Outcome` from their handlers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class OutcomeKind:
+    """Endings known to `emu`; upper layers add their own strings."""
+
+    RETURNED = "returned"
+    BUDGET_EXCEEDED = "budget-exceeded"
+    EVENT_LIMIT = "event-limit"
+    TIMEOUT = "timeout"
+    UNHANDLED_EXCEPTION = "unhandled-exception"
+    EMULATOR_ERROR = "emulator-error"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    message: str
+    detail: Any = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened during a run: an abort, an exception entry, a hypercall, a fixup..."""
+
+    seq: int
+    kind: str
+    pc: int
+    el: int
+    message: str
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __str__(self) -> str:
+        return f"[{self.seq:4d}] EL{self.el} pc={self.pc:#018x} {self.kind}: {self.message}"
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One executed instruction of an instruction trace."""
+
+    pc: int
+    el: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"EL{self.el} {self.pc:#018x}  {self.text}"
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    regs: dict[str, int]
+    events: list[Event]
+    trace: list[TraceStep] | None = None
+    segments: int = 0
+
+    @property
+    def returned(self) -> bool:
+        return self.outcome.kind == OutcomeKind.RETURNED
+
+    @property
+    def x0(self) -> int:
+        return self.regs["x0"]
+
+    def events_of(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.kind == kind]

@@ -1,0 +1,205 @@
+"""`HostKernel`: the Linux arm64 host at EL1, as far as faults are concerned.
+
+It writes a real 16-entry vector table at VBAR_EL1. Every vector entry is an
+exit address of the machine: when the CPU arrives there, the entry "hands over"
+to Python, which saves pt_regs, routes the exception as the kernel does, and
+returns through a real `eret` that the CPU executes. When the model needs real
+instructions in the middle of its handling - the `hvc` of the force-reclaim
+call, the aligned re-read of a zeropad fixup - it runs them nested, so they can
+trap to EL2 or fault like the real kernel's would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from emu.cpu import VectorKind, VectorOffset
+from emu.extable_format import NUMBERING_V7, TypeNumbering
+from emu.memory import PAGE_SIZE, AccessType, WalkFault
+from emu.outcome import Outcome
+from emu.syndrome import EC, Esr
+
+from .extable import Extable, Fixup, FixupFault
+from .fault import SIGILL, SIGKILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
+from .ptregs import PtRegs
+from .tasks import Task, signal_name
+
+if TYPE_CHECKING:
+    from emu.machine import Machine
+
+VECTORS_VA = 0xFFFF_8000_0801_0000
+HOST_STUBS_VA = VECTORS_VA + 0x800
+# pkvm_force_reclaim_guest_page() in Linux 7.2 issues hvc #0 with x0 = 0xc600002b (function 43).
+PKVM_FORCE_RECLAIM_GUEST_PAGE = 0xC600_002B
+
+HOST_OOPS = "host-oops"
+HOST_BUG = "host-bug"
+TASK_KILLED = "task-killed"
+TASK_EXIT = "task-exit"
+UNEXPECTED_VECTOR = "unexpected-vector"
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Which host kernel runs: its extable numbering and its pKVM support."""
+
+    numbering: TypeNumbering = NUMBERING_V7
+    pkvm_initialised: bool = True  # ESR.S1PTW on an injected abort means "pKVM stage-2 abort"
+    force_reclaim: bool = True  # __do_kernel_fault can ask EL2 to force-reclaim a guest page
+
+
+@dataclass
+class _Stubs:
+    eret: int
+    hvc: int
+    reread: int
+    sigreturn: int
+
+
+@dataclass
+class HostKernel:
+    machine: "Machine"
+    config: KernelConfig = field(default_factory=KernelConfig)
+
+    def __post_init__(self) -> None:
+        self.extable = Extable()
+        self.task = Task()
+        self.fixups: list[Fixup] = []
+        self._depth = 0
+        self._install()
+
+    # ------------------------------------------------------------ setup
+    def _install(self) -> None:
+        m = self.machine
+        brk = lambda imm: (0xD4200000 | (imm << 5)).to_bytes(4, "little")  # noqa: E731
+        table = bytearray()
+        for i in range(16):
+            # Each entry starts with a brk the CPU never reaches (the entry is an exit address).
+            entry = brk(0x800 + i) + bytes(0x80 - 4)
+            table += entry
+        eret = (0xD69F03E0).to_bytes(4, "little")
+        hvc0 = (0xD4000002).to_bytes(4, "little")
+        ldr_x1_x0 = (0xF9400001).to_bytes(4, "little")  # ldr x1, [x0]
+        stubs = eret + hvc0 + brk(0x900) + ldr_x1_x0 + brk(0x901)
+        # EL0 signal restorer: mov x8, #139 (rt_sigreturn); svc #0
+        restorer = (0xD2801168).to_bytes(4, "little") + (0xD4000001).to_bytes(4, "little")
+        m.load(VECTORS_VA, bytes(table) + stubs, "rx")
+        self.stubs = _Stubs(eret=HOST_STUBS_VA, hvc=HOST_STUBS_VA + 4, reread=HOST_STUBS_VA + 12, sigreturn=0)
+        self.sigreturn_va = m.user_return_sentinel + 0x100
+        m.write(self.sigreturn_va, restorer)
+        m.cpu.write_sysreg("VBAR_EL1", VECTORS_VA)
+        for group in VectorOffset:
+            for kind in VectorKind:
+                m.add_exit(VECTORS_VA + group + kind, self._vector(group, kind))
+
+    def add_extable(self, entries, numbering: TypeNumbering | None = None) -> None:
+        self.extable.add(entries, numbering or self.config.numbering)
+
+    def log(self, kind: str, message: str, **data) -> None:
+        self.machine.log(kind, message, **data)
+
+    # ------------------------------------------------------------ vectors
+    def _vector(self, group: VectorOffset, kind: VectorKind):
+        def enter(machine: "Machine") -> Outcome | None:
+            if kind is not VectorKind.SYNC or group in (VectorOffset.CURRENT_SP0, VectorOffset.LOWER_A32):
+                return Outcome(UNEXPECTED_VECTOR, f"unexpected exception vector {group.name}/{kind.name} at {machine.cpu.pc:#x}")
+            return self._el_sync(from_el0=group is VectorOffset.LOWER_A64)
+
+        return enter
+
+    def _el_sync(self, *, from_el0: bool) -> Outcome | None:
+        cpu = self.machine.cpu
+        regs = PtRegs.save(cpu)
+        esr = Esr(cpu.read_sysreg("ESR_EL1"))
+        far = cpu.read_sysreg("FAR_EL1")
+        if self._depth:
+            # A fault inside the fault path (or inside a fixup): the kernel cannot recover.
+            die = Die(
+                f"Unable to handle kernel paging request at virtual address {far:016x} (nested fault in the fault handler)",
+                esr.value,
+                far,
+                regs.as_dict(),
+            )
+            return self._die_outcome(die)
+        self._depth += 1
+        try:
+            result = self._route(esr, far, regs, from_el0)
+        except FixupFault as nested:
+            return nested.outcome
+        finally:
+            self._depth -= 1
+        return self._finish(result, regs)
+
+    def _route(self, esr: Esr, far: int, regs: PtRegs, from_el0: bool):
+        ec = esr.ec
+        ctx = FaultContext(self, far, esr, regs)
+        if ec in (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW):
+            self.log("do_mem_abort", f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={regs.pc:#x}", esr=esr.value, far=far)
+            return do_mem_abort(ctx)
+        if from_el0:
+            if ec == EC.SVC64:
+                return self.task.syscall(self, regs)
+            if ec == EC.BRK64:
+                return Signal(SIGTRAP, 1, regs.pc, "brk")
+            return Signal(SIGILL, 1, regs.pc, "undefined instruction")
+        if ec == EC.BRK64:
+            return ctx.die(f"kernel BUG: brk #{esr.iss & 0xFFFF:#x} at {regs.pc:#x}", bug=True)
+        return ctx.die(f"Oops - Undefined instruction: ESR {esr.value:#x} at {regs.pc:#x}")
+
+    def _finish(self, result, regs: PtRegs) -> Outcome | None:
+        if isinstance(result, Outcome):
+            return result
+        if isinstance(result, Die):
+            return self._die_outcome(result)
+        if isinstance(result, Signal):
+            self.log("signal", f"{signal_name(result.signo)} code={result.code} addr={result.addr:#x} ({result.why})", signal=result)
+            outcome = self.task.deliver(self, regs, result)
+            if outcome is not None:
+                return outcome
+        elif isinstance(result, Resume):
+            self.log("resume", f"{result.why}; eret to {regs.pc:#x}")
+        regs.restore(self.machine.cpu)
+        self.machine.cpu.pc = self.stubs.eret
+        return None
+
+    def _die_outcome(self, die: Die) -> Outcome:
+        self.log("oops", die.message)
+        return Outcome(HOST_BUG if die.bug else HOST_OOPS, die.message, die)
+
+    # ------------------------------------------------------------ services for fault.c
+    def fixup_exception(self, regs: PtRegs, wnr: bool) -> Fixup | None:
+        fixup = self.extable.fixup_exception(regs, wnr, self._reread_u64)
+        if fixup is not None:
+            self.fixups.append(fixup)
+            self.log("fixup", f"{fixup.kind.value} at {fixup.entry.insn:#x} -> {fixup.entry.fixup:#x}: {fixup.detail}", fixup=fixup)
+        return fixup
+
+    def _reread_u64(self, va: int) -> int:
+        """The zeropad fixup's aligned load, executed for real: it may trap to EL2 or fault (nested)."""
+        cpu = self.machine.cpu
+        cpu.set_x(0, va)
+        outcome = self.machine.run_nested(self.stubs.reread, self.stubs.reread + 4)
+        if outcome is not None:
+            raise FixupFault(outcome)
+        return cpu.x(1)
+
+    def at_s1e1r(self, va: int) -> int | None:
+        """AT S1E1R: a stage-1 EL1 read translation, PAN ignored. Returns the PA (PAR_EL1) or None (PAR.F)."""
+        check = self.machine.stage1.check(va, AccessType.READ, el0=False, pan=False)
+        if isinstance(check, WalkFault):
+            return None
+        return (check.pfn << 12) | (va & (PAGE_SIZE - 1))
+
+    def pkvm_force_reclaim_guest_page(self, phys: int) -> int | Die:
+        """The hypercall, issued with a real `hvc #0`. Returns the errno EL2 put in x1."""
+        cpu = self.machine.cpu
+        cpu.set_x(0, PKVM_FORCE_RECLAIM_GUEST_PAGE)
+        cpu.set_x(1, phys)
+        outcome = self.machine.run_nested(self.stubs.hvc, self.stubs.hvc + 4)
+        if outcome is not None:
+            raise FixupFault(outcome)
+        status, ret = cpu.x(0), cpu.x(1)
+        if status != 0:
+            self.log("warn", f"WARN: force-reclaim hypercall not supported (x0={status:#x})")
+            return -95  # -EOPNOTSUPP
+        return ret - (1 << 64) if ret >> 63 else ret

@@ -1,0 +1,55 @@
+"""`PtRegs`: the interrupted context as the kernel's entry code saves it (struct pt_regs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emu.cpu import Cpu
+
+MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class PtRegs:
+    x: list[int] = field(default_factory=lambda: [0] * 31)
+    sp: int = 0
+    pc: int = 0
+    pstate: int = 0
+
+    @property
+    def user_mode(self) -> bool:
+        """user_mode(regs): the exception came from EL0 (SPSR.M[3:2] == 0)."""
+        return (self.pstate >> 2) & 3 == 0
+
+    def set_reg(self, n: int, value: int) -> None:
+        """pt_regs_write_reg(): register 31 is XZR here, so writes to it are dropped."""
+        if n != 31:
+            self.x[n] = value & MASK64
+
+    def reg(self, n: int) -> int:
+        return 0 if n == 31 else self.x[n]
+
+    @classmethod
+    def save(cls, cpu: "Cpu") -> "PtRegs":
+        """kernel_entry: x0-x30, the interrupted SP, ELR_EL1 as pc and SPSR_EL1 as pstate."""
+        spsr = cpu.read_sysreg("SPSR_EL1")
+        from_el0 = (spsr >> 2) & 3 == 0
+        sp = cpu.sp_el0 if from_el0 else cpu.sp
+        return cls([cpu.x(i) for i in range(31)], sp, cpu.read_sysreg("ELR_EL1"), spsr)
+
+    def restore(self, cpu: "Cpu") -> None:
+        """kernel_exit up to (not including) the eret, which the CPU executes itself."""
+        for i, value in enumerate(self.x):
+            cpu.set_x(i, value)
+        cpu.write_sysreg("ELR_EL1", self.pc)
+        cpu.write_sysreg("SPSR_EL1", self.pstate)
+        if self.user_mode:
+            cpu.sp_el0 = self.sp
+        else:
+            cpu.sp = self.sp
+
+    def as_dict(self) -> dict[str, int]:
+        regs = {f"x{i}": v for i, v in enumerate(self.x)}
+        regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
+        return regs

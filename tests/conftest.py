@@ -1,0 +1,96 @@
+"""Shared fixtures: a fresh machine with a code page and two data pages."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
+
+from emu.machine import Machine
+from emu.memory import PAGE_SIZE
+
+CODE_VA = 0xFFFF_8000_0800_0000
+DATA_VA = 0xFFFF_0000_0010_0000  # two consecutive pages: DATA_VA and DATA_VA + PAGE_SIZE
+ALIAS_VA = 0xFFFF_0000_0090_0000
+USER_DATA_VA = 0x0000_0000_0040_0000
+USER_CODE_VA = 0x0000_0000_0080_0000
+
+_ks = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)
+
+
+def assemble(text: str, addr: int) -> bytes:
+    """Plain keystone for tests of the machine itself (the kernel-style front end is tested on its own)."""
+    encoding, _ = _ks.asm(text, addr)
+    data = bytes(encoding)
+    expected = len([ln for ln in text.replace(";", "\n").splitlines() if ln.strip() and not ln.strip().endswith(":")])
+    assert len(data) == 4 * expected, f"keystone dropped instructions from {text!r}"
+    return data
+
+
+@dataclass
+class Rig:
+    machine: Machine
+    data_pfns: list[int]
+
+    def load_code(self, text: str, va: int = CODE_VA, perms: str = "rx") -> int:
+        self.machine.load(va, assemble(text, va), perms)
+        return va
+
+
+class Stage2Table:
+    """A minimal stage 2 for emu tests: a set of frames the host may not touch."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.revoked: set[int] = set()
+        self.asked: list[tuple[int, str]] = []
+
+    def __call__(self, pfn, access):
+        self.asked.append((pfn, access.value))
+        return pfn not in self.revoked
+
+    def revoke(self, pfn: int) -> None:
+        self.revoked.add(pfn)
+        self.machine.stage2_changed()
+
+    def grant(self, pfn: int) -> None:
+        self.revoked.discard(pfn)
+        self.machine.stage2_changed()
+
+
+class RecordingEl2:
+    """EL2 handler that records stage-2 aborts and ends the run (or grants and retries)."""
+
+    def __init__(self, table: Stage2Table, grant: bool = False) -> None:
+        self.table = table
+        self.grant = grant
+        self.aborts = []
+        self.hvcs = []
+
+    def handle_abort(self, machine, abort):
+        from emu.outcome import Outcome
+
+        self.aborts.append(abort)
+        if self.grant:
+            self.table.grant(abort.ipa >> 12)
+            return None
+        return Outcome("stage2-abort", abort.summary(), abort)
+
+    def handle_hvc(self, machine, imm):
+        self.hvcs.append((imm, machine.cpu.x(0), machine.cpu.x(1)))
+        machine.cpu.set_x(0, 0)
+        return None
+
+
+@pytest.fixture
+def rig() -> Rig:
+    m = Machine(phys_size=16 << 20)
+    pfns = m.map_new(DATA_VA, 2, "rw")
+    return Rig(m, pfns)
+
+
+@pytest.fixture
+def stage2(rig) -> Stage2Table:
+    table = Stage2Table(rig.machine)
+    rig.machine.stage2 = table
+    return table

@@ -1,0 +1,288 @@
+"""emu.Machine: translation regimes, aliases, stage-2 revocation, EL switches, exceptions, budget."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ALIAS_VA, CODE_VA, DATA_VA, USER_CODE_VA, USER_DATA_VA, RecordingEl2, assemble
+from emu.machine import MachineError, NoAbortHandler
+from emu.memory import PAGE_SIZE
+from emu.outcome import OutcomeKind
+
+VBAR = 0xFFFF_8000_0900_0000
+
+
+def test_call_passes_eight_arguments_and_returns_x0(rig):
+    code = rig.load_code("; ".join(f"add x0, x0, x{i}" for i in range(1, 8)) + "; ret")
+    args = [3**i for i in range(8)]
+    result = rig.machine.call(code, *args)
+    assert result.returned, result.outcome
+    assert result.x0 == sum(args)
+
+
+def test_el1_call_state_matches_the_kernel_convention(rig):
+    code = rig.load_code("mrs x0, CurrentEL; mrs x1, sp_el0; mov x2, sp; mrs x3, daif; ret")
+    result = rig.machine.call(code)
+    assert result.regs["x0"] == 1 << 2
+    assert result.regs["x1"] == rig.machine.task
+    assert result.regs["x2"] == rig.machine.kernel_stack_top
+    assert result.regs["x3"] == 0xF << 6
+
+
+@pytest.mark.parametrize("value", [0, 1, 0x8000_0000_0000_0001, (1 << 64) - 1])
+def test_alias_write_via_kernel_visible_via_user_mapping(rig, value):
+    m = rig.machine
+    m.map_page(USER_DATA_VA, rig.data_pfns[0], "rwu")
+    writer = rig.load_code("str x1, [x0]; ret")
+    reader = rig.load_code("ldr x0, [x0]; ret", USER_CODE_VA, "rxu")
+    assert m.call(writer, DATA_VA + 8, value).returned
+    result = m.call(reader, USER_DATA_VA + 8, el=0)
+    assert result.returned, result.outcome
+    assert result.x0 == value
+    assert m.read_u64(USER_DATA_VA + 8) == value == int.from_bytes(m.phys.read((rig.data_pfns[0] << 12) + 8, 8), "little")
+
+
+@pytest.mark.parametrize("alias", ["linear", "alias", "user"])
+def test_stage2_revoke_faults_through_every_alias_on_the_next_instruction(rig, stage2, alias):
+    m = rig.machine
+    pfn = rig.data_pfns[0]
+    m.map_page(ALIAS_VA, pfn, "rw")
+    m.map_page(USER_DATA_VA, pfn, "rwu")
+    el2 = RecordingEl2(stage2)
+    m.el2 = el2
+    va = {"linear": DATA_VA, "alias": ALIAS_VA, "user": USER_DATA_VA}[alias]
+    el = 0 if alias == "user" else 1
+    base = USER_CODE_VA if el == 0 else CODE_VA
+    # First access fills the TLB; the hvc lets EL2 revoke the frame between two instructions.
+    code = rig.load_code("ldr x2, [x0]; hvc #7; ldr x3, [x0]; ret", base, "rxu" if el == 0 else "rx")
+
+    class RevokeOnHvc(RecordingEl2):
+        def handle_hvc(self, machine, imm):
+            stage2.revoke(pfn)
+            return None
+
+    m.el2 = el2 = RevokeOnHvc(stage2)
+    if el == 0:
+        # hvc is UNDEFINED at EL0: revoke from Python before the run instead, after a first access.
+        code = rig.load_code("ldr x2, [x0]; ldr x3, [x0]; ret", base, "rxu")
+        stage2.revoke(pfn)
+    result = m.call(code, va, el=el)
+    assert result.outcome.kind == "stage2-abort"
+    (abort,) = el2.aborts
+    assert abort.stage == 2
+    assert abort.pc == code + (8 if el == 1 else 0)
+    assert abort.far == va
+    assert abort.ipa == pfn << 12
+    assert abort.hpfar == ((pfn << 12) >> 8) & ~0xF
+
+
+def test_stage2_grant_and_retry_completes_the_access(rig, stage2):
+    m = rig.machine
+    m.write_u64(DATA_VA + 16, 0x1122334455667788)
+    stage2.revoke(rig.data_pfns[0])
+    m.el2 = el2 = RecordingEl2(stage2, grant=True)
+    code = rig.load_code("ldr x0, [x0, #16]; ret")
+    result = m.call(code, DATA_VA)
+    assert result.returned
+    assert result.x0 == 0x1122334455667788
+    assert len(el2.aborts) == 1
+
+
+def test_stage2_abort_without_handler_is_a_clear_error(rig, stage2):
+    stage2.revoke(rig.data_pfns[1])
+    code = rig.load_code("ldr x0, [x0]; ret")
+    with pytest.raises(NoAbortHandler, match="no EL2 handler"):
+        rig.machine.call(code, DATA_VA + PAGE_SIZE)
+
+
+def _install_vectors(rig, sync_el1: str, sync_el0: str) -> None:
+    m = rig.machine
+    table = bytearray(0x800)
+    for off, body in ((0x200, sync_el1), (0x400, sync_el0)):
+        code = assemble(body, VBAR + off)
+        table[off : off + len(code)] = code
+    m.load(VBAR, bytes(table), "rx")
+    m.cpu.write_sysreg("VBAR_EL1", VBAR)
+
+
+def test_svc_from_el0_enters_el1_vector_and_eret_returns(rig):
+    m = rig.machine
+    # EL1 handler: report CurrentEL, ESR, ELR, SPSR in x10..x13, SP_EL0 in x14, then return.
+    _install_vectors(
+        rig,
+        "brk #1",
+        "mrs x10, CurrentEL; mrs x11, esr_el1; mrs x12, elr_el1; mrs x13, spsr_el1; mrs x14, sp_el0; eret",
+    )
+    code = rig.load_code("mov x0, #5; svc #0x42; add x0, x0, #1; ret", USER_CODE_VA, "rxu")
+    result = m.call(code, el=0)
+    assert result.returned, result.outcome
+    r = result.regs
+    assert r["x0"] == 6
+    assert r["x10"] == 1 << 2
+    assert r["x11"] == (0x15 << 26) | (1 << 25) | 0x42  # EC SVC64, IL, imm16
+    assert r["x12"] == code + 8  # preferred return: the instruction after svc
+    assert r["x13"] & 0xF == 0  # SPSR.M = EL0t
+    assert r["x14"] == m.user_stack_top
+
+
+def test_stage1_fault_from_el1_enters_current_el_spx_vector(rig):
+    m = rig.machine
+    # The EL1 handler skips the faulting instruction: ELR += 4.
+    _install_vectors(rig, "mrs x10, esr_el1; mrs x11, far_el1; mrs x12, elr_el1; add x12, x12, #4; msr elr_el1, x12; eret", "brk #2")
+    unmapped = DATA_VA + 0x40_0000
+    code = rig.load_code("mov x2, #7; ldr x2, [x0]; ret")
+    result = m.call(code, unmapped)
+    assert result.returned, result.outcome
+    r = result.regs
+    assert r["x2"] == 7  # the faulting load did not write its register
+    assert r["x10"] >> 26 == 0x25
+    assert r["x10"] & 0x3F == 0x06  # translation fault, level 2: that 2 MiB range holds no table
+    assert r["x11"] == unmapped
+    assert r["x12"] == code + 8
+
+
+def test_unhandled_exception_without_vectors_is_an_outcome(rig):
+    code = rig.load_code("ldr x0, [x0]; ret")
+    result = rig.machine.call(code, 0xFFFF_0000_7000_0000)
+    assert result.outcome.kind == OutcomeKind.UNHANDLED_EXCEPTION
+    assert "VBAR_EL1" in result.outcome.message
+
+
+@pytest.mark.parametrize("pan", [False, True])
+def test_ldtr_from_el1_uses_el0_permissions(rig, pan):
+    """ldtr to a privileged-only page faults (permission, level 3) even at EL1; PAN does not apply to it."""
+    m = rig.machine
+    m.map_page(USER_DATA_VA, rig.data_pfns[1], "rwu")
+    m.write_u64(USER_DATA_VA, 0xABCD)
+    ok = m.call(rig.load_code("ldtr x0, [x0]; ret"), USER_DATA_VA, pan=pan)
+    assert ok.returned and ok.x0 == 0xABCD
+    denied = m.call(rig.load_code("ldtr x0, [x0]; ret", CODE_VA + 0x100), DATA_VA, pan=pan)
+    assert denied.outcome.kind == OutcomeKind.UNHANDLED_EXCEPTION
+    abort = denied.outcome.detail
+    assert abort.stage == 1 and abort.unprivileged
+    assert abort.esr.ec == 0x25 and abort.esr.dfsc == 0x0F
+
+
+@pytest.mark.parametrize("pan", [False, True])
+def test_pan_blocks_plain_el1_access_to_user_pages(rig, pan):
+    m = rig.machine
+    m.map_page(USER_DATA_VA, rig.data_pfns[1], "rwu")
+    result = m.call(rig.load_code("ldr x0, [x0]; ret"), USER_DATA_VA, pan=pan)
+    if pan:
+        assert result.outcome.kind == OutcomeKind.UNHANDLED_EXCEPTION
+        assert result.outcome.detail.esr.dfsc == 0x0F
+    else:
+        assert result.returned
+
+
+def test_msr_pan_from_guest_code_takes_effect(rig):
+    m = rig.machine
+    m.map_page(USER_DATA_VA, rig.data_pfns[1], "rwu")
+    # MSR PAN, #imm (Arm ARM C6.2.229, op1=000 op2=100, CRm=imm): keystone lacks it.
+    msr_pan = lambda imm: (0xD500409F | (imm << 8)).to_bytes(4, "little")  # noqa: E731
+    ldr = assemble("ldr x1, [x0]", CODE_VA)
+    m.load(CODE_VA, msr_pan(0) + ldr + msr_pan(1) + ldr + assemble("ret", CODE_VA), "rx")
+    code = CODE_VA
+    result = m.call(code, USER_DATA_VA, pan=True)
+    assert result.outcome.kind == OutcomeKind.UNHANDLED_EXCEPTION
+    assert result.outcome.detail.pc == code + 12
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ESR_EL1", "FAR_EL1", "ELR_EL1", "SPSR_EL1", "VBAR_EL1", "SP_EL0", "TPIDR_EL1"],
+)
+def test_sysregs_python_and_guest_agree(rig, name):
+    m = rig.machine
+    asm_name = name.lower()
+    value = 0xFFFF_8000_0000_0800 if name == "VBAR_EL1" else 0x0000_1234_5678_9AB0
+    if name == "SPSR_EL1":
+        value = 0x3C5
+    code = rig.load_code(f"mrs x1, {asm_name}; msr {asm_name}, x0; ret")
+    m.cpu.write_sysreg(name, value)
+    # call() itself sets SP_EL0 to the task page; check the guest sees exactly that.
+    new = value ^ 0x1000  # VBAR_EL1[10:0] are RES0: flip a bit every register keeps
+    result = m.call(code, new)
+    expected_seen = m.task if name == "SP_EL0" else value
+    assert result.regs["x1"] == expected_seen
+    assert m.cpu.read_sysreg(name) == new
+
+
+def test_sctlr_and_pan_from_python(rig):
+    m = rig.machine
+    code = rig.load_code("mrs x0, s3_0_c4_c2_3; ret")  # PAN: keystone has no name for it
+    assert m.call(code, pan=True).x0 == 1 << 22
+    assert m.call(code, pan=False).x0 == 0
+    sctlr = m.cpu.read_sysreg("SCTLR_EL1")
+    m.cpu.write_sysreg("SCTLR_EL1", sctlr | (1 << 23))
+    assert m.cpu.read_sysreg("SCTLR_EL1") & (1 << 23)
+
+
+def test_budget_ends_runaway_code(rig):
+    code = rig.load_code("1: b 1b".replace("1:", "loop:").replace("1b", "loop"))
+    result = rig.machine.call(code, budget=10_000)
+    assert result.outcome.kind == OutcomeKind.BUDGET_EXCEEDED
+
+
+def test_fault_loop_ends_at_event_limit(rig, stage2):
+    """An EL2 handler that retries without fixing anything must not hang the run."""
+    m = rig.machine
+    stage2.revoke(rig.data_pfns[0])
+
+    class Stubborn(RecordingEl2):
+        def handle_abort(self, machine, abort):
+            return None
+
+    m.el2 = Stubborn(stage2)
+    result = m.call(rig.load_code("ldr x0, [x0]; ret"), DATA_VA, max_events=50)
+    assert result.outcome.kind == OutcomeKind.EVENT_LIMIT
+
+
+def test_hvc_reaches_el2_with_imm_and_arguments(rig, stage2):
+    m = rig.machine
+    m.el2 = el2 = RecordingEl2(stage2)
+    code = rig.load_code("movz x0, #0xc600, lsl #16; movk x0, #0x2b; mov x1, #0x1000; hvc #0; ret")
+    result = m.call(code)
+    assert result.returned
+    assert el2.hvcs == [(0, 0xC600002B, 0x1000)]
+    assert result.x0 == 0
+
+
+def test_lse_atomic_executes(rig):
+    m = rig.machine
+    m.write_u64(DATA_VA, 40)
+    # ldadd x1, x2, [x0]: keystone lacks LSE, so the word is written from the Arm ARM encoding
+    # (C6.2.125 LDADD: size=11 111000 A=0 R=0 1 Rs 0 000 00 Rn Rt).
+    word = 0xF8200000 | (1 << 16) | (0 << 5) | 2
+    code = assemble("nop", CODE_VA)[:0] + word.to_bytes(4, "little") + assemble("ret", CODE_VA + 4)
+    m.load(CODE_VA, code, "rx")
+    result = m.call(CODE_VA, DATA_VA, 2)
+    assert result.returned
+    assert result.regs["x2"] == 40
+    assert m.read_u64(DATA_VA) == 42
+
+
+def test_pac_and_bti_hints_run_as_nops(rig):
+    m = rig.machine
+    paciasp, autiasp, bti_c = 0xD503233F, 0xD50323BF, 0xD503245F
+    body = b"".join(w.to_bytes(4, "little") for w in (bti_c, paciasp, autiasp))
+    m.load(CODE_VA, body + assemble("mov x0, x30; ret", CODE_VA + 12), "rx")
+    result = m.call(CODE_VA)
+    assert result.returned and result.x0 == m.return_sentinel
+
+
+def test_trace_is_deterministic_and_disassembled(rig):
+    code = rig.load_code("mov x1, #3; loop: subs x1, x1, #1; b.ne loop; ret")
+    first = rig.machine.call(code, trace=True)
+    second = rig.machine.call(code, trace=True)
+    assert [str(s) for s in first.trace] == [str(s) for s in second.trace]
+    texts = [s.text for s in first.trace]
+    assert texts[0] == "mov x1, #3"
+    assert texts.count("subs x1, x1, #1") == 3
+    assert texts[-1] == "ret"
+
+
+def test_call_rejects_bad_arguments(rig):
+    with pytest.raises(MachineError):
+        rig.machine.call(CODE_VA, *range(9))
+    with pytest.raises(MachineError):
+        rig.machine.call(CODE_VA, el=2)
