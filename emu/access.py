@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Callable
 
@@ -210,10 +210,12 @@ _ATOMIC = re.compile(
 )
 
 _STRUCTURE = re.compile(r"^(ld|st)([1-4])(r?)$")
-_VECTOR_LIST = re.compile(r"\{([^}]*)\}(\[\d+\])?")
+_VECTOR_LIST = re.compile(r"\{([^}]*)\}(\[(?:0x)?[0-9a-f]+\])?")  # capstone prints [0xf]
 
 _PREFETCH = frozenset({"prfm", "prfum"})
-_DC_BY_VA = frozenset({"civac", "cvac", "cvau", "cvap", "cvadp", "ivac"})
+_CACHE_MAINT_BY_VA = frozenset(
+    [("dc", op) for op in ("civac", "cvac", "cvau", "cvap", "cvadp", "ivac")] + [("ic", "ivau")]
+)
 _DC_SET_WAY = frozenset({"isw", "csw", "cisw", "igsw", "igdsw", "cgsw", "cgdsw", "cigsw", "cigdsw"})
 
 _SUFFIX_BYTES = {"b": 1, "h": 2, "w": 4}
@@ -223,28 +225,6 @@ _ELEMENT_BYTES = {"b": 1, "h": 2, "s": 4, "d": 8, "q": 16}
 # --------------------------------------------------------------------------------------------
 # Decoder
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """Everything about an access except its address (cacheable per instruction word)."""
-
-    mnemonic: str
-    kind: AccessKind
-    size: int
-    element_size: int
-    writeback: bool = False
-    pair: bool = False
-    exclusive: bool = False
-    atomic: bool = False
-    acquire_release: bool = False
-    unprivileged: bool = False
-    simd: bool = False
-    srt: int = 0
-    sse: bool = False
-    sf: bool = False
-    ar: bool = False
-    isv_eligible: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,7 +245,9 @@ class _AddressRecipe:
 
 @dataclass(frozen=True)
 class _Template:
-    shape: _Shape
+    """The register-independent part of a decoded word: an Access at address 0, and a recipe."""
+
+    prototype: Access
     recipe: _AddressRecipe
 
 
@@ -338,10 +320,7 @@ class AccessDecoder:
         operand = address if r.operand_is_far else None
         if r.align:
             address &= ~(r.align - 1) & MASK64
-        s = template.shape
-        return Access(s.mnemonic, s.kind, s.size, s.element_size, address, s.writeback, s.pair,
-                      s.exclusive, s.atomic, s.acquire_release, s.unprivileged, s.simd, s.srt,
-                      s.sse, s.sf, s.ar, s.isv_eligible, operand)
+        return replace(template.prototype, address=address, operand_address=operand)
 
     # --- per instruction word ------------------------------------------------------------------
     def _analyse(self, word: bytes) -> _Template | None:
@@ -363,8 +342,7 @@ class AccessDecoder:
                 return None
             # Disassembled at address 0, so capstone's target is the offset from the PC.
             recipe = _AddressRecipe(base=None, disp=_signed64(literal[-1].imm))
-        shape = self._shape(insn, raw, regs)
-        return _Template(shape, recipe)
+        return _Template(self._prototype(insn, raw, regs), recipe)
 
     @staticmethod
     def _is_literal(raw: int) -> bool:
@@ -395,24 +373,24 @@ class AccessDecoder:
         rt = raw & 0x1F
         if insn.mnemonic == "dc" and op == "zva":
             kind, size = AccessKind.DC_ZVA, self._dczva_block_size
-        elif (insn.mnemonic == "dc" and op in _DC_BY_VA) or (insn.mnemonic == "ic" and op == "ivau"):
+        elif (insn.mnemonic, op) in _CACHE_MAINT_BY_VA:
             kind, size = AccessKind.CACHE_MAINT, self._dcache_line_size
         elif insn.mnemonic == "dc" and op not in _DC_SET_WAY:
             raise UnsupportedInstruction(f"dc {op} (MTE tag maintenance) is not modelled")
         else:
             return None  # set/way maintenance and IC IALLU* name no address
-        shape = _Shape(mnemonic=f"{insn.mnemonic} {op}", kind=kind, size=size, element_size=size,
-                       srt=rt)
+        prototype = Access(mnemonic=f"{insn.mnemonic} {op}", kind=kind, size=size,
+                           element_size=size, address=0, srt=rt)
         recipe = _AddressRecipe(base=rt, base_is_zr=True, align=size, operand_is_far=True)
-        return _Template(shape, recipe)
+        return _Template(prototype, recipe)
 
-    def _shape(self, insn: CsInsn, raw: int, regs: list) -> _Shape:
+    def _prototype(self, insn: CsInsn, raw: int, regs: list) -> Access:
         mnemonic = insn.mnemonic
         rt = raw & 0x1F  # Rt is bits[4:0] in every load/store encoding (C4.1)
         writeback = bool(insn.writeback)
 
         if mnemonic in _PREFETCH:
-            return _Shape(mnemonic, AccessKind.PREFETCH, 0, 0, writeback=writeback, srt=rt)
+            return Access(mnemonic, AccessKind.PREFETCH, 0, 0, 0, writeback=writeback, srt=rt)
 
         single = _SINGLE.match(mnemonic)
         if single:
@@ -434,7 +412,7 @@ class AccessDecoder:
             raise UnsupportedInstruction(f"{insn.mnemonic}: no transfer register")
         return _REGS[insn.reg_name(ops[0].reg)]
 
-    def _single_shape(self, insn, match, regs, rt, writeback) -> _Shape:
+    def _single_shape(self, insn, match, regs, rt, writeback) -> Access:
         root, signed, suffix = match.groups()
         is_load, unprivileged, acq_rel, exclusive = _SINGLE_ROOTS[root]
         if signed and (root not in _SIGNED_ROOTS or not suffix):
@@ -447,11 +425,12 @@ class AccessDecoder:
         size = _SUFFIX_BYTES[suffix] if suffix else reg.bits // 8
         kind = AccessKind.READ if is_load else AccessKind.WRITE
         eligible = not (simd or writeback or exclusive)
-        return _Shape(
+        return Access(
             mnemonic=insn.mnemonic,
             kind=kind,
             size=size,
             element_size=size,
+            address=0,
             writeback=writeback,
             exclusive=exclusive,
             acquire_release=acq_rel,
@@ -464,16 +443,17 @@ class AccessDecoder:
             isv_eligible=eligible,
         )
 
-    def _pair_shape(self, insn, regs, rt, writeback) -> _Shape:
+    def _pair_shape(self, insn, regs, rt, writeback) -> Access:
         is_load, exclusive, acq_rel, sign_words = _PAIRS[insn.mnemonic]
         reg = self._transfer_reg(insn, regs, skip_status=exclusive and not is_load)
         simd = reg.kind in (_RegKind.FP, _RegKind.VEC)
         element = 4 if sign_words else reg.bits // 8
-        return _Shape(
+        return Access(
             mnemonic=insn.mnemonic,
             kind=AccessKind.READ if is_load else AccessKind.WRITE,
             size=2 * element,
             element_size=element,
+            address=0,
             writeback=writeback,
             pair=True,
             exclusive=exclusive,
@@ -485,16 +465,17 @@ class AccessDecoder:
             ar=acq_rel,
         )
 
-    def _atomic_shape(self, insn, match, regs, rt) -> _Shape:
+    def _atomic_shape(self, insn, match, regs, rt) -> Access:
         op, ordering, suffix = match.groups()
         reg = self._transfer_reg(insn, regs, skip_status=False)
         element = _SUFFIX_BYTES[suffix] if suffix else reg.bits // 8
         pair = op == "casp"
-        return _Shape(
+        return Access(
             mnemonic=insn.mnemonic,
             kind=AccessKind.RMW,
             size=2 * element if pair else element,
             element_size=element,
+            address=0,
             pair=pair,
             atomic=True,
             acquire_release=ordering is not None,
@@ -504,7 +485,7 @@ class AccessDecoder:
         )
 
     @staticmethod
-    def _structure_shape(insn, match, rt, writeback) -> _Shape:
+    def _structure_shape(insn, match, rt, writeback) -> Access:
         direction, _count, replicate = match.groups()
         lists = _VECTOR_LIST.search(insn.op_str)
         if not lists:
@@ -517,11 +498,12 @@ class AccessDecoder:
         else:
             lanes = int(arrangement[:-1])
             element = lanes * _ELEMENT_BYTES[arrangement[-1]]  # one whole register, 8 or 16
-        return _Shape(
+        return Access(
             mnemonic=insn.mnemonic,
             kind=AccessKind.READ if direction == "ld" else AccessKind.WRITE,
             size=element * len(names),
             element_size=element,
+            address=0,
             writeback=writeback,
             simd=True,
             srt=rt,

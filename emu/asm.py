@@ -5,7 +5,8 @@ numeric local labels, LSE/PAC/BTI mnemonics, and silently drops `.inst` and some
 `dc` operations (measured; see SEMANTICS.md). So everything around the instructions
 is ours, and keystone only ever sees one resolved instruction at a time:
 
-* preprocessing: comments (`//`, `/* */`, a `#` line that is not a directive),
+* preprocessing: comments (`//`, `/* */`, and a line of `#` followed by a space and
+  anything that is not a cpp directive, e.g. `# note`),
   `;` statement separators, a small C preprocessor (`#include`, object- and
   function-like `#define`, `#undef`, `#if/#ifdef/#ifndef/#elif/#else/#endif`,
   `#error`; `__ASSEMBLY__` is predefined). `#` inside a line is never a comment,
@@ -466,6 +467,8 @@ class _Define:
     body: str
 
 
+_CPP_DIRECTIVES = {"if", "ifdef", "ifndef", "elif", "else", "endif", "define", "undef", "include",
+                   "error", "warning", "line", "pragma", "ident"}
 _DIRECTIVE = re.compile(r"^\s*#\s*([A-Za-z_]\w*)\s*(.*)$", re.S)
 _DEFINE = re.compile(r"^([A-Za-z_]\w*)(\(([^)]*)\))?\s*(.*)$", re.S)
 
@@ -524,6 +527,10 @@ class _Preprocessor:
         if not m:
             return []  # `#` alone, or `# 1 "file"` line markers: a comment
         name, rest = m.group(1), m.group(2).strip()
+        if name not in _CPP_DIRECTIVES:
+            if re.match(r"^\s*#\s", text):
+                return []  # `# some words`: a comment line, as GNU as reads it
+            raise _error(line, f"unknown preprocessor directive '#{name}'")
         if name in ("if", "ifdef", "ifndef"):
             value = False
             if active:
@@ -568,9 +575,7 @@ class _Preprocessor:
             if name == "error":
                 raise _error(line, f"#error {rest}")
             return []
-        if name.isdigit() or name in ("line", "pragma", "ident"):
-            return []
-        raise _error(line, f"unknown preprocessor directive '#{name}'")
+        return []  # line, pragma, ident
 
     def _find_include(self, rest: str, directory: Path | None, line: _Line) -> Path:
         m = re.match(r'^"([^"]+)"|^<([^>]+)>', rest)
@@ -1433,7 +1438,8 @@ class _Assembler:
 
         resolved = _replace_identifiers(operands, replace)
         self.seq += 1
-        self.section.items.append(_Insn(self.section.size, line, f"{mnemonic} {resolved}".strip(), text, self.seq))
+        shown = " ".join(text.split())  # tabs and runs of spaces collapse, for traces
+        self.section.items.append(_Insn(self.section.size, line, f"{mnemonic} {resolved}".strip(), shown, self.seq))
         self.section.size += 4
 
     # ------------------------------------------------------------------ pass 2

@@ -488,7 +488,7 @@ class Machine:
             self._trace_hook = self.uc.hook_add(UC_HOOK_CODE, self._trace_step)
 
     def _trace_step(self, uc, address: int, size: int, _user) -> None:
-        if self._trace is not None:
+        if self._trace is not None and address not in self._exits:
             self._trace.append((address, (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3))
 
     def _stop_trace(self) -> None:
@@ -502,7 +502,7 @@ class Machine:
         from .disasm import Disassembler
 
         dis = Disassembler()
-        # Exit addresses are hand-over points, not executed instructions.
-        steps = [TraceStep(pc, el, dis.text(self._insn_word(pc), pc)) for pc, el in self._trace if pc not in self._exits]
+        # Exit addresses (hand-over points) were left out when recorded: they do not execute.
+        steps = [TraceStep(pc, el, dis.text(self._insn_word(pc), pc)) for pc, el in self._trace]
         self._trace = None
         return steps

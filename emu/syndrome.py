@@ -244,16 +244,16 @@ def _leveled(level: int, negative: dict[int, int], base: int, what: str) -> int:
     raise ValueError(f"no {what} fault code for level {level}")
 
 
-# (code range, level of first code) per family; levels -2/-1 live apart in the table.
-_LEVELS: dict[int, int] = {}
-for _base in (0x00, 0x04, 0x14, 0x1C, 0x24):
-    for _i in range(4):
-        _LEVELS[_base + _i] = _i
-for _i in range(1, 4):
-    _LEVELS[0x08 + _i] = _i
-    _LEVELS[0x0C + _i] = _i
-_LEVELS.update({0x08: 0, 0x0C: 0, 0x12: -2, 0x13: -1, 0x1B: -1, 0x22: -2, 0x23: -1,
-                0x29: -1, 0x2A: -2, 0x2B: -1, 0x2C: -2})
+def _level_table() -> dict[int, int]:
+    # Families of four codes for levels 0-3; levels -2/-1 were added out of line (LPA2, D128).
+    levels = {base + level: level
+              for base in (0x00, 0x04, 0x08, 0x0C, 0x14, 0x1C, 0x24) for level in range(4)}
+    levels.update({0x12: -2, 0x13: -1, 0x1B: -1, 0x22: -2, 0x23: -1, 0x29: -1, 0x2A: -2,
+                   0x2B: -1, 0x2C: -2})
+    return levels
+
+
+_LEVELS = _level_table()
 
 
 def dfsc_is_translation(dfsc: int) -> bool:
@@ -668,9 +668,9 @@ def data_abort_esr(
     )
     if isv:
         assert access is not None
-        sas = access.size.bit_length() - 1
         if access.size not in (1, 2, 4, 8):
             raise ValueError(f"an ISV-eligible access of {access.size} bytes has no SAS encoding")
+        sas = access.size.bit_length() - 1
         value |= _ISV | (sas << _SAS_SHIFT) | (access.srt << _SRT_SHIFT)
         value |= (_SSE if access.sse else 0) | (_SF if access.sf else 0) | (_AR if access.ar else 0)
     return Esr(value)
@@ -779,7 +779,7 @@ def non_architectural_fields(
 # HPFAR_EL2
 # --------------------------------------------------------------------------------------------
 
-_FIPA_BITS = 36  # HPFAR_EL2[43:4] = IPA[51:12] (FEAT_LPA; the 48-bit form leaves [43:40] zero)
+_FIPA_BITS = 40  # HPFAR_EL2[43:4] = IPA[51:12] (FEAT_LPA; the 48-bit form leaves [43:40] zero)
 
 
 def hpfar_from_ipa(ipa: int) -> int:

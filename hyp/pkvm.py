@@ -71,6 +71,10 @@ class Hyp:
         self._log_transitions()
         return status, results
 
+    def forget_setup(self) -> None:
+        """Transitions made while setting a scenario up are not events of the run that follows."""
+        self._logged_transitions = len(self.ownership.transitions)
+
     def _log_transitions(self) -> None:
         for t in self.ownership.transitions[self._logged_transitions :]:
             self.machine.log("transition", str(t), transition=t)

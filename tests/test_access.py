@@ -11,6 +11,7 @@ here by hand from the Arm ARM encoding diagrams (C4.1).
 """
 from __future__ import annotations
 
+import random
 import struct
 from dataclasses import dataclass
 
@@ -46,7 +47,8 @@ def read_reg(n: int) -> int:
 
 
 # --- hand encodings (Arm ARM C4.1) -----------------------------------------------------------
-def lse(size: int, opc: int, rs: int, rn: int, rt: int, *, a: int = 0, r: int = 0, o3: int = 0) -> int:
+def lse(size: int, opc: int, rs: int, rn: int, rt: int, *, a: int = 0, r: int = 0,
+        o3: int = 0) -> int:
     """Atomic memory operations: size:2 111 V=0 00 A R 1 Rs o3 opc:3 00 Rn Rt."""
     return (size << 30) | (0b111 << 27) | (a << 23) | (r << 22) | (1 << 21) | (rs << 16) \
         | (o3 << 15) | (opc << 12) | (rn << 5) | rt
@@ -530,3 +532,43 @@ def test_esr_built_from_decoded_access_prints_like_the_kernel(ks, decoder):
     assert isinstance(esr, Esr)
     text = str(esr).splitlines()
     assert text[7:10] == ["  Access size = 4 byte(s)", "  SSE = 1, SRT = 21", "  SF = 1, AR = 0"]
+
+
+# --- robustness over the whole load/store encoding space -------------------------------------
+
+def random_load_store_words(count: int, seed: int) -> list[int]:
+    """Random words in the load/store group (C4.1: op0 = x1x0, bits[28:25] = x1x0)."""
+    rng = random.Random(seed)
+    return [(rng.getrandbits(32) & ~(0b0101 << 25)) | (0b0100 << 25) for _ in range(count)]
+
+
+def check_decodes_or_refuses(decoder: AccessDecoder, words: list[int]) -> int:
+    decoded_count = 0
+    for word in words:
+        try:
+            a = decoder.decode(struct.pack("<I", word), PC, read_reg)
+        except UnsupportedInstruction:
+            continue
+        if a is None:
+            continue
+        decoded_count += 1
+        label = f"{word:#010x} {a.mnemonic}"
+        if a.operand_address is None:
+            assert a.srt == word & 0x1F, label  # Rt is bits[4:0] in every load/store
+        assert a.size >= 0 and (a.size == 0 or a.size % a.element_size == 0), label
+        if a.isv_eligible:
+            assert a.size in (1, 2, 4, 8) and not (a.simd or a.writeback or a.pair), label
+            assert a.kind in (AccessKind.READ, AccessKind.WRITE), label
+        assert (pages_touched(a) == []) == (a.kind is AccessKind.PREFETCH), label
+    return decoded_count
+
+
+def test_random_load_store_words_decode_or_refuse(decoder):
+    assert check_decodes_or_refuses(decoder, random_load_store_words(3000, seed=1)) > 1000
+
+
+@pytest.mark.sweep
+def test_random_load_store_words_sweep():
+    decoder = AccessDecoder()
+    for seed in range(10):
+        check_decodes_or_refuses(decoder, random_load_store_words(100_000, seed))

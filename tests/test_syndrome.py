@@ -370,6 +370,10 @@ LDP_ESR_EL2 = Esr(0x92000007)
         (pkvm_injected(LDR_ESR_EL2).value, 1, 1, 1, ("ISV", "S1PTW")),
         (pkvm_injected(LDP_ESR_EL2).value, 1, 1, 1, ("S1PTW",)),
         (0x97880004, 1, 1, 1, ("ISV",)),  # QEMU-reported ESR_EL1 from the LKFT oops above
+        # EL2's own stage-1 fault: the QEMU bug fixed by "target/arm: Don't set ISV when
+        # reporting stage 1 faults in ESR_EL2" (QEMU 8.1)
+        (0x97C18007, 2, 1, 2, ("ISV",)),
+        (0x93C18007, 2, 1, 0, ("ISV",)),  # EL0 stage-1 fault routed to EL2 (HCR_EL2.TGE)
         (0x93C18087, 2, 2, 1, ("ISV",)),  # syndrome on a stage-1 walk fault
         (0x93C18010, 2, 2, 1, ("ISV",)),  # syndrome on an external abort
         (0x92000007, 1, 1, 1, ("EC",)),  # "lower EL" for a fault taken from EL1 to EL1
@@ -391,7 +395,8 @@ LDP_ESR_EL2 = Esr(0x92000007)
         (0x86010006, 1, 1, 1, ("ISS[24:13]",)),
     ],
     ids=["el1-stage1", "el0-stage1", "esr-el2", "pkvm-ldr", "pkvm-ldp", "lkft-qemu",
-         "isv-s1ptw", "isv-sea", "ec-lower", "ec-current", "fnv", "ea", "set", "srt-res0",
+         "el2-own-stage1", "el0-tge-stage1", "isv-s1ptw", "isv-sea", "ec-lower", "ec-current",
+         "fnv", "ea", "set", "srt-res0",
          "sas-sf-ar-res0", "vncr-el1", "vncr-el2", "cm-wnr", "sse-sf", "il", "fsc-reserved",
          "iss2", "iabt-s1ptw", "iabt-fsc", "iabt-res0"],
 )

@@ -1,0 +1,203 @@
+"""`Lab`: one machine with the pKVM model and the host kernel model, under one policy.
+
+This is the piece every user-facing feature builds on (scenarios, sweeps, the
+matrix, real-kernel calls): it lays out memory the way an arm64 host does - a
+linear map alias for every frame, user mappings in the low half, extra kernel
+aliases for kmap/vmap-style views - loads assembled routines with their
+exception tables, hands frames to a protected guest, and remembers what the
+guest's pages held so the oracle can judge integrity and confidentiality.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emu.asm import Image, assemble, assemble_file
+from emu.extable_format import NUMBERING_V7, TypeNumbering
+from emu.machine import Machine
+from emu.memory import PAGE_SIZE, Perms
+from emu.outcome import RunResult
+from host.kernel import HostKernel, KernelConfig
+from hyp.errno import Errno
+from hyp.pkvm import Hyp
+from hyp.policies import Policy, policy as policy_by_name
+
+KERNEL_TEXT_BASE = 0xFFFF_8000_0800_0000
+TEXT_SLOT = 0x10_0000
+LINEAR_BASE = 0xFFFF_0000_0000_0000  # PAGE_OFFSET: linear VA = LINEAR_BASE + PA offset
+ALIAS_BASE = 0xFFFF_8000_2000_0000  # vmap/kmap-style second kernel mappings
+USER_BASE = 0x0000_0000_1000_0000
+GUEST_GFN_BASE = 0x8_0000
+
+
+class LabError(ValueError):
+    """A setup request that cannot be satisfied (bad symbol, overlapping buffer...)."""
+
+
+@dataclass
+class Region:
+    """Consecutive virtual pages backed by the listed frames."""
+
+    name: str
+    va: int
+    pfns: list[int]
+    user_va: int | None = None
+    alias_va: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.pfns) * PAGE_SIZE
+
+    def page_va(self, index: int) -> int:
+        return self.va + index * PAGE_SIZE
+
+
+@dataclass
+class GuestPage:
+    """A frame given to the protected guest, and what the guest keeps in it."""
+
+    pfn: int
+    gfn: int
+    secret: bytes
+    shared_back: bool = False
+
+
+@dataclass
+class Lab:
+    policy: Policy
+    numbering: TypeNumbering = NUMBERING_V7
+    phys_size: int = 64 << 20
+    machine: Machine = field(init=False)
+    hyp: Hyp = field(init=False)
+    kernel: HostKernel = field(init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, str):
+            self.policy = policy_by_name(self.policy)
+        self.machine = Machine(phys_size=self.phys_size)
+        self.hyp = Hyp(self.machine, self.policy)
+        self.kernel = HostKernel(
+            self.machine,
+            KernelConfig(
+                numbering=self.numbering,
+                pkvm_initialised=self.policy.host_pkvm_initialised,
+                force_reclaim=self.policy.host_force_reclaim,
+            ),
+        )
+        self.symbols: dict[str, int] = {}
+        self.images: list[Image] = []
+        self.regions: dict[str, Region] = {}
+        self.guest_pages: list[GuestPage] = []
+        self._guest: int | None = None
+        self._next_text = KERNEL_TEXT_BASE
+        self._next_user = USER_BASE
+        self._next_alias = ALIAS_BASE
+        self._next_gfn = GUEST_GFN_BASE
+
+    # --------------------------------------------------------------- code
+    def load_asm(self, source: str | Path, *, text: str | None = None) -> Image:
+        """Assemble a `.S` file (or inline `text`, named `source`) into the kernel text and register its extable."""
+        base = self._next_text
+        if text is None:
+            image = assemble_file(Path(source), base, numbering=self.numbering)
+        else:
+            image = assemble(text, base, filename=str(source), numbering=self.numbering)
+        self._next_text += -(-len(image.data) // TEXT_SLOT) * TEXT_SLOT or TEXT_SLOT
+        self.machine.load(base, image.data, "rx")
+        self.kernel.add_extable(image.extable, image.numbering)
+        self.images.append(image)
+        self.symbols.update(image.symbols)
+        return image
+
+    def load_user_asm(self, source: str | Path, *, text: str | None = None) -> Image:
+        """Assemble EL0 code into user memory (r-x, user)."""
+        base = self._next_user
+        if text is None:
+            image = assemble_file(Path(source), base, numbering=self.numbering)
+        else:
+            image = assemble(text, base, filename=str(source), numbering=self.numbering)
+        npages = max(1, -(-len(image.data) // PAGE_SIZE))
+        self._next_user += (npages + 1) * PAGE_SIZE
+        self.machine.load(base, image.data, "rxu")
+        self.images.append(image)
+        self.symbols.update(image.symbols)
+        return image
+
+    def symbol(self, name: str) -> int:
+        try:
+            return self.symbols[name]
+        except KeyError:
+            known = ", ".join(sorted(self.symbols)) or "none"
+            raise LabError(f"unknown symbol '{name}' (known: {known})") from None
+
+    # --------------------------------------------------------------- memory
+    def linear_va(self, pfn: int) -> int:
+        return LINEAR_BASE + ((pfn << 12) - self.machine.phys.base)
+
+    def alloc(self, name: str, pages: int, *, user: bool = False, alias: bool = False) -> Region:
+        """Fresh frames, mapped in the linear map (and at a user VA / a second kernel alias if asked)."""
+        if name in self.regions:
+            raise LabError(f"buffer '{name}' defined twice")
+        if pages < 1:
+            raise LabError(f"buffer '{name}' needs at least one page")
+        first = self.machine.phys.alloc(pages)
+        pfns = list(range(first, first + pages))
+        for pfn in pfns:
+            self.machine.map_page(self.linear_va(pfn), pfn, "rw")
+        region = Region(name, self.linear_va(first), pfns)
+        if user:
+            region.user_va = self._next_user
+            self._next_user += (pages + 1) * PAGE_SIZE
+            for i, pfn in enumerate(pfns):
+                self.machine.map_page(region.user_va + i * PAGE_SIZE, pfn, Perms.parse("rwu"))
+        if alias:
+            region.alias_va = self._next_alias
+            self._next_alias += (pages + 1) * PAGE_SIZE
+            for i, pfn in enumerate(pfns):
+                self.machine.map_page(region.alias_va + i * PAGE_SIZE, pfn, "rw")
+        self.regions[name] = region
+        return region
+
+    def write(self, va: int, data: bytes) -> None:
+        self.machine.write(va, data)
+
+    def read(self, va: int, size: int) -> bytes:
+        return self.machine.read(va, size)
+
+    # --------------------------------------------------------------- the guest
+    @property
+    def guest(self) -> int:
+        if self._guest is None:
+            self._guest = self.hyp.ownership.create_guest(protected=True)
+        return self._guest
+
+    def donate(self, pfn: int, *, share_back: bool = False, seed: int = 0) -> GuestPage:
+        """Give a frame to the protected guest, which fills it with its own data (and may share it back)."""
+        gfn = self._next_gfn
+        self._next_gfn += 1
+        result = self.hyp.ownership.host_donate_guest(pfn, self.guest, gfn)
+        if result is not Errno.SUCCESS:
+            raise LabError(f"cannot donate pfn {pfn:#x} to the guest: {result}")
+        secret = guest_secret(pfn, seed)
+        self.machine.phys.write(pfn << 12, secret)  # the guest writes its page
+        page = GuestPage(pfn, gfn, secret)
+        if share_back:
+            result = self.hyp.ownership.guest_share_host(self.guest, gfn)
+            if result is not Errno.SUCCESS:
+                raise LabError(f"guest cannot share gfn {gfn:#x} back: {result}")
+            page.shared_back = True
+        self.guest_pages.append(page)
+        self.hyp.forget_setup()
+        return page
+
+    # --------------------------------------------------------------- running
+    def call(self, target: str | int, *args: int, el: int = 1, **kw) -> RunResult:
+        addr = self.symbol(target) if isinstance(target, str) else target
+        return self.machine.call(addr, *args, el=el, **kw)
+
+
+def guest_secret(pfn: int, seed: int = 0) -> bytes:
+    """A page of the guest's data: bytes 0x80-0xff from a per-frame stream, so a leak is recognisable."""
+    rng = random.Random((seed << 40) ^ pfn ^ 0x5EC2E7)
+    return bytes(0x80 | rng.getrandbits(7) for _ in range(PAGE_SIZE))

@@ -1,0 +1,66 @@
+"""pytest plugin: scenario files are tests, one per (scenario, policy).
+
+Registered through the `pytest11` entry point, so `pytest scenarios/` (or any
+path holding scenario `.toml` files) runs them. A file is a scenario when it
+has a `[routine]` table; other TOML files are left alone.
+"""
+from __future__ import annotations
+
+import pytest
+
+from .runner import RunError, run
+from .scenario import ScenarioError, load
+
+
+def pytest_collect_file(parent, file_path):
+    if file_path.suffix == ".toml" and "[routine]" in file_path.read_text(errors="replace"):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self):
+        try:
+            scenario = load(self.path)
+        except ScenarioError as exc:
+            raise self.CollectError(str(exc)) from None
+        for policy in scenario.policies:
+            yield ScenarioItem.from_parent(self, name=f"{scenario.name}[{policy}]", scenario=scenario, policy=policy)
+
+
+class ScenarioFailure(Exception):
+    def __init__(self, record) -> None:
+        super().__init__(record)
+        self.record = record
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario, policy, **kw) -> None:
+        super().__init__(**kw)
+        self.scenario = scenario
+        self.policy = policy
+
+    def runtest(self) -> None:
+        try:
+            record = run(self.scenario, self.policy)
+        except RunError as exc:
+            raise ScenarioFailure(str(exc)) from None
+        if not record.passed:
+            raise ScenarioFailure(record)
+
+    def repr_failure(self, excinfo):
+        if not isinstance(excinfo.value, ScenarioFailure):
+            return super().repr_failure(excinfo)
+        record = excinfo.value.record
+        if isinstance(record, str):
+            return f"{self.scenario.path}: {record}"
+        v = record.verdict
+        lines = [f"{self.scenario.path}: {self.scenario.name} under {self.policy}"]
+        lines += [f"  expected/got: {f}" for f in record.failures]
+        lines.append(f"  verdict: {v.outcome} ({v.detail}); guest {v.guest_integrity}; confidentiality {v.confidentiality}")
+        lines.append("  last events:")
+        lines += [f"    {e}" for e in record.result.events[-12:]]
+        return "\n".join(lines)
+
+    def reportinfo(self):
+        return self.path, 0, f"scenario {self.scenario.name} [{self.policy}]"

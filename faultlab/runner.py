@@ -1,0 +1,183 @@
+"""Run one scenario under one policy: set the lab up, call the routine, judge, compare."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emu.asm import AsmError
+from emu.outcome import RunResult
+from guest_asm import SOURCE_DIR
+from host.tasks import signal_name
+
+from .lab import Lab, LabError
+from .oracle import Verdict, judge, snapshot
+from .scenario import Expectation, Scenario, ScenarioError
+
+
+class RunError(ValueError):
+    """A scenario that cannot be set up (bad routine file, unknown symbol, bad expression)."""
+
+
+@dataclass
+class RunRecord:
+    scenario: Scenario
+    policy: str
+    verdict: Verdict
+    failures: list[str]
+    result: RunResult
+    lab: Lab = field(repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def expected_summary(self) -> dict:
+        exp = self.scenario.expectation(self.policy)
+        out = {k: getattr(exp, k) for k in ("outcome", "x0", "guest", "signal", "message", "confidentiality") if getattr(exp, k) is not None}
+        if exp.regs:
+            out["regs"] = dict(exp.regs)
+        return out
+
+    def as_dict(self) -> dict:
+        v = self.verdict
+        return {
+            "scenario": self.scenario.name,
+            "policy": self.policy,
+            "outcome": v.outcome,
+            "detail": v.detail,
+            "guest_integrity": v.guest_integrity,
+            "confidentiality": v.confidentiality,
+            "architectural": v.architectural,
+            "x0": v.x0,
+            "fixups": list(v.fixups),
+            "signals": v.as_dict()["signals"],
+            "reclaims": v.reclaims,
+            "expected": self.expected_summary(),
+            "passed": self.passed,
+            "failures": self.failures,
+        }
+
+
+_TERM = re.compile(r"\s*([+-]?)\s*([A-Za-z_]\w*(?:\.(?:user|alias))?|0[xX][0-9a-fA-F]+|\d+)\s*")
+
+
+def evaluate(expr: str | int, lab: Lab) -> int:
+    """`buf`, `buf.user`, `buf.alias`, a symbol, integers, joined by + and -."""
+    if isinstance(expr, int):
+        return expr & ((1 << 64) - 1)
+    pos, total = 0, 0
+    text = expr.strip()
+    if not text:
+        raise RunError("empty argument expression")
+    while pos < len(text):
+        m = _TERM.match(text, pos)
+        if not m or (pos and not m.group(1)):
+            raise RunError(f"cannot parse argument {expr!r} at {text[pos:]!r}")
+        sign = -1 if m.group(1) == "-" else 1
+        total += sign * _term(m.group(2), lab, expr)
+        pos = m.end()
+    return total & ((1 << 64) - 1)
+
+
+def _term(term: str, lab: Lab, expr: str) -> int:
+    if term[0].isdigit():
+        return int(term, 0)
+    name, _, view = term.partition(".")
+    if name in lab.regions:
+        region = lab.regions[name]
+        va = {"": region.va, "user": region.user_va, "alias": region.alias_va}[view]
+        if va is None:
+            raise RunError(f"buffer '{name}' has no {view} mapping (set {view} = true) in {expr!r}")
+        return va
+    if name in lab.symbols and not view:
+        return lab.symbols[name]
+    raise RunError(f"unknown name '{term}' in {expr!r} (buffers: {', '.join(lab.regions) or 'none'})")
+
+
+def routine_path(scenario: Scenario, name: str) -> Path:
+    """A routine file: relative to the scenario file, else from the guest_asm library."""
+    for candidate in (Path(scenario.path).parent / name, SOURCE_DIR / name):
+        if candidate.is_file():
+            return candidate
+    raise RunError(f"routine file '{name}' not found next to {scenario.path} or in the guest_asm library")
+
+
+def setup(scenario: Scenario, policy: str) -> Lab:
+    lab = Lab(policy)
+    for b in scenario.buffers:
+        region = lab.alloc(b.name, b.pages, user=b.user, alias=b.alias)
+        if b.fill:
+            lab.write(region.va + b.at, b.fill)
+    r = scenario.routine
+    try:
+        if r.kind == "file":
+            path = routine_path(scenario, r.source)
+            (lab.load_user_asm if r.el == 0 else lab.load_asm)(path)
+        elif r.kind == "asm":
+            (lab.load_user_asm if r.el == 0 else lab.load_asm)(f"{scenario.path}[routine.asm]", text=r.source)
+        else:
+            raise RunError("vmlinux routines are run with `faultlab kernel call` (scenario support: see docs/scenarios.md)")
+    except AsmError as exc:
+        raise RunError(str(exc)) from None
+    # Guest pages last: the host prepared its buffers, then the pages went to the guest.
+    for b in scenario.buffers:
+        region = lab.regions[b.name]
+        for i in b.protect:
+            lab.donate(region.pfns[i])
+        for i in b.share:
+            lab.donate(region.pfns[i], share_back=True)
+    return lab
+
+
+def run(scenario: Scenario, policy: str, *, trace: bool = False) -> RunRecord:
+    try:
+        lab = setup(scenario, policy)
+        args = [evaluate(a, lab) for a in scenario.routine.args]
+        lab.symbol(scenario.routine.symbol)
+    except (LabError, AsmError) as exc:
+        raise RunError(str(exc)) from None
+    before = snapshot(lab)
+    r = scenario.routine
+    result = lab.call(r.symbol, *args, el=r.el, pan=r.pan, budget=r.budget, trace=trace)
+    verdict = judge(lab, result, before)
+    failures = compare(scenario.expectation(policy), verdict, lab)
+    return RunRecord(scenario, policy, verdict, failures, result, lab)
+
+
+def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
+    failures = []
+    if exp.outcome is not None and exp.outcome != v.outcome:
+        failures.append(f"outcome: expected {exp.outcome}, got {v.outcome} ({v.detail})")
+    if exp.x0 is not None and v.x0 != exp.x0:
+        failures.append(f"x0: expected {exp.x0:#x}, got {'none (did not return)' if v.x0 is None else hex(v.x0)}")
+    for reg, want in exp.regs.items():
+        got = v.regs.get(reg)
+        if got != want & ((1 << 64) - 1):
+            failures.append(f"{reg}: expected {want & ((1 << 64) - 1):#x}, got {got:#x}")
+    if exp.guest is not None:
+        state = v.guest_integrity.split(":")[0]
+        if state != exp.guest:
+            failures.append(f"guest: expected {exp.guest}, got {v.guest_integrity}")
+    if exp.signal is not None:
+        names = [signal_name(s[0]) for s in v.signals]
+        if exp.signal == "none" and names:
+            failures.append(f"signal: expected none, got {', '.join(names)}")
+        elif exp.signal != "none" and exp.signal not in names:
+            failures.append(f"signal: expected {exp.signal}, got {', '.join(names) or 'none'}")
+    if exp.message is not None and exp.message not in v.detail:
+        failures.append(f"message: expected to contain {exp.message!r}, got {v.detail!r}")
+    if exp.confidentiality is not None and (exp.confidentiality == "leak") != v.leaked:
+        failures.append(f"confidentiality: expected {exp.confidentiality}, got {v.confidentiality}")
+    for at, want in exp.memory:
+        try:
+            got = lab.read(evaluate(at, lab), len(want))
+        except Exception as exc:  # an unmapped address in an expectation is the scenario's error
+            failures.append(f"memory at {at}: {exc}")
+            continue
+        if got != want:
+            failures.append(f"memory at {at}: expected {want.hex()}, got {got.hex()}")
+    return failures
+
+
+__all__ = ["RunError", "RunRecord", "ScenarioError", "evaluate", "run", "setup"]

@@ -1,0 +1,279 @@
+"""Scenario files (TOML): parsing and validation, with file:line:field errors.
+
+The format is documented in docs/scenarios.md. tomllib reports syntax errors
+with a line number but forgets positions once parsed, so schema errors are
+located by scanning the source for the table and key they concern.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyp.policies import POLICIES
+
+ROUTINE_KINDS = ("file", "asm", "vmlinux")
+OUTCOMES = ("returned", "fixed-up", "signal", "task-killed", "host-oops", "host-bug", "hyp-panic", "budget-exceeded")
+GUEST_STATES = ("intact", "reclaimed", "changed", "n/a")
+
+
+class ScenarioError(ValueError):
+    def __init__(self, file: str, line: int, field_name: str, message: str) -> None:
+        super().__init__(f"{file}:{line}: {field_name}: {message}")
+        self.file, self.line, self.field, self.message = file, line, field_name, message
+
+
+@dataclass(frozen=True)
+class Buffer:
+    name: str
+    pages: int
+    user: bool = False
+    alias: bool = False
+    fill: bytes = b""
+    at: int = 0
+    protect: tuple[int, ...] = ()
+    share: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Routine:
+    kind: str  # file | asm | vmlinux
+    source: str  # file name, inline text, or vmlinux suite/path
+    symbol: str
+    el: int = 1
+    args: tuple[str | int, ...] = ()
+    pan: bool = True
+    budget: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Expectation:
+    outcome: str | None = None
+    x0: int | None = None
+    regs: dict[str, int] = field(default_factory=dict)
+    guest: str | None = None
+    signal: str | None = None
+    message: str | None = None
+    memory: tuple[tuple[str, bytes], ...] = ()
+    confidentiality: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    path: str
+    policies: tuple[str, ...]
+    routine: Routine
+    buffers: tuple[Buffer, ...]
+    expect_all: Expectation
+    expect_by_policy: dict[str, Expectation]
+
+    def expectation(self, policy: str) -> Expectation:
+        """Per-policy keys override the common ones."""
+        common, own = self.expect_all, self.expect_by_policy.get(policy)
+        if own is None:
+            return common
+        merged = {k: getattr(own, k) if getattr(own, k) not in (None, (), {}) else getattr(common, k) for k in common.__dataclass_fields__}
+        return Expectation(**merged)
+
+
+class _Locator:
+    """Finds the line of `[table]` / `key =` in TOML source, for error messages."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def line(self, table: str | None, key: str | None = None, index: int = 0) -> int:
+        current: str | None = None
+        seen = -1
+        header_line = 1
+        for n, raw in enumerate(self.lines, start=1):
+            s = raw.strip()
+            m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
+            if m:
+                current = m.group(1).replace('"', "")
+                if current == table:
+                    seen += 1
+                    header_line = n
+                continue
+            if (current or None) == table and (table is None or seen == index):
+                if key is None:
+                    return header_line
+                if re.match(rf"^\"?{re.escape(key)}\"?\s*=", s):
+                    return n
+        return header_line if table else 1
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(str(path), 0, "file", exc.strerror or str(exc)) from None
+    return parse(text, str(path))
+
+
+def parse(text: str, filename: str = "<scenario>") -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ScenarioError(filename, int(m.group(1)) if m else 1, "syntax", str(exc)) from None
+    return _Validator(filename, _Locator(text)).scenario(data)
+
+
+class _Validator:
+    def __init__(self, filename: str, loc: _Locator) -> None:
+        self.file = filename
+        self.loc = loc
+
+    def fail(self, table: str | None, key: str | None, message: str, index: int = 0) -> ScenarioError:
+        name = ".".join(x for x in (table, key) if x)
+        return ScenarioError(self.file, self.loc.line(table, key, index), name or "scenario", message)
+
+    def typed(self, table: dict, tname: str | None, key: str, types, default=None, required=False, index: int = 0):
+        if key not in table:
+            if required:
+                raise self.fail(tname, None, f"missing required field '{key}'", index)
+            return default
+        value = table[key]
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise self.fail(tname, key, f"expected {_tname(types)}, got a boolean", index)
+        if not isinstance(value, types):
+            raise self.fail(tname, key, f"expected {_tname(types)}, got {type(value).__name__}", index)
+        return value
+
+    def unknown(self, table: dict, tname: str | None, allowed: set[str], index: int = 0) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(tname, key, f"unknown field (allowed: {', '.join(sorted(allowed))})", index)
+
+    def scenario(self, data: dict) -> Scenario:
+        self.unknown(data, None, {"name", "description", "policies", "routine", "buffer", "expect"})
+        name = self.typed(data, None, "name", str, required=True)
+        description = self.typed(data, None, "description", str, "")
+        policies = self.typed(data, None, "policies", list, list(POLICIES))
+        for p in policies:
+            if p not in POLICIES:
+                raise self.fail(None, "policies", f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+        routine = self.routine(self.typed(data, None, "routine", dict, required=True))
+        raw_buffers = self.typed(data, None, "buffer", list, [])
+        buffers = tuple(self.buffer(b, i) for i, b in enumerate(raw_buffers))
+        names = [b.name for b in buffers]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise self.fail("buffer", "name", f"buffer '{n}' defined twice", i)
+        expect = self.typed(data, None, "expect", dict, {})
+        common = {k: v for k, v in expect.items() if not isinstance(v, dict)}
+        per_policy = {k: v for k, v in expect.items() if isinstance(v, dict)}
+        for p in per_policy:
+            if p not in POLICIES:
+                raise self.fail(f"expect.{p}", None, f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+        return Scenario(
+            name=name,
+            description=description,
+            path=self.file,
+            policies=tuple(policies),
+            routine=routine,
+            buffers=buffers,
+            expect_all=self.expectation(common, "expect", names),
+            expect_by_policy={p: self.expectation(v, f"expect.{p}", names) for p, v in per_policy.items()},
+        )
+
+    def routine(self, t: dict) -> Routine:
+        self.unknown(t, "routine", {*ROUTINE_KINDS, "symbol", "el", "args", "pan", "budget"})
+        kinds = [k for k in ROUTINE_KINDS if k in t]
+        if len(kinds) != 1:
+            raise self.fail("routine", None, f"give exactly one of {', '.join(ROUTINE_KINDS)}")
+        kind = kinds[0]
+        el = self.typed(t, "routine", "el", int, 1)
+        if el not in (0, 1):
+            raise self.fail("routine", "el", f"EL must be 0 or 1, not {el}")
+        args = self.typed(t, "routine", "args", list, [])
+        if len(args) > 8:
+            raise self.fail("routine", "args", "at most 8 register arguments")
+        for a in args:
+            if isinstance(a, bool) or not isinstance(a, (int, str)):
+                raise self.fail("routine", "args", f"an argument is an integer or an expression string, not {a!r}")
+        budget = self.typed(t, "routine", "budget", int, 1_000_000)
+        if budget <= 0:
+            raise self.fail("routine", "budget", "must be positive")
+        return Routine(
+            kind=kind,
+            source=self.typed(t, "routine", kind, str),
+            symbol=self.typed(t, "routine", "symbol", str, required=True),
+            el=el,
+            args=tuple(args),
+            pan=self.typed(t, "routine", "pan", bool, True),
+            budget=budget,
+        )
+
+    def buffer(self, t: dict, i: int) -> Buffer:
+        if not isinstance(t, dict):
+            raise self.fail("buffer", None, "each [[buffer]] is a table", i)
+        self.unknown(t, "buffer", {"name", "pages", "user", "alias", "fill", "text", "at", "protect", "share"}, i)
+        name = self.typed(t, "buffer", "name", str, required=True, index=i)
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise self.fail("buffer", "name", f"{name!r} is not an identifier", i)
+        pages = self.typed(t, "buffer", "pages", int, 1, index=i)
+        if not 1 <= pages <= 256:
+            raise self.fail("buffer", "pages", "between 1 and 256 pages", i)
+        if "fill" in t and "text" in t:
+            raise self.fail("buffer", "text", "give fill or text, not both", i)
+        fill = b""
+        if "text" in t:
+            fill = self.typed(t, "buffer", "text", str, index=i).encode()
+        elif "fill" in t:
+            raw = self.typed(t, "buffer", "fill", str, index=i)
+            try:
+                fill = bytes.fromhex(raw.removeprefix("hex:").replace(" ", ""))
+            except ValueError:
+                raise self.fail("buffer", "fill", f"not hex bytes: {raw!r}", i) from None
+        at = self.typed(t, "buffer", "at", int, 0, index=i)
+        if at < 0 or at + len(fill) > pages * 4096:
+            raise self.fail("buffer", "at", f"contents at {at} ({len(fill)} bytes) do not fit in {pages} page(s)", i)
+        pages_list = {}
+        for key in ("protect", "share"):
+            idx = self.typed(t, "buffer", key, list, [], index=i)
+            for p in idx:
+                if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < pages:
+                    raise self.fail("buffer", key, f"page index {p!r} is not in 0..{pages - 1}", i)
+            pages_list[key] = tuple(idx)
+        if set(pages_list["protect"]) & set(pages_list["share"]):
+            raise self.fail("buffer", "share", "a page cannot be both protected and shared back", i)
+        return Buffer(name, pages, self.typed(t, "buffer", "user", bool, False, index=i), self.typed(t, "buffer", "alias", bool, False, index=i), fill, at, pages_list["protect"], pages_list["share"])
+
+    def expectation(self, t: dict, tname: str, buffers: list[str]) -> Expectation:
+        self.unknown(t, tname, {"outcome", "x0", "regs", "guest", "signal", "message", "memory", "confidentiality"})
+        outcome = self.typed(t, tname, "outcome", str)
+        if outcome is not None and outcome not in OUTCOMES:
+            raise self.fail(tname, "outcome", f"unknown outcome {outcome!r} (known: {', '.join(OUTCOMES)})")
+        guest = self.typed(t, tname, "guest", str)
+        if guest is not None and guest not in GUEST_STATES:
+            raise self.fail(tname, "guest", f"unknown guest state {guest!r} (known: {', '.join(GUEST_STATES)})")
+        regs = self.typed(t, tname, "regs", dict, {})
+        for r, v in regs.items():
+            if not re.fullmatch(r"x([0-9]|[12][0-9]|30)", r) or isinstance(v, bool) or not isinstance(v, int):
+                raise self.fail(tname, "regs", f"{r} = {v!r}: expected x0..x30 = integer")
+        memory = []
+        for m in self.typed(t, tname, "memory", list, []):
+            if not isinstance(m, dict) or set(m) != {"at", "hex"} or not all(isinstance(m[k], str) for k in m):
+                raise self.fail(tname, "memory", "each entry is { at = \"buf + N\", hex = \"...\" }")
+            try:
+                memory.append((m["at"], bytes.fromhex(m["hex"].replace(" ", ""))))
+            except ValueError:
+                raise self.fail(tname, "memory", f"not hex bytes: {m['hex']!r}") from None
+        conf = self.typed(t, tname, "confidentiality", str)
+        if conf not in (None, "ok", "leak"):
+            raise self.fail(tname, "confidentiality", "ok or leak")
+        x0 = self.typed(t, tname, "x0", int)
+        return Expectation(outcome, None if x0 is None else x0 & ((1 << 64) - 1), regs, guest, self.typed(t, tname, "signal", str), self.typed(t, tname, "message", str), tuple(memory), conf)
+
+
+def _tname(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {str: "a string", int: "an integer", bool: "true/false", list: "a list", dict: "a table"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
