@@ -161,21 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False, soft_wrap=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=200)
-    err = Console(stderr=True, highlight=False)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args, console)
     except (UsageError, ScenarioError, RunError, UnknownPolicy) as exc:
-        err.print(f"faultlab: error: {exc}", markup=False)
+        print(f"faultlab: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        err.print("faultlab: interrupted", markup=False)
+        print("faultlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # a bug in faultlab, not bad input: one line, and how to see more
-        err.print(f"faultlab: internal error: {type(exc).__name__}: {exc} (set FAULTLAB_DEBUG=1 for a traceback)", markup=False)
+        print(f"faultlab: internal error: {type(exc).__name__}: {exc} (set FAULTLAB_DEBUG=1 for a traceback)", file=sys.stderr)
         import os
 
         if os.environ.get("FAULTLAB_DEBUG"):

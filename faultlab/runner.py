@@ -119,6 +119,9 @@ def setup(scenario: Scenario, policy: str) -> Lab:
         else:
             raise RunError("vmlinux routines are run with `faultlab kernel call` (scenario support: see docs/scenarios.md)")
     except AsmError as exc:
+        if r.kind == "asm":  # point at the scenario file's own line
+            line = r.line + exc.line - 1 if r.block else r.line
+            raise RunError(f"{scenario.path}:{line}: routine.asm: {exc.message}") from None
         raise RunError(str(exc)) from None
     # Guest pages last: the host prepared its buffers, then the pages went to the guest.
     for b in scenario.buffers:

@@ -16,6 +16,7 @@ from hyp.policies import POLICIES
 
 ROUTINE_KINDS = ("file", "asm", "vmlinux")
 OUTCOMES = ("returned", "fixed-up", "signal", "task-killed", "host-oops", "host-bug", "hyp-panic", "budget-exceeded")
+EXPECT_KEYS = ("outcome", "x0", "regs", "guest", "signal", "message", "memory", "confidentiality")
 GUEST_STATES = ("intact", "reclaimed", "changed", "n/a")
 
 
@@ -46,6 +47,8 @@ class Routine:
     args: tuple[str | int, ...] = ()
     pan: bool = True
     budget: int = 1_000_000
+    line: int = 0  # line of an inline `asm` body's first line in the scenario file
+    block: bool = False  # the body is a multi-line string: its line n is at `line + n - 1`
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,9 @@ class _Validator:
             if names.index(n) != i:
                 raise self.fail("buffer", "name", f"buffer '{n}' defined twice", i)
         expect = self.typed(data, None, "expect", dict, {})
-        common = {k: v for k, v in expect.items() if not isinstance(v, dict)}
-        per_policy = {k: v for k, v in expect.items() if isinstance(v, dict)}
+        # [expect.<policy>] tables are the dict values that are not expectation keys (regs is a table too).
+        per_policy = {k: v for k, v in expect.items() if isinstance(v, dict) and k not in EXPECT_KEYS}
+        common = {k: v for k, v in expect.items() if k not in per_policy}
         for p in per_policy:
             if p not in POLICIES:
                 raise self.fail(f"expect.{p}", None, f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
@@ -209,7 +213,15 @@ class _Validator:
             args=tuple(args),
             pan=self.typed(t, "routine", "pan", bool, True),
             budget=budget,
+            line=self.loc.line("routine", kind) + self.is_block("routine", kind),
+            block=bool(self.is_block("routine", kind)),
         )
+
+    def is_block(self, table: str, key: str) -> int:
+        """1 when the value starts a multi-line string block (its text begins on the next line)."""
+        n = self.loc.line(table, key)
+        text = self.loc.lines[n - 1] if 0 < n <= len(self.loc.lines) else ""
+        return int(text.rstrip().endswith(('"""', "'''")))
 
     def buffer(self, t: dict, i: int) -> Buffer:
         if not isinstance(t, dict):
@@ -247,7 +259,7 @@ class _Validator:
         return Buffer(name, pages, self.typed(t, "buffer", "user", bool, False, index=i), self.typed(t, "buffer", "alias", bool, False, index=i), fill, at, pages_list["protect"], pages_list["share"])
 
     def expectation(self, t: dict, tname: str, buffers: list[str]) -> Expectation:
-        self.unknown(t, tname, {"outcome", "x0", "regs", "guest", "signal", "message", "memory", "confidentiality"})
+        self.unknown(t, tname, set(EXPECT_KEYS))
         outcome = self.typed(t, tname, "outcome", str)
         if outcome is not None and outcome not in OUTCOMES:
             raise self.fail(tname, "outcome", f"unknown outcome {outcome!r} (known: {', '.join(OUTCOMES)})")
