@@ -138,6 +138,7 @@ class Machine:
         self._trace: list[TraceStep] | None = None
         self._trace_hook = None
         self._limits: _Limits | None = None
+        self._unpriv_cache: dict[int, bool] = {}
         self._abort_builder = AbortBuilder(self)
         self._probe_frame = self.phys.alloc()
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
@@ -169,6 +170,7 @@ class Machine:
 
     def flush_tlb(self) -> None:
         """Make every mapping change visible to the very next instruction."""
+        self._unpriv_cache.clear()
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def stage2_changed(self) -> None:
@@ -192,6 +194,7 @@ class Machine:
         return bytes(out)
 
     def write(self, va: int, data: bytes) -> None:
+        self._unpriv_cache.clear()
         data = bytes(data)
         while data:
             chunk = min(len(data), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
@@ -218,18 +221,14 @@ class Machine:
             entry.perms = UC_PROT_EXEC
             return True
         access = AccessType.EXEC if typ == UC_MEM_FETCH else AccessType.WRITE if typ == UC_MEM_WRITE else AccessType.READ
-        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        pstate = self.cpu.pstate
         el = (pstate >> 2) & 3
         el0 = el == 0
         pan = bool(pstate & PSTATE_PAN)
         unprivileged = False
         if not el0 and access is not AccessType.EXEC:
-            pc = uc.reg_read(A.UC_ARM64_REG_PC)
-            pte = self.stage1.lookup(pc)
-            if pte is not None:
-                word = int.from_bytes(uc.mem_read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
-                # ldtr/sttr at EL1 are checked with EL0 permissions, and PAN does not apply to them.
-                unprivileged = el0 = _is_unprivileged_ldst(word)
+            # ldtr/sttr at EL1 are checked with EL0 permissions, and PAN does not apply to them.
+            unprivileged = el0 = self._unprivileged_at(self.cpu.pc)
         result = self.stage1.check(addr, access, el0=el0, pan=pan)
         if isinstance(result, WalkFault):
             self._pending.fault = PendingFault(1, addr, access, el, unprivileged, result, None)
@@ -251,14 +250,27 @@ class Machine:
         entry.perms = perms
         return True
 
+    def _unprivileged_at(self, pc: int) -> bool:
+        """Is the instruction at `pc` an LDTR/STTR? Cached per PC; any mapping or write clears the cache."""
+        known = self._unpriv_cache.get(pc)
+        if known is None:
+            pte = self.stage1.lookup(pc)
+            word = 0 if pte is None else int.from_bytes(self.uc.mem_read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
+            known = self._unpriv_cache[pc] = _is_unprivileged_ldst(word)
+        return known
+
     def _intr(self, uc, intno: int, _user) -> None:
         self._pending.intno = intno
         uc.emu_stop()
 
     # ----------------------------------------------------------------- events
-    def log(self, kind: str, message: str, **data: Any) -> Event:
+    def log(self, kind: str, message: str, *, pc: int | None = None, el: int | None = None, **data: Any) -> Event:
         """Record an event of the current run (upper layers log theirs here too)."""
-        event = Event(len(self._events), kind, self.cpu.pc, self.cpu.el, message, data)
+        if pc is None:
+            pc = self.cpu.pc
+        if el is None:
+            el = self.cpu.el
+        event = Event(len(self._events), kind, pc, el, message, data)
         self._events.append(event)
         return event
 
@@ -410,11 +422,12 @@ class Machine:
         if left <= 0:
             return Outcome(OutcomeKind.TIMEOUT, "wall-clock timeout")
         self._pending = _Pending()
-        self.flush_tlb()
         start_pc = self.cpu.pc
         error: UcError | None = None
         try:
-            self.uc.emu_start(start_pc, UNTIL_VA, timeout=max(1, int(left * 1e6)), count=budget)
+            # No Unicorn timeout: it costs a timer thread (~170 us) per emu_start. Each stretch is
+            # bounded by `budget` instructions; the wall-clock deadline is checked between stretches.
+            self.uc.emu_start(start_pc, UNTIL_VA, count=budget)
         except UcError as exc:
             error = exc
         pending = self._pending
@@ -437,7 +450,7 @@ class Machine:
 
     # --------------------------------------------------------- exception paths
     def _on_abort(self, abort: MemoryAbort) -> Outcome | None:
-        self.log("abort", abort.summary(), abort=abort)
+        self.log("abort", abort.summary(), pc=abort.pc, el=abort.el, abort=abort)
         if abort.stage == 1:
             return self.take_exception_el1(abort.esr.value, abort.far, abort.pc, cause=abort)
         if self.el2 is None:
