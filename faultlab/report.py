@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from host.tasks import signal_name
+
 from .runner import RunRecord
 
 _STYLE = {
@@ -28,7 +30,7 @@ def cell(record: RunRecord) -> Text:
     text = Text()
     text.append(v.outcome, style=_STYLE.get(v.outcome, "white"))
     if v.signals:
-        text.append(f" SIGSEGV" if v.signals[-1][0] == 11 else f" sig{v.signals[-1][0]}")
+        text.append(" " + signal_name(v.signals[-1][0]))
     guest = v.guest_integrity.split(":")[0]
     if guest != "n/a":
         text.append(f"\nguest {guest}", style="green" if guest == "intact" else "red")
