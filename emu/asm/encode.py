@@ -2,7 +2,7 @@
 
 Keystone rejects the LSE atomics, the PAC/BTI hints, LDAPR and friends, `msr pan, #1`
 and several newer system registers, and silently emits nothing for some `dc` operations.
-It also encodes `adr` with a wrong offset. So the assembler front end (emu/asm.py) asks
+It also encodes `adr` with a wrong offset. So the assembler front end (emu.asm) asks
 this module first; `None` means "not ours, give it to keystone".
 
 Every layout here is written from the Arm Architecture Reference Manual (DDI 0487,
@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Callable
+
+from emu.asm.text import split_top_level
 
 
 class EncodeError(ValueError):
@@ -57,22 +59,8 @@ def parse_gpr(text: str, *, sp: bool = False, zr: bool = True) -> Gpr:
 
 
 def split_operands(text: str) -> list[str]:
-    """Split at commas that are not inside [] or {} (or parentheses)."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    tail = "".join(cur).strip()
-    if tail or parts:
-        parts.append(tail)
-    return parts
+    """Split at commas that are not inside [] or {} (or parentheses); quotes are not special."""
+    return split_top_level(text, strings=False)
 
 
 _INT = re.compile(r"^#?\s*(-?)\s*(0x[0-9a-f]+|0b[01]+|\d+)$", re.IGNORECASE)
@@ -184,27 +172,25 @@ def encode_casp(acquire: int, release: int, is64: bool, rs: int, rt: int, rn: in
     return (int(is64) << 30) | 0x08207C00 | (acquire << 22) | (rs << 16) | (release << 15) | (rn << 5) | rt
 
 
+def _rs_rt_xn(ops: list[str], suffix: str) -> tuple[int, int, int, int]:
+    """The `Rs, Rt, [Xn]` form shared by LD<op>, SWP and CAS -> (size, rs, rt, rn)."""
+    _expect(ops, 3, "Rs, Rt, [Xn]")
+    rs, rt, size = _sized_pair(ops, suffix)
+    return size, rs.num, rt.num, _base_only(ops[2])
+
+
 def _encode_lse(mnemonic: str, ops: list[str]) -> int | None:
     if m := _LD_ATOMIC.match(mnemonic):
-        _expect(ops, 3, "Rs, Rt, [Xn]")
-        rs, rt, size = _sized_pair(ops, m.group(3))
-        rn, off = parse_base(ops[2])
-        _no_offset(off)
         acq, rel = _ORDER[m.group(2)]
-        return encode_atomic_op(m.group(1), acq, rel, size, rs.num, rt.num, rn)
+        return encode_atomic_op(m.group(1), acq, rel, *_rs_rt_xn(ops, m.group(3)))
     if m := _ST_ATOMIC.match(mnemonic):
         _expect(ops, 2, "Rs, [Xn]")
         rs, _, size = _sized_pair([ops[0], ops[0]], m.group(3))
-        rn, off = parse_base(ops[1])
-        _no_offset(off)
+        rn = _base_only(ops[1])
         return encode_atomic_op(m.group(1), 0, int(m.group(2) == "l"), size, rs.num, 31, rn)
     if m := _SWP.match(mnemonic):
-        _expect(ops, 3, "Rs, Rt, [Xn]")
-        rs, rt, size = _sized_pair(ops, m.group(2))
-        rn, off = parse_base(ops[2])
-        _no_offset(off)
         acq, rel = _ORDER[m.group(1)]
-        return encode_swp(acq, rel, size, rs.num, rt.num, rn)
+        return encode_swp(acq, rel, *_rs_rt_xn(ops, m.group(2)))
     if m := _CASP.match(mnemonic):
         _expect(ops, 5, "Rs, Rs+1, Rt, Rt+1, [Xn]")
         regs = [parse_gpr(o) for o in ops[:4]]
@@ -215,23 +201,21 @@ def _encode_lse(mnemonic: str, ops: list[str]) -> int | None:
             # Arm ARM: Rs and Rt must be even-numbered, and the pair is <R>, <R+1>.
             if first.num % 2 or first.num == 31 or second.num != first.num + 1:
                 raise EncodeError("casp needs consecutive register pairs starting at an even register")
-        rn, off = parse_base(ops[4])
-        _no_offset(off)
+        rn = _base_only(ops[4])
         acq, rel = _ORDER[m.group(1)]
         return encode_casp(acq, rel, is64, regs[0].num, regs[2].num, rn)
     if m := _CAS.match(mnemonic):
-        _expect(ops, 3, "Rs, Rt, [Xn]")
-        rs, rt, size = _sized_pair(ops, m.group(2))
-        rn, off = parse_base(ops[2])
-        _no_offset(off)
         acq, rel = _ORDER[m.group(1)]
-        return encode_cas(acq, rel, size, rs.num, rt.num, rn)
+        return encode_cas(acq, rel, *_rs_rt_xn(ops, m.group(2)))
     return None
 
 
-def _no_offset(off: int) -> None:
+def _base_only(text: str) -> int:
+    """`[Xn]` (or `[Xn, #0]`) for instructions that take no offset -> n."""
+    rn, off = parse_base(text)
     if off:
         raise EncodeError("this instruction takes no offset (only [Xn] or [Xn, #0])")
+    return rn
 
 
 # --------------------------------------------------------------------------- RCpc loads/stores
@@ -266,8 +250,7 @@ def _encode_rcpc(mnemonic: str, ops: list[str]) -> int | None:
     if m := _LDAPR.match(mnemonic):
         _expect(ops, 2, "Rt, [Xn]")
         rt = parse_gpr(ops[0])
-        rn, off = parse_base(ops[1])
-        _no_offset(off)
+        rn = _base_only(ops[1])
         if m.group(1):
             if rt.is64:
                 raise EncodeError(f"{mnemonic} takes a W register")
@@ -288,8 +271,7 @@ def _encode_rcpc(mnemonic: str, ops: list[str]) -> int | None:
     if mnemonic in ("ldlar", "stllr", "ldlarb", "stllrb", "ldlarh", "stllrh"):
         _expect(ops, 2, "Rt, [Xn]")
         rt = parse_gpr(ops[0])
-        rn, off = parse_base(ops[1])
-        _no_offset(off)
+        rn = _base_only(ops[1])
         suffix = mnemonic[5:]
         size = {"b": 0, "h": 1}.get(suffix, 3 if rt.is64 else 2)
         return encode_lorder(mnemonic.startswith("ld"), size, rt.num, rn)
