@@ -14,9 +14,10 @@ ISS fields, D24.2.48 FAR_EL1, J1.1 AArch64.Mem (byte order of split accesses).
 """
 from __future__ import annotations
 
+import copy
 import enum
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable
 
@@ -320,7 +321,12 @@ class AccessDecoder:
         operand = address if r.operand_is_far else None
         if r.align:
             address &= ~(r.align - 1) & MASK64
-        return replace(template.prototype, address=address, operand_address=operand)
+        # copy + two attribute writes: dataclasses.replace re-runs __init__ over every field,
+        # which costs ~10 us on the fault path.
+        access = copy.copy(template.prototype)
+        object.__setattr__(access, "address", address)
+        object.__setattr__(access, "operand_address", operand)
+        return access
 
     # --- per instruction word ------------------------------------------------------------------
     def _analyse(self, word: bytes) -> _Template | None:

@@ -41,6 +41,7 @@ from .memory import (
     PhysicalMemory,
     Stage1,
     WalkFault,
+    allowed_accesses,
     KERNEL_RW,
     KERNEL_RX,
     USER_RW,
@@ -241,10 +242,8 @@ class Machine:
                 self._pending.fault = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
                 return False
         perms = _PROT[access]
-        for other in AccessType:
-            if other is access or isinstance(self.stage1.check(addr, other, el0=el0, pan=pan), WalkFault):
-                continue
-            if self.stage2 is None or self.stage2(pfn, other) is True:
+        for other in allowed_accesses(result.perms, el0=el0, pan=pan):
+            if other is not access and (self.stage2 is None or self.stage2(pfn, other) is True):
                 perms |= _PROT[other]
         entry.paddr = (pfn << 12) | (addr & 0xFFF)
         entry.perms = perms

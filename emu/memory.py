@@ -199,19 +199,26 @@ class Stage1:
         pte = self.lookup(va)
         if pte is None:
             return WalkFault("translation", self.translation_fault_level(va))
-        p = pte.perms
-        if el0:
-            allowed = p.user and (p.exec if access is AccessType.EXEC else (p.write if access is AccessType.WRITE else p.read))
-        elif access is AccessType.EXEC:
-            # arm64 Linux maps user pages PXN: the kernel never executes them.
-            allowed = p.exec and not p.user
-        else:
-            allowed = (p.write if access is AccessType.WRITE else p.read) and not (pan and p.user)
-        return pte if allowed else WalkFault("permission", 3)
+        return pte if access in allowed_accesses(pte.perms, el0=el0, pan=pan) else WalkFault("permission", 3)
 
     def aliases(self, pfn: int) -> Iterator[int]:
         """Every VA that maps frame `pfn`."""
         return (va for va, pte in self.ptes.items() if pte.pfn == pfn)
+
+
+def allowed_accesses(p: Perms, *, el0: bool, pan: bool) -> tuple[AccessType, ...]:
+    """The accesses a regime may make through a page with permissions `p`."""
+    if el0:
+        if not p.user:
+            return ()
+        return tuple(a for a, ok in ((AccessType.READ, p.read), (AccessType.WRITE, p.write), (AccessType.EXEC, p.exec)) if ok)
+    data_ok = not (pan and p.user)
+    # arm64 Linux maps user pages PXN: the kernel never executes them.
+    return tuple(
+        a
+        for a, ok in ((AccessType.READ, p.read and data_ok), (AccessType.WRITE, p.write and data_ok), (AccessType.EXEC, p.exec and not p.user))
+        if ok
+    )
 
 
 def _check_page(va: int) -> int:
