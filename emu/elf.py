@@ -188,6 +188,12 @@ class SymbolTable:
             pos -= 1
         return None
 
+    def functions_in(self, start: int, end: int) -> list[Symbol]:
+        """Function symbols starting in [start, end), by address."""
+        lo = bisect.bisect_left(self._func_addrs, start)
+        hi = bisect.bisect_left(self._func_addrs, end)
+        return [self._symbol(i) for i in self._func_index[lo:hi]]
+
     def symbolize(self, addr: int) -> str:
         """'name+0xoff/0xsize' as the kernel's %pS prints it, or the bare address."""
         sym = self.function_at(addr)

@@ -23,7 +23,10 @@ class ExtableBug(Exception):
 
 
 class FixupFault(Exception):
-    """The fixup itself faulted (the zeropad re-read): a nested fault, which the kernel cannot survive."""
+    """Instructions the kernel model ran nested (a fixup's re-read, a hypercall) ended the whole run.
+
+    `outcome` is how the run ended, e.g. the oops of a fault taken inside the fixup.
+    """
 
     def __init__(self, outcome) -> None:
         super().__init__(str(outcome))
@@ -86,6 +89,21 @@ class Extable:
     def search(self, pc: int) -> tuple[ExtableEntry, TypeNumbering] | None:
         """search_exception_tables(): exact match on the faulting instruction's address."""
         return self._entries.get(pc)
+
+    def may_access_user(self, pc: int, wnr: bool) -> bool:
+        """extable.c insn_may_access_user(): any entry at pc passes, except a UACCESS_CPY entry
+        for the kernel side of the copy (data bit 0 != ESR.WnR)."""
+        found = self.search(pc)
+        if found is None:
+            return False
+        entry, numbering = found
+        try:
+            kind = numbering.kind(entry.type)
+        except UnknownExtableType:
+            return True
+        if kind is ExType.UACCESS_CPY:
+            return entry.uaccess_is_write == wnr
+        return True
 
     def fixup_exception(self, regs: PtRegs, wnr: bool, read_u64: ReadU64) -> Fixup | None:
         """Apply the fixup for regs.pc, if any. Raises ExtableBug for an unknown type, FixupFault if it faults."""

@@ -3,33 +3,38 @@
 `do_mem_abort` selects a handler by DFSC as the kernel's `fault_info` table
 does; the handlers call each other in the kernel's order, and
 `__do_kernel_fault` tries, in order: the exception-table fixup, the spurious
-translation-fault check (with pKVM: force-reclaim through `hvc`), then the
-oops. Each handler returns a `FaultResult`: resume the interrupted context
-(fixed up or to be retried), deliver a signal, or die.
+translation-fault check (with pKVM: force-reclaim through `hvc`), MTE
+tag-check recovery, then the oops. Each handler returns a `FaultResult`:
+resume the interrupted context (fixed up or to be retried), deliver a signal,
+or die.
 
 The model sees only what the kernel sees: ESR_EL1, FAR_EL1 and pt_regs, and
-talks to the hypervisor only through hypercalls.
+talks to the hypervisor only through hypercalls. The table and the handler
+order follow the newest fault.c (v6.9+, with the FEAT_LPA2 rows and the pKVM
+guest-memory series).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from emu.memory import AccessType, WalkFault, is_kernel_va
+from emu.memory import WalkFault, is_kernel_va
 from emu.syndrome import EC, Esr, dfsc_is_permission, dfsc_is_translation, kernel_fault_name
 
-from .extable import ExtableBug, FixupFault
+from .extable import ExtableBug
 from .ptregs import PtRegs
 
 if TYPE_CHECKING:
     from .kernel import HostKernel
 
 PAGE_SIZE = 4096
+EAGAIN = 11
 
 SIGKILL, SIGBUS, SIGSEGV, SIGTRAP, SIGILL = 9, 7, 11, 5, 4
-SEGV_MAPERR, SEGV_ACCERR = 1, 2
+SEGV_MAPERR, SEGV_ACCERR, SEGV_MTESERR = 1, 2, 9
 BUS_ADRALN, BUS_OBJERR = 1, 3
 SI_KERNEL = 0x80
+DFSC_TAG_CHECK = 0x11
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Signal:
 
 @dataclass(frozen=True)
 class Die:
-    """die(): the host kernel oopses. `message` is the kernel's line."""
+    """die(): the host kernel oopses. `message` is the kernel's first line."""
 
     message: str
     esr: int
@@ -58,15 +63,18 @@ class Die:
     bug: bool = False
 
     def report(self) -> str:
+        """The oops as the kernel prints it: the line, mem_abort_decode() for aborts, then __show_regs()."""
         lines = [self.message]
-        if self.esr is not None:
-            lines.append("Mem abort info:" if Esr(self.esr).is_data_abort or Esr(self.esr).is_instruction_abort else "Syndrome:")
-            lines += ["  " + ln for ln in str(Esr(self.esr)).splitlines()]
+        esr = Esr(self.esr)
+        if esr.is_data_abort or esr.is_instruction_abort:
+            lines += esr.oops_lines()
+        else:
+            lines.append(f"ESR = 0x{self.esr:016x}")
         lines.append(f"pc : {self.regs.get('pc', 0):016x}")
+        lines.append(f"lr : {self.regs.get('x30', 0):016x}")
         lines.append(f"sp : {self.regs.get('sp', 0):016x}")
-        for i in range(0, 31, 2):
-            pair = [f"x{j:<2}: {self.regs.get(f'x{j}', 0):016x}" for j in (i + 1, i) if j < 31]
-            lines.append(" ".join(pair))
+        for hi in range(29, 0, -2):
+            lines.append(f"x{hi:<2}: {self.regs.get(f'x{hi}', 0):016x} x{hi - 1:<2}: {self.regs.get(f'x{hi - 1}', 0):016x}")
         return "\n".join(lines)
 
 
@@ -98,8 +106,15 @@ class FaultContext:
         return Die(message, self.esr.value, self.far, self.regs.as_dict(), bug)
 
     def die_kernel_fault(self, msg: str) -> Die:
-        # fault.c die_kernel_fault(): the line every arm64 oops starts with.
+        # fault.c die_kernel_fault(): the line every arm64 kernel-fault oops starts with.
         return self.die(f"Unable to handle kernel {msg} at virtual address {self.far:016x}")
+
+    def notify_die(self, info: FaultInfo, addr: int) -> FaultResult:
+        """traps.c arm64_notify_die(): a signal for a user context, die() for the kernel."""
+        if self.user_mode:
+            return Signal(info.sig, info.code, addr, info.name)
+        # traps.c die(): "Internal error: %s: %016lx [#%d]"; this model oopses once.
+        return self.die(f"Internal error: {info.name}: {self.esr.value:016x} [#1]")
 
 
 # ----------------------------------------------------------------------- predicates
@@ -118,9 +133,15 @@ def is_el1_instruction_abort(esr: Esr) -> bool:
 
 
 def is_el1_permission_fault(ctx: FaultContext) -> bool:
+    # The TTBR0-PAN (software PAN) leg of the kernel's test does not apply: the model has hardware PAN.
     if is_el1_data_abort(ctx.esr) or is_el1_instruction_abort(ctx.esr):
         return dfsc_is_permission(ctx.esr.fsc)
     return False
+
+
+def is_write_abort(esr: Esr) -> bool:
+    # fault.c is_write_abort(): a cache-maintenance fault reports WnR = 1 but is not a write.
+    return esr.wnr and not esr.cm
 
 
 def is_pkvm_stage2_abort(ctx: FaultContext) -> bool:
@@ -132,24 +153,27 @@ def is_pkvm_stage2_abort(ctx: FaultContext) -> bool:
 
 
 def __do_kernel_fault(ctx: FaultContext) -> FaultResult:
-    """fault.c __do_kernel_fault(): fixup, then spurious/reclaim, then die."""
+    """fault.c __do_kernel_fault(): fixup, spurious/reclaim, MTE recovery, then die."""
     kernel = ctx.kernel
-    if not is_el1_instruction_abort(ctx.esr):
+    esr = ctx.esr
+    if not is_el1_instruction_abort(esr):
         try:
-            fixup = kernel.fixup_exception(ctx.regs, ctx.esr.wnr)
+            fixup = kernel.fixup_exception(ctx.regs, esr.wnr)
         except ExtableBug as exc:
             return ctx.die(f"kernel BUG at arch/arm64/mm/extable.c: {exc}", bug=True)
-        except FixupFault as exc:
-            raise exc
         if fixup is not None:
             return Resume(f"fixup {fixup.kind.value}: {fixup.detail}")
     spurious = is_spurious_el1_translation_fault(ctx)
     if spurious is not None:
         return spurious
+    if is_el1_data_abort(esr) and esr.fsc == DFSC_TAG_CHECK:
+        # do_tag_recovery(): report to KASAN, turn tag checking off on this CPU, carry on.
+        kernel.log("warn", f"MTE tag check fault at {ctx.far:#x}: tag checking disabled on this CPU")
+        return Resume("MTE tag-check recovery")
     if is_el1_permission_fault(ctx):
-        if ctx.esr.wnr:
+        if esr.wnr:
             msg = "write to read-only memory"
-        elif is_el1_instruction_abort(ctx.esr):
+        elif is_el1_instruction_abort(esr):
             msg = "execute from non-executable memory"
         else:
             msg = "read from unreadable memory"
@@ -167,37 +191,47 @@ def is_spurious_el1_translation_fault(ctx: FaultContext) -> FaultResult | None:
 
     The kernel runs `AT S1E1R` on the address: if stage 1 now translates it, the
     translation fault was spurious (a race with a page-table update) - unless it
-    is a pKVM stage-2 abort, which only a force-reclaim of the page can resolve.
+    is a pKVM stage-2 abort, which only a force-reclaim of the page resolves. If
+    AT reports a fault other than a translation fault, the fault is spurious too.
+    Kernels with injection but without the series give up on pKVM aborts at once.
+    Returns Resume (retry) or None (not spurious).
     """
     esr = ctx.esr
-    if esr.ec != EC.DABT_CUR or not dfsc_is_translation(esr.fsc):
+    if not is_el1_data_abort(esr) or not dfsc_is_translation(esr.fsc):
         return None
     kernel = ctx.kernel
+    pkvm = is_pkvm_stage2_abort(ctx)
+    if pkvm and not kernel.config.force_reclaim:
+        return None
     par = kernel.at_s1e1r(ctx.far)
-    if is_pkvm_stage2_abort(ctx):
-        if not kernel.config.force_reclaim or par is None:
+    if isinstance(par, WalkFault):
+        if par.kind == "translation":
             return None
-        ret = kernel.pkvm_force_reclaim_guest_page(par & ~(PAGE_SIZE - 1))
-        if isinstance(ret, Die):
-            return ret
-        if ret in (0, -11):  # 0 or -EAGAIN: the page is the host's now (or already was)
-            return Resume(f"pKVM force-reclaim of PA {par & ~(PAGE_SIZE - 1):#x} returned {ret}: retry")
+        why = f"AT S1E1R reports a {par.kind} fault"
+    elif pkvm:
+        phys = par & ~(PAGE_SIZE - 1)
+        ret = kernel.pkvm_force_reclaim_guest_page(phys)
+        # pkvm.c pkvm_force_reclaim_guest_page(): 0 and -EAGAIN both mean "the host may retry".
+        if ret in (0, -EAGAIN):
+            return Resume(f"pKVM force-reclaim of PA {phys:#x} returned {ret}: retry")
         return None
-    if par is None:
-        return None
-    kernel.log("warn", f"WARN: spurious translation fault at {ctx.far:#x}: retrying")
-    return Resume("spurious translation fault")
+    else:
+        why = "stage 1 translates it now"
+    if not pkvm:
+        kernel.log("warn", f"WARN: Ignoring spurious kernel translation fault at virtual address {ctx.far:016x}")
+    return Resume(f"spurious translation fault: {why}")
 
 
 # ----------------------------------------------------------------------- fault_info handlers
 
 
 def do_bad(ctx: FaultContext) -> FaultResult | None:
-    return None  # "unknown" rows: the caller dies (kernel) or signals (user)
+    return None  # "unknown" rows: do_mem_abort dies (kernel) or signals (user) with the row
 
 
-def do_bad_area(ctx: FaultContext, info: FaultInfo) -> FaultResult:
+def do_bad_area(ctx: FaultContext) -> FaultResult:
     if ctx.user_mode:
+        info = fault_info(ctx.esr.fsc)
         return Signal(info.sig, info.code, ctx.far, info.name)
     return __do_kernel_fault(ctx)
 
@@ -205,60 +239,85 @@ def do_bad_area(ctx: FaultContext, info: FaultInfo) -> FaultResult:
 def do_translation_fault(ctx: FaultContext) -> FaultResult | None:
     if is_ttbr0_addr(ctx.far):
         return do_page_fault(ctx)
-    return do_bad_area(ctx, fault_info(ctx.esr.fsc))
+    return do_bad_area(ctx)
 
 
 def do_page_fault(ctx: FaultContext) -> FaultResult | None:
-    """User-address faults and permission faults: VMA lookup, or the kernel paths."""
+    """User-address faults and permission/access-flag faults, in fault.c's order."""
     kernel = ctx.kernel
-    if is_pkvm_stage2_abort(ctx):
-        # Checked before any VMA lookup: the page is mapped at stage 1, it is the hypervisor that refused.
-        if ctx.user_mode:
-            return Signal(SIGSEGV, SEGV_ACCERR, ctx.far, "access to hypervisor-protected memory")
-        return __do_kernel_fault(ctx)
-    if not ctx.user_mode and is_ttbr0_addr(ctx.far) and is_el1_permission_fault(ctx):
-        if kernel.extable.search(ctx.regs.pc) is None:
+    esr = ctx.esr
+    if is_ttbr0_addr(ctx.far) and is_el1_permission_fault(ctx):
+        if is_el1_instruction_abort(esr):
+            return ctx.die_kernel_fault("execution of user memory")
+        if not kernel.extable.may_access_user(ctx.regs.pc, esr.wnr):
             return ctx.die_kernel_fault("access to user memory outside uaccess routines")
-    # VMA lookup: a user mapping at stage 1 stands for the VMA.
-    pte = kernel.machine.stage1.lookup(ctx.far)
+    if is_pkvm_stage2_abort(ctx):
+        # Checked before any VMA lookup: stage 1 maps the page, the hypervisor refused it.
+        if not ctx.user_mode:
+            return __do_kernel_fault(ctx)
+        return Signal(SIGSEGV, SEGV_ACCERR, ctx.far, "stage-2 fault")
+    code = _vma_check(ctx)
+    if code is None:
+        return Resume("handle_mm_fault: the mapping allows this access: retry")
+    if ctx.user_mode:
+        return Signal(SIGSEGV, code, ctx.far, fault_info(esr.fsc).name)
+    return __do_kernel_fault(ctx)
+
+
+def _vma_check(ctx: FaultContext) -> int | None:
+    """The VMA lookup, with a user stage-1 mapping standing for the VMA: None (fault can be handled) or si_code."""
+    pte = ctx.kernel.machine.stage1.lookup(ctx.far)
     if pte is None or not pte.perms.user:
-        code = SEGV_MAPERR
+        return SEGV_MAPERR
+    perms = pte.perms
+    if ctx.esr.ec == EC.IABT_LOW:
+        allowed = perms.exec
+    elif is_write_abort(ctx.esr):
+        allowed = perms.write
     else:
-        wanted = AccessType.EXEC if ctx.esr.is_instruction_abort else AccessType.WRITE if ctx.esr.wnr else AccessType.READ
-        check = kernel.machine.stage1.check(ctx.far, wanted, el0=True, pan=False)
-        if not isinstance(check, WalkFault):
-            return Resume("fault on a valid user mapping: retry")
-        code = SEGV_ACCERR
-    if ctx.user_mode:
-        return Signal(SIGSEGV, code, ctx.far, "user fault")
-    return __do_kernel_fault(ctx)
+        allowed = perms.read or perms.write  # fault.c: "Write implies read"
+    return None if allowed else SEGV_ACCERR
 
 
-def do_alignment_fault(ctx: FaultContext) -> FaultResult | None:
-    if ctx.user_mode:
-        return Signal(SIGBUS, BUS_ADRALN, ctx.far, "alignment fault")
-    return __do_kernel_fault(ctx)
+def do_alignment_fault(ctx: FaultContext) -> FaultResult:
+    return do_bad_area(ctx)
 
 
-def do_sea(ctx: FaultContext) -> FaultResult | None:
-    if ctx.user_mode:
-        return Signal(SIGBUS, BUS_OBJERR, ctx.far, "synchronous external abort")
-    return ctx.die(f"Internal error: synchronous external abort: {ctx.esr.value:08x}")
+def do_tag_check_fault(ctx: FaultContext) -> FaultResult:
+    return do_bad_area(ctx)
+
+
+def do_sea(ctx: FaultContext) -> FaultResult:
+    """Synchronous external abort: never fixed up; FAR is not reported when ESR.FnV says it is invalid."""
+    addr = 0 if ctx.esr.fnv else ctx.far
+    return ctx.notify_die(fault_info(ctx.esr.fsc), addr)
+
+
+def _handler_rows() -> dict[int, tuple[Callable, int, int]]:
+    """fault.c fault_info[]: the rows that are not do_bad/SIGKILL/SI_KERNEL."""
+    rows: dict[int, tuple[Callable, int, int]] = {}
+    for dfsc in (0x04, 0x05, 0x06, 0x07, 0x2B):
+        rows[dfsc] = (do_translation_fault, SIGSEGV, SEGV_MAPERR)
+    for dfsc in range(0x08, 0x10):  # access flag and permission, levels 0-3
+        rows[dfsc] = (do_page_fault, SIGSEGV, SEGV_ACCERR)
+    rows[0x10] = (do_sea, SIGBUS, BUS_OBJERR)
+    rows[DFSC_TAG_CHECK] = (do_tag_check_fault, SIGSEGV, SEGV_MTESERR)
+    for dfsc in (*range(0x13, 0x18), *range(0x1B, 0x20)):  # external aborts/parity on a table walk
+        rows[dfsc] = (do_sea, SIGKILL, SI_KERNEL)
+    rows[0x18] = (do_sea, SIGBUS, BUS_OBJERR)
+    rows[0x21] = (do_alignment_fault, SIGBUS, BUS_ADRALN)
+    rows[0x35] = (do_bad, SIGBUS, BUS_OBJERR)  # unsupported exclusive
+    # Everything else, the RME granule-protection codes 0x23-0x28 included, is "unknown" and fatal.
+    return rows
+
+
+_ROWS = _handler_rows()
 
 
 def fault_info(dfsc: int) -> FaultInfo:
     """fault.c fault_info[dfsc]: handler, signal, si_code, name."""
-    name = kernel_fault_name(dfsc)
-    if 0x04 <= dfsc <= 0x07 or dfsc == 0x2B:
-        return FaultInfo(do_translation_fault, SIGSEGV, SEGV_MAPERR, name)
-    if 0x09 <= dfsc <= 0x0B or 0x0D <= dfsc <= 0x0F:
-        return FaultInfo(do_page_fault, SIGSEGV, SEGV_ACCERR, name)
-    if dfsc == 0x21:
-        return FaultInfo(do_alignment_fault, SIGBUS, BUS_ADRALN, name)
-    if dfsc == 0x10:
-        return FaultInfo(do_sea, SIGBUS, BUS_OBJERR, name)
-    # Everything else, the RME granule-protection codes 0x23-0x28 included, is "unknown" and fatal.
-    return FaultInfo(do_bad, SIGKILL, SI_KERNEL, name)
+    handler, sig, code = _ROWS.get(dfsc & 0x3F, (do_bad, SIGKILL, SI_KERNEL))
+    return FaultInfo(handler, sig, code, kernel_fault_name(dfsc))
 
 
 def do_mem_abort(ctx: FaultContext) -> FaultResult:

@@ -20,14 +20,15 @@ from emu.outcome import Outcome
 from emu.syndrome import EC, Esr
 
 from .extable import Extable, Fixup, FixupFault
-from .fault import SIGILL, SIGKILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
+from .fault import SIGILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
 from .ptregs import PtRegs
 from .tasks import Task, signal_name
 
 if TYPE_CHECKING:
     from emu.machine import Machine
 
-VECTORS_VA = 0xFFFF_8000_0801_0000
+# Above every kernel image link range (6.1 text starts at 0xffff800008000000, 7.x at 0xffff800080000000).
+VECTORS_VA = 0xFFFF_FFFF_FF80_0000
 HOST_STUBS_VA = VECTORS_VA + 0x800
 # pkvm_force_reclaim_guest_page() in Linux 7.2 issues hvc #0 with x0 = 0xc600002b (function 43).
 PKVM_FORCE_RECLAIM_GUEST_PAGE = 0xC600_002B
@@ -37,6 +38,8 @@ HOST_BUG = "host-bug"
 TASK_KILLED = "task-killed"
 TASK_EXIT = "task-exit"
 UNEXPECTED_VECTOR = "unexpected-vector"
+MAX_NESTED_EXCEPTIONS = 4
+BUG_BRK_IMM = 0x800  # asm/brk-imm.h: BUG() is brk #0x800
 
 
 @dataclass(frozen=True)
@@ -112,15 +115,11 @@ class HostKernel:
         regs = PtRegs.save(cpu)
         esr = Esr(cpu.read_sysreg("ESR_EL1"))
         far = cpu.read_sysreg("FAR_EL1")
-        if self._depth:
-            # A fault inside the fault path (or inside a fixup): the kernel cannot recover.
-            die = Die(
-                f"Unable to handle kernel paging request at virtual address {far:016x} (nested fault in the fault handler)",
-                esr.value,
-                far,
-                regs.as_dict(),
-            )
-            return self._die_outcome(die)
+        if self._depth >= MAX_NESTED_EXCEPTIONS:
+            # Exception entry is re-entrant in the kernel; only the stack ends an endless recursion.
+            return self._die_outcome(Die("kernel stack overflow", esr.value, far, regs.as_dict()))
+        # A fault taken inside the fault path (a fixup's re-read) is handled like any other
+        # kernel fault, at the PC of the handler's own access, which has no fixup of its own.
         self._depth += 1
         try:
             result = self._route(esr, far, regs, from_el0)
@@ -142,9 +141,12 @@ class HostKernel:
             if ec == EC.BRK64:
                 return Signal(SIGTRAP, 1, regs.pc, "brk")
             return Signal(SIGILL, 1, regs.pc, "undefined instruction")
+        # traps.c: die(str, regs, esr) prints "Internal error: <str>: <esr> [#1]".
         if ec == EC.BRK64:
-            return ctx.die(f"kernel BUG: brk #{esr.iss & 0xFFFF:#x} at {regs.pc:#x}", bug=True)
-        return ctx.die(f"Oops - Undefined instruction: ESR {esr.value:#x} at {regs.pc:#x}")
+            if esr.iss & 0xFFFF == BUG_BRK_IMM:
+                return ctx.die(f"Internal error: Oops - BUG: {esr.value:016x} [#1]", bug=True)
+            return ctx.die(f"Internal error: Oops - BRK: {esr.value:016x} [#1]")
+        return ctx.die(f"Internal error: Oops - Undefined instruction: {esr.value:016x} [#1]")
 
     def _finish(self, result, regs: PtRegs) -> Outcome | None:
         if isinstance(result, Outcome):
@@ -183,14 +185,14 @@ class HostKernel:
             raise FixupFault(outcome)
         return cpu.x(1)
 
-    def at_s1e1r(self, va: int) -> int | None:
-        """AT S1E1R: a stage-1 EL1 read translation, PAN ignored. Returns the PA (PAR_EL1) or None (PAR.F)."""
+    def at_s1e1r(self, va: int) -> int | WalkFault:
+        """AT S1E1R: a stage-1 EL1 read translation (PAN not applied). The PA, or the fault PAR.FST names."""
         check = self.machine.stage1.check(va, AccessType.READ, el0=False, pan=False)
         if isinstance(check, WalkFault):
-            return None
+            return check
         return (check.pfn << 12) | (va & (PAGE_SIZE - 1))
 
-    def pkvm_force_reclaim_guest_page(self, phys: int) -> int | Die:
+    def pkvm_force_reclaim_guest_page(self, phys: int) -> int:
         """The hypercall, issued with a real `hvc #0`. Returns the errno EL2 put in x1."""
         cpu = self.machine.cpu
         cpu.set_x(0, PKVM_FORCE_RECLAIM_GUEST_PAGE)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 SMCCC_FAST_64_VENDOR_HYP = 0xC600_0000
 SMCCC_RET_SUCCESS = 0
 SMCCC_RET_NOT_SUPPORTED = (1 << 64) - 1
+# SMCCC v1.3 "SVE live state" hint (bit 16): hyp-main.c handle_host_hcall() clears it before decoding.
+SMCCC_CALL_HINTS = 1 << 16
 PAGE_SHIFT = 12
 
 
@@ -109,7 +111,7 @@ FORCE_RECLAIM_GUEST_PAGE = HCALL_BY_NAME["__pkvm_force_reclaim_guest_page"].func
 
 def dispatch(hyp: "Hyp", regs: list[int]) -> tuple[int, list[int], str]:
     """Run the hypercall in x0 with arguments regs[1:]; returns (x0 status, results for x1.., name)."""
-    fid = regs[0]
+    fid = regs[0] & ~SMCCC_CALL_HINTS
     if fid & ~0xFFFF != SMCCC_FAST_64_VENDOR_HYP or (fid & 0xFFFF) not in HCALLS:
         return SMCCC_RET_NOT_SUPPORTED, [], f"unknown function id {fid:#x}"
     hcall = HCALLS[fid & 0xFFFF]

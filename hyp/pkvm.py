@@ -38,12 +38,14 @@ class Hyp:
 
     # EL2 entry points ---------------------------------------------------
     def handle_abort(self, machine: "Machine", abort: "MemoryAbort") -> Outcome | None:
+        self.forget_setup()
         try:
             return handle_host_mem_abort(self, machine, abort)
         finally:
             self._log_transitions()
 
     def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None:
+        self.forget_setup()
         cpu = machine.cpu
         regs = [cpu.x(i) for i in range(8)]
         if imm != 0:
@@ -61,18 +63,24 @@ class Hyp:
     # actions shared by hypercalls and policies ---------------------------
     def force_reclaim(self, pfn: int, *, requested_by: str) -> Errno:
         result = self.ownership.host_force_reclaim_guest_page(pfn)
+        self._log_transitions()  # the transition first: the reclaim event summarises its effect
         self.machine.log("reclaim", f"force-reclaim pfn {pfn:#x} requested by {requested_by}: {result}", pfn=pfn, result=int(result), by=requested_by)
         return result
 
     def call(self, name: str, *args: int) -> tuple[int, list[int]]:
         """Issue a hypercall from Python (scenario setup): same handler as `hvc #0`."""
         hcall = HCALL_BY_NAME[name]
+        self.forget_setup()
         status, results, _ = dispatch(self, [hcall.function_id, *args])
         self._log_transitions()
         return status, results
 
     def forget_setup(self) -> None:
-        """Transitions made while setting a scenario up are not events of the run that follows."""
+        """Transitions made while setting a scenario up are not events of the run that follows.
+
+        Called at every entry to EL2 too: a transition made from Python between two
+        runs (directly on `ownership`) would otherwise show up inside the next run.
+        """
         self._logged_transitions = len(self.ownership.transitions)
 
     def _log_transitions(self) -> None:
