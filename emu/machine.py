@@ -134,6 +134,7 @@ class Machine:
         self.stage2: Stage2Check | None = None
         self.el2: El2Handler | None = None
         self._exits: dict[int, ExitHandler] = {}
+        self._exit_saved: dict[int, bytes] = {}
         self._pending = _Pending()
         self._events: list[Event] = []
         self._trace: list[TraceStep] | None = None
@@ -195,12 +196,19 @@ class Machine:
         return bytes(out)
 
     def write(self, va: int, data: bytes) -> None:
+        """Write through stage 1, bypassing permissions; code pages drop their translated blocks."""
         self._unpriv_cache.clear()
         data = bytes(data)
+        code = False
         while data:
             chunk = min(len(data), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            pte = self.stage1.lookup(va)
+            code = code or (pte is not None and pte.perms.exec)
             self.phys.write(self.translate(va), data[:chunk])
             va, data = va + chunk, data[chunk:]
+        if code:
+            # Measured: a write from Python does not invalidate Unicorn's translation of that code.
+            self.uc.ctl_flush_tb()
 
     def read_u64(self, va: int) -> int:
         return int.from_bytes(self.read(va, 8), "little")
@@ -209,9 +217,18 @@ class Machine:
         self.write(va, (value & MASK64).to_bytes(8, "little"))
 
     def load(self, va: int, data: bytes, perms: Perms | str = KERNEL_RX) -> list[int]:
-        """Map fresh frames at `va` (page aligned) holding `data`; returns the pfns."""
-        nr = max(1, -(-len(data) // PAGE_SIZE))
-        pfns = self.map_new(va & PAGE_MASK, nr, perms)
+        """Put `data` at `va`: pages already mapped keep their frame (so earlier bytes stay),
+        the others get fresh frames mapped with `perms`. Returns the pfns, in order."""
+        first = va & PAGE_MASK
+        nr = max(1, -(-((va - first) + len(data)) // PAGE_SIZE))
+        pfns = []
+        for i in range(nr):
+            page = first + i * PAGE_SIZE
+            pte = self.stage1.lookup(page)
+            if pte is None:
+                pfns += self.map_new(page, 1, perms)
+            else:
+                pfns.append(pte.pfn)
         self.write(va, data)
         return pfns
 
@@ -286,11 +303,16 @@ class Machine:
         the current regime, which faults whenever that page is not executable there.
         """
         addr &= MASK64
+        if addr not in self._exits:
+            self._exit_saved[addr] = self.read(addr, 4)
         self.write(addr, _EXIT_BRK)
         self._exits[addr] = handler
 
     def remove_exit(self, addr: int) -> None:
-        self._exits.pop(addr & MASK64, None)
+        """Undo add_exit, putting back the instruction the brk replaced."""
+        addr &= MASK64
+        if self._exits.pop(addr, None) is not None:
+            self.write(addr, self._exit_saved.pop(addr))
 
     # ------------------------------------------------------- machine's pages
     def _setup_machine_pages(self) -> None:

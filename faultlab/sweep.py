@@ -285,9 +285,11 @@ class Bench:
     and assembling costs far more than a case.
     """
 
-    def __init__(self, sources: Mapping[str, str] | None = None) -> None:
-        # sources: replacement text for guest_asm files, by file name (tests feed broken routines)
+    def __init__(self, sources: Mapping[str, str] | None = None, *, secret_seed: int = 0) -> None:
+        # sources: replacement text for guest_asm files, by file name (tests feed broken routines);
+        # secret_seed: which data the guest keeps in its pages (tests compare runs with two)
         self.sources = dict(sources or {})
+        self.secret_seed = secret_seed
         self.labs: dict[str, Lab] = {}
         self.buffers: dict[tuple[str, str, str], _Buffer] = {}
         self.secrets: dict[int, bytes] = {}
@@ -328,7 +330,7 @@ class Bench:
         """
         pfn = buf.guest_pfn
         if wanted and lab.hyp.ownership.host_may_access(pfn):
-            self.secrets[pfn] = lab.donate(pfn).secret
+            self.secrets[pfn] = lab.donate(pfn, seed=self.secret_seed).secret
         return None if lab.hyp.ownership.host_may_access(pfn) else self.secrets[pfn]
 
 

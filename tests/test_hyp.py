@@ -57,9 +57,9 @@ def test_force_reclaim_is_linux_7_2_function_43():
     assert all(h.function_id == SMCCC_VENDOR_HYP_FAST64 | n for n, h in HCALLS.items())
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # Hypercalls with valid arguments: hvc #0 from EL1 == the direct Ownership call
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,9 @@ def test_hvc_call_hints_bit_is_ignored():
     assert s.own.host_state(pfn) is PageState.SHARED_OWNED
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # Not supported: unknown ids, hvc #imm != 0
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 UNKNOWN_IDS = {
     "zero": 0,
@@ -205,9 +205,9 @@ def test_hvc_with_nonzero_immediate_is_not_supported(imm):
     assert s.own.snapshot() == before
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # Bad arguments: an errno in x1, nothing changed, never a Python exception
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 
 def _bad_cases():
@@ -316,9 +316,9 @@ def test_edge_arguments_never_raise(name, position):
     assert s.own.check_invariants() == []
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # hvc from EL0 is UNDEFINED: SIGILL to the task, EL2 never sees it
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 
 def test_hvc_from_el0_is_undefined_and_kills_the_task_with_sigill():
@@ -337,9 +337,9 @@ def test_hvc_from_el0_is_undefined_and_kills_the_task_with_sigill():
     assert s.own.snapshot() == before
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # handle_host_mem_abort: the lazy identity map
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 
 def _stage2_aborts(result, pfn: int) -> list:
@@ -393,9 +393,9 @@ def test_after_donation_every_alias_aborts_to_el2_with_the_guest_owned_decision(
     assert s.frame(pfn) == bytes([GUEST_PATTERN]) * PAGE_SIZE
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # Every policy on the same abort: a plain kernel load, and a load with an ERR_ZERO fixup
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 PLAIN = "ldr x1, [x0]; mov x0, x1; ret"
 # ldr at +0 with a fixup to +12: err -> x0 (-EFAULT), zero -> x1.
@@ -450,9 +450,9 @@ def test_policy_on_a_kernel_load_of_a_donated_page(policy, fixup):
         assert injection.esr.fsc == 0x28 and not injection.esr.s1ptw
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # Injection: the architectural state the host's vector sees
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 # (from_el, PSTATE.PAN at the access, SCTLR_EL1.SPAN, NZCV): every PAN/SPAN combination, flags varied.
 ORIGINS = {
@@ -533,9 +533,9 @@ def test_injected_instruction_abort_from_el1():
     assert set(injection.non_architectural) == {"S1PTW"}
 
 
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 # The event log of a reclaim-and-retry
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------
 
 RECLAIM_AND_RETRY = [
     "abort",

@@ -300,3 +300,24 @@ def test_fast_register_reads_match_the_binding(rig):
     for reg in ids + [A.UC_ARM64_REG_PC, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_NZCV]:
         m.cpu.read64(ids[7])  # leave a 64-bit value with high bits in the shared buffer
         assert m.cpu.read64(reg) == m.uc.reg_read(reg), reg
+
+
+def test_load_into_a_mapped_page_keeps_its_other_bytes(rig):
+    m = rig.machine
+    first = rig.load_code("mov x0, #7; ret")
+    rig.load_code("mov x0, #9; ret", CODE_VA + 0x100)
+    assert m.call(first).x0 == 7
+    assert m.call(CODE_VA + 0x100).x0 == 9
+
+
+def test_remove_exit_restores_the_instruction(rig):
+    m = rig.machine
+    code = rig.load_code("mov x0, #1; mov x0, #2; ret")
+    original = m.read(code + 4, 4)
+    from emu.outcome import Outcome
+
+    m.add_exit(code + 4, lambda machine: Outcome("stopped", "at the exit"))
+    assert m.call(code).outcome.kind == "stopped"
+    m.remove_exit(code + 4)
+    assert m.read(code + 4, 4) == original
+    assert m.call(code).x0 == 2
