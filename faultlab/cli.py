@@ -16,6 +16,8 @@ from emu.syndrome import Esr
 from hyp.policies import POLICIES, UnknownPolicy
 
 from . import report
+from .kernel_cli import add_kernel_commands
+from .sweep_cli import add_sweep_command
 from .runner import RunError, run
 from .scenario import Scenario, ScenarioError, load
 
@@ -94,14 +96,11 @@ def cmd_list(args, console: Console) -> int:
     for f in builtin_scenarios():
         sc = load(f)
         console.print(f"  {sc.name:28} {sc.description}", highlight=False)
-    try:
-        from .sweep import ROUTINES
-    except ImportError:
-        ROUTINES = {}
-    if ROUTINES:
-        console.print("[bold]routines[/bold]")
-        for name in ROUTINES:
-            console.print(f"  {name}", highlight=False)
+    from .sweep import ROUTINES
+
+    console.print("[bold]routines[/bold] (faultlab sweep NAME)")
+    for name, spec in ROUTINES.items():
+        console.print(f"  {name:28} {spec.file}:{spec.symbol}", highlight=False, markup=False)
     return EXIT_OK
 
 
@@ -142,18 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--far")
     e.add_argument("--hpfar")
     e.set_defaults(func=cmd_explain)
-    try:
-        from .sweep_cli import add_sweep_command
-    except ImportError:
-        pass
-    else:
-        add_sweep_command(sub)
-    try:
-        from .kernel_cli import add_kernel_commands
-    except ImportError:
-        pass
-    else:
-        add_kernel_commands(sub)
+    add_sweep_command(sub)
+    add_kernel_commands(sub)
     return parser
 
 

@@ -1,11 +1,8 @@
-"""`faultlab kernel fetch|info|call`: real Debian arm64 kernels, and the rig that runs their routines.
+"""`faultlab kernel fetch|info|call|sweep`: real Debian arm64 kernels from the command line.
 
-`KernelRig.boot(vmlinux, policy)` puts a vmlinux in a machine together with
-the pKVM model (`hyp.Hyp`) and the host fault path (`host.HostKernel`), with
-the kernel's own `__ex_table` in the host's extable, so a real routine's
-faults on protected pages take the same path as our own snippets: EL2 policy,
-injection, the host's `do_mem_abort`, and the fixup the kernel itself
-declared.
+The rig that runs their routines (`KernelRig`) and its Lab adapter live in
+faultlab/kernel_lab.py; the boundary sweeps over real routines in
+faultlab/kernel_sweep.py. Bad input is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -13,106 +10,22 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from emu.elf import Vmlinux, VmlinuxError
 from emu.machine import MachineError
-from emu.memory import PAGE_MASK, PAGE_SIZE
-from emu.outcome import RunResult
-from emu.vmlinux_loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
-from host.kernel import HostKernel, KernelConfig
-from hyp.errno import Errno
-from hyp.pkvm import Hyp
+from emu.vmlinux_loaded import LoadedKernel
 from hyp.policies import POLICIES, UnknownPolicy
 
+from .kernel_lab import KernelRig, KernelUsageError, Protected  # noqa: F401  (KernelRig/Protected: public here too)
+from .kernel_sweep import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
 from .kernels import SUITES, KernelFetchError, fetch, resolve
+from .sweep import SweepError
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
-PKVM_STATIC_KEY = "kvm_protected_mode_initialized"
-GUEST_GFN_BASE = 0x10
-
-
-class KernelUsageError(ValueError):
-    """Bad input on the kernel command line (one line, exit code 2)."""
-
-
-@dataclass(frozen=True)
-class Protected:
-    """A page donated to a guest, with its contents at donation time (for the integrity check)."""
-
-    va: int
-    pfn: int
-    handle: int
-    gfn: int
-    before: bytes
-
-
-@dataclass
-class KernelRig:
-    """A real kernel's image + the pKVM model + the host fault path, on one machine."""
-
-    kernel: LoadedKernel
-    hyp: Hyp
-    host: HostKernel
-    protected: list[Protected] = field(default_factory=list)
-
-    @classmethod
-    def boot(cls, vmlinux: Vmlinux, policy: str = "inject-reclaim", *, extra_memory: int = DEFAULT_EXTRA_MEMORY) -> "KernelRig":
-        kernel = LoadedKernel(vmlinux, extra_memory=extra_memory)
-        machine = kernel.machine
-        hyp = Hyp(machine, policy)
-        host = HostKernel(
-            machine,
-            KernelConfig(
-                numbering=vmlinux.numbering,
-                pkvm_initialised=hyp.policy.host_pkvm_initialised,
-                force_reclaim=hyp.policy.host_force_reclaim,
-            ),
-        )
-        host.add_extable(vmlinux.extable, vmlinux.numbering)
-        if hyp.policy.host_pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
-            # is_pkvm_initialized() in the real code agrees with the host model's config.
-            kernel.enable_static_key(PKVM_STATIC_KEY)
-        # pKVM fills the host stage 2 lazily; pre-filling what is mapped now keeps the
-        # event log about the routine (the kernel image alone is ~10k frames).
-        for pte in list(machine.stage1.ptes.values()):
-            if hyp.ownership.host_may_access(pte.pfn):
-                hyp.stage2.idmap(pte.pfn)
-        return cls(kernel, hyp, host)
-
-    @property
-    def machine(self):
-        return self.kernel.machine
-
-    def protect(self, va: int) -> Protected:
-        """Donate the frame behind `va` to a new protected guest (the host loses access to it)."""
-        pfn = self.kernel.pfn_of(va & PAGE_MASK)
-        before = self.machine.phys.read(pfn << 12, PAGE_SIZE)
-        handle = self.hyp.ownership.create_guest(protected=True)
-        gfn = GUEST_GFN_BASE + len(self.protected)
-        result = self.hyp.ownership.host_donate_guest(pfn, handle, gfn)
-        if result is not Errno.SUCCESS:
-            raise KernelUsageError(f"cannot donate the page at {va:#x} (pfn {pfn:#x}) to a guest: {result}")
-        self.machine.stage2_changed()
-        prot = Protected(va & PAGE_MASK, pfn, handle, gfn, before)
-        self.protected.append(prot)
-        return prot
-
-    def guest_page_report(self, prot: Protected) -> str:
-        state = self.hyp.ownership.guest_state(prot.handle, prot.gfn)
-        now = self.machine.phys.read(prot.pfn << 12, PAGE_SIZE)
-        if now == prot.before:
-            contents = "contents unchanged"
-        elif not any(now):
-            contents = "contents scrubbed (zeroed)"
-        else:
-            contents = "contents CHANGED"
-        return f"guest {prot.handle:#x} gfn {prot.gfn:#x} (pfn {prot.pfn:#x}): {state}, {contents}"
-
-    def call(self, target: str | int, *args: int, **kwargs) -> RunResult:
-        return self.kernel.call(target, *args, **kwargs)
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_SWEEP_LENGTH = 4 * 4096
 
 
 def _say(console: Console, text: str) -> None:
@@ -311,13 +224,65 @@ def cmd_call(args, console: Console) -> int:
     return EXIT_OK
 
 
+def _lengths(text: str) -> range:
+    """--lengths: 'A-B' (inclusive) or one length 'N'."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        raise KernelUsageError(f"--lengths wants A-B or N (bytes), not {text!r}")
+    lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+    if hi < lo:
+        raise KernelUsageError(f"--lengths {text}: the range is empty ({hi} < {lo})")
+    if hi > MAX_SWEEP_LENGTH:
+        raise KernelUsageError(f"--lengths {text}: at most {MAX_SWEEP_LENGTH} bytes")
+    return range(lo, hi + 1)
+
+
+def cmd_sweep(args, console: Console) -> int:
+    policies = args.policy or list(POLICIES)
+    for p in policies:
+        if p not in POLICIES:
+            raise KernelUsageError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+    lengths = _lengths(args.lengths) if args.lengths else None
+    jobs = _int(args.jobs, "number of jobs")
+    limit = _int(args.limit, "case limit") if args.limit else None
+    if jobs < 1 or (limit is not None and limit < 1):
+        raise KernelUsageError("--jobs and --limit must be at least 1")
+    try:
+        routine = kernel_routine(args.symbol)
+    except SweepError as exc:
+        raise KernelUsageError(str(exc)) from None
+    vm = _open(args.vmlinux)
+    plan = lengths_plan(routine, lengths) if lengths is not None else None
+    spec = kernel_spec(vm, routine.name, plan)
+    full = args.full or plan is not None
+    total = len(plan_cases(spec, full, policies, limit))
+    where = f"{spec.symbol} on Linux {vm.version.release}"
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=args.json,
+    ) as bar:
+        task = bar.add_task(f"sweep {where}", total=total)
+        summary = sweep_kernel(
+            vm, routine.name, policies, full=args.full, plan=plan, limit=limit, jobs=jobs,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    if args.json:
+        print(json.dumps(summary_record(summary, vm, spec, policies)))
+        return EXIT_OK if summary.ok else EXIT_FAILED
+    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}]")
+    _say(console, str(summary))
+    for item in looseness(vm, routine.name):
+        _say(console, f"  looser than the reference (allowed): {item.what}")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
 def _guarded(handler):
     """Bad input becomes one line on stderr and exit code 2, whoever wires the command in."""
 
     def run(args, console: Console) -> int:
         try:
             return handler(args, console)
-        except (KernelUsageError, VmlinuxError, KernelFetchError, UnknownPolicy) as exc:
+        except (KernelUsageError, VmlinuxError, KernelFetchError, UnknownPolicy, SweepError) as exc:
             print(f"faultlab: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
 
@@ -325,7 +290,7 @@ def _guarded(handler):
 
 
 def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
-    """Add `kernel fetch|info|call` to a `faultlab` argparse subparsers object (handlers: func(args, console))."""
+    """Add `kernel fetch|info|call|sweep` to a `faultlab` argparse subparsers object (handlers: func(args, console))."""
     kernel = subparsers.add_parser("kernel", help="real arm64 kernels: fetch Debian's, inspect one, call its functions")
     sub = kernel.add_subparsers(dest="kernel_command", required=True)
     f = sub.add_parser("fetch", help="download a Debian cloud-arm64 debug vmlinux into the user cache")
@@ -350,6 +315,16 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--budget", default="2000000", help="instructions per run segment")
     c.add_argument("--trace", action="store_true", help="print every executed instruction")
     c.set_defaults(func=_guarded(cmd_call))
+    w = sub.add_parser("sweep", help="move a guest page across a real routine's buffers under every policy; check the reference contract")
+    w.add_argument("vmlinux", help="a vmlinux path or a suite name")
+    w.add_argument("symbol", help=f"one of {', '.join(KERNEL_ROUTINES)} (or sized_strscpy)")
+    w.add_argument("--policy", action="append", help="only these policies (repeatable; default all)")
+    w.add_argument("--lengths", metavar="A-B", help="sweep these buffer lengths, every boundary up to 64 bytes of reach")
+    w.add_argument("--full", action="store_true", help="the full plan (tens of thousands of cases)")
+    w.add_argument("--limit", metavar="N", help="run at most N cases")
+    w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
+    w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    w.set_defaults(func=_guarded(cmd_sweep))
     return kernel
 
 

@@ -3,13 +3,30 @@
 Registered through the `pytest11` entry point, so `pytest scenarios/` (or any
 path holding scenario `.toml` files) runs them. A file is a scenario when it
 has a `[routine]` table; other TOML files are left alone.
+
+Scenarios whose routine is a vmlinux symbol are marked `kernel` and skip,
+with the reason (how to fetch the kernel), when that vmlinux is not on this
+machine; one `VmlinuxShelf` per session opens each vmlinux once.
 """
 from __future__ import annotations
 
 import pytest
 
-from .runner import RunError, run
+from .kernel_lab import VmlinuxShelf
+from .runner import RunError, run, vmlinux_missing
 from .scenario import ScenarioError, load
+
+_SHELF = pytest.StashKey[VmlinuxShelf]()
+
+
+def pytest_configure(config) -> None:
+    config.stash[_SHELF] = VmlinuxShelf()
+
+
+def _shelf(config) -> VmlinuxShelf:
+    if _SHELF not in config.stash:  # the plugin was loaded after configure (pytester, -p late)
+        config.stash[_SHELF] = VmlinuxShelf()
+    return config.stash[_SHELF]
 
 
 def pytest_collect_file(parent, file_path):
@@ -25,7 +42,10 @@ class ScenarioFile(pytest.File):
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
         for policy in scenario.policies:
-            yield ScenarioItem.from_parent(self, name=f"{scenario.name}[{policy}]", scenario=scenario, policy=policy)
+            item = ScenarioItem.from_parent(self, name=f"{scenario.name}[{policy}]", scenario=scenario, policy=policy)
+            if scenario.routine.kind == "vmlinux":
+                item.add_marker(pytest.mark.kernel)
+            yield item
 
 
 class ScenarioFailure(Exception):
@@ -40,9 +60,14 @@ class ScenarioItem(pytest.Item):
         self.scenario = scenario
         self.policy = policy
 
+    def setup(self) -> None:
+        missing = vmlinux_missing(self.scenario, _shelf(self.config))
+        if missing is not None:
+            pytest.skip(f"{self.scenario.path}: {missing}")
+
     def runtest(self) -> None:
         try:
-            record = run(self.scenario, self.policy)
+            record = run(self.scenario, self.policy, kernels=_shelf(self.config))
         except RunError as exc:
             raise ScenarioFailure(str(exc)) from None
         if not record.passed:

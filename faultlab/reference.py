@@ -282,7 +282,9 @@ class Expected:
 
 def _simulated(mem: RefMemory, outcome: str, regs: dict[str, int], why: str = "") -> Expected:
     images = mem.images()
-    return Expected(outcome, mem.touched, frozenset(mem.reclaimed), lambda _regs: images, regs, None, why or "; ".join(mem.log))
+    if not why:
+        why = "; ".join(mem.log[:2]) + (f"; and {len(mem.log) - 2} more" if len(mem.log) > 2 else "")
+    return Expected(outcome, mem.touched, frozenset(mem.reclaimed), lambda _regs: images, regs, None, why or "no guest page in the way")
 
 
 def _run(mem: RefMemory, body: Callable[[], dict[str, int]]) -> Expected:

@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emu.asm import AsmError
+from emu.elf import VmlinuxError
 from emu.outcome import RunResult
 from guest_asm import SOURCE_DIR
 from host.tasks import signal_name
 
+from .kernel_lab import KernelLab, VmlinuxShelf
+from .kernels import KernelFetchError
 from .lab import Lab, LabError
 from .oracle import Verdict, judge, snapshot
 from .scenario import Expectation, Scenario, ScenarioError
@@ -103,21 +106,25 @@ def routine_path(scenario: Scenario, name: str) -> Path:
     raise RunError(f"routine file '{name}' not found next to {scenario.path} or in the guest_asm library")
 
 
-def setup(scenario: Scenario, policy: str) -> Lab:
-    lab = Lab(policy)
+def setup(scenario: Scenario, policy: str, *, kernels: VmlinuxShelf | None = None) -> Lab:
+    """The scenario's lab under `policy`: buffers, the routine, then the guest's pages.
+
+    A vmlinux routine boots the named kernel (a suite's cached download or a
+    path, relative to the scenario file) in a `KernelLab`; `kernels` lets a
+    caller that runs many scenarios open each vmlinux once.
+    """
+    r = scenario.routine
+    lab = _kernel_lab(scenario, policy, kernels or VmlinuxShelf()) if r.kind == "vmlinux" else Lab(policy)
     for b in scenario.buffers:
         region = lab.alloc(b.name, b.pages, user=b.user, alias=b.alias)
         if b.fill:
             lab.write(region.va + b.at, b.fill)
-    r = scenario.routine
     try:
         if r.kind == "file":
             path = routine_path(scenario, r.source)
             (lab.load_user_asm if r.el == 0 else lab.load_asm)(path)
         elif r.kind == "asm":
             (lab.load_user_asm if r.el == 0 else lab.load_asm)(f"{scenario.path}[routine.asm]", text=r.source)
-        else:
-            raise RunError("vmlinux routines are run with `faultlab kernel call` (scenario support: see docs/scenarios.md)")
     except AsmError as exc:
         if r.kind == "asm":  # point at the scenario file's own line
             line = r.line + exc.line - 1 if r.block else r.line
@@ -133,9 +140,26 @@ def setup(scenario: Scenario, policy: str) -> Lab:
     return lab
 
 
-def run(scenario: Scenario, policy: str, *, trace: bool = False) -> RunRecord:
+def _kernel_lab(scenario: Scenario, policy: str, kernels: VmlinuxShelf) -> KernelLab:
+    r = scenario.routine
+    if r.el != 1:
+        raise RunError(f"{scenario.path}: routine.el: a vmlinux routine runs at EL1, not EL{r.el}")
     try:
-        lab = setup(scenario, policy)
+        return kernels.lab(r.source, policy, relative_to=Path(scenario.path).parent)
+    except (KernelFetchError, VmlinuxError) as exc:
+        raise RunError(str(exc)) from None
+
+
+def vmlinux_missing(scenario: Scenario, kernels: VmlinuxShelf | None = None) -> str | None:
+    """Why the scenario's vmlinux cannot be found (one line), or None when it can (or none is named)."""
+    if scenario.routine.kind != "vmlinux":
+        return None
+    return (kernels or VmlinuxShelf()).missing(scenario.routine.source, Path(scenario.path).parent)
+
+
+def run(scenario: Scenario, policy: str, *, trace: bool = False, kernels: VmlinuxShelf | None = None) -> RunRecord:
+    try:
+        lab = setup(scenario, policy, kernels=kernels)
         args = [evaluate(a, lab) for a in scenario.routine.args]
         lab.symbol(scenario.routine.symbol)
     except (LabError, AsmError) as exc:
@@ -183,4 +207,4 @@ def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
     return failures
 
 
-__all__ = ["RunError", "RunRecord", "ScenarioError", "evaluate", "run", "setup"]
+__all__ = ["RunError", "RunRecord", "ScenarioError", "evaluate", "run", "setup", "vmlinux_missing"]

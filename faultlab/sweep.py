@@ -123,6 +123,20 @@ class Case:
 
 
 @dataclass(frozen=True)
+class CaseRun:
+    """What one case did: the judge's problems, and the raw run for whoever wants to look closer."""
+
+    case: Case
+    problems: tuple[str, ...]
+    outcome: str
+    regs: Mapping[str, int]
+    memory: Mapping[str, bytes]  # the windows after the run, by buffer name
+    windows: Mapping[str, ref.Window]  # the same windows before the run (with the guest's ranges)
+    reclaimed: frozenset[str]  # buffers whose guest page the run took back
+    events: tuple = ()
+
+
+@dataclass(frozen=True)
 class Failure:
     case: Case
     problems: tuple[str, ...]
@@ -344,8 +358,8 @@ def _window_bounds(buf: _Buffer, start: int, reach: int) -> tuple[int, int]:
     return max(lo, region_lo), min(hi, region_hi)
 
 
-def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> tuple[list[str], str]:
-    """Run one case; returns (problems, outcome kind)."""
+def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> CaseRun:
+    """Lay one case out in the policy's Lab, run it, and judge it against the reference."""
     lab = bench.lab(case.policy)
     traits = traits_of(POLICIES[case.policy])
     rng = random.Random(case.seed)
@@ -385,7 +399,7 @@ def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> tuple[list[str], st
     reclaimed = {name for name in guest_ranges if lab.hyp.ownership.host_may_access(bufs[name].guest_pfn)}
     grams = frozenset().union(*(bench.grams(x, spec.leak_window) for x in secrets.values() if x))
     problems = judge(spec, case, expected, result, windows, got, reclaimed, grams)
-    return problems, result.outcome.kind
+    return CaseRun(case, tuple(problems), result.outcome.kind, result.regs, got, windows, frozenset(reclaimed), tuple(result.events))
 
 
 def _write_host(lab: Lab, buf: _Buffer, lo: int, data: bytes, guest: tuple[int, int] | None) -> None:
@@ -534,13 +548,14 @@ def _run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: 
     total = len(todo) if total is None else total
     for i, case in enumerate(todo, 1):
         try:
-            problems, kind = run_case(bench, spec, case)
+            run = run_case(bench, spec, case)
+            problems, kind = run.problems, run.outcome
         except ref.ModelError as exc:
-            problems, kind = [f"model error: {exc}"], "model-error"
+            problems, kind = (f"model error: {exc}",), "model-error"
         summary.cases += 1
         summary.outcomes[kind] = summary.outcomes.get(kind, 0) + 1
         if problems:
-            summary.failures.append(Failure(case, tuple(problems)))
+            summary.failures.append(Failure(case, problems))
         if progress is not None and (i % 64 == 0 or i == len(todo)):
             progress(offset + i, total)
     return summary
@@ -692,7 +707,7 @@ def _specs() -> list[RoutineSpec]:
             (BufferSpec("cs", align=8), BufferSpec("ct")), ("ct", "cs"),
             reach=lambda s, b: s[0] + 8 if b == "ct" else max(8, -(-s[0] // 8) * 8),
             args=lambda s, at: (at["cs"], at["ct"], s[0]), reference=ref.dentry_name_cmp,
-            quick=Plan(_cmp_sizes([0, 7, 19]), sampled_boundaries=2),
+            quick=Plan(_cmp_sizes([0, 13]), sampled_boundaries=2, all_policies_upto=8),
             full=Plan(_cmp_sizes(list(range(0, 80)) + list(range(80, 1024, 29))), every_boundary_upto=24, sampled_boundaries=3, all_policies_upto=48),
             prepare=_same_name,
             extable="LOAD_UNALIGNED_ZEROPAD on ct's word load; none on cs (aligned, padded)",
