@@ -109,6 +109,12 @@ class Cpu:
         return self._u64.value
 
     # general registers -------------------------------------------------
+    def write64(self, reg_id: int, value: int) -> None:
+        """A 64-bit register by Unicorn id, through the fast path (see read64)."""
+        self._u64.value = value & MASK64
+        if _uclib.uc_reg_write(self._handle, reg_id, self._u64_ref):
+            self.uc.reg_write(reg_id, value & MASK64)
+
     def x(self, n: int) -> int:
         """X[n]; n = 31 reads as zero (XZR), as in a data-register field."""
         if n == 31:
@@ -117,7 +123,7 @@ class Cpu:
 
     def set_x(self, n: int, value: int) -> None:
         if n != 31:
-            self.uc.reg_write(_X[n], value & MASK64)
+            self.write64(_X[n], value)
 
     def base_reg(self, n: int) -> int:
         """Register n as an address base: 31 is SP here."""

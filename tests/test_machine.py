@@ -321,3 +321,12 @@ def test_remove_exit_restores_the_instruction(rig):
     m.remove_exit(code + 4)
     assert m.read(code + 4, 4) == original
     assert m.call(code).x0 == 2
+
+
+def test_fast_register_writes_match_the_binding(rig):
+    from unicorn import arm64_const as A
+
+    m = rig.machine
+    for i in range(31):
+        m.cpu.set_x(i, (0x8765_4321_0000_0000 | i) + (1 << 64) * (i % 2))  # values wider than 64 bits wrap
+        assert m.uc.reg_read(getattr(A, f"UC_ARM64_REG_X{i}") if i < 29 else (A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30)[i - 29]) == 0x8765_4321_0000_0000 | i
