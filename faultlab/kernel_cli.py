@@ -38,7 +38,8 @@ def _int(text: str, what: str = "integer") -> int:
     try:
         return int(text, 0)
     except ValueError:
-        raise KernelUsageError(f"not an {what}: {text!r}") from None
+        article = "an" if what[0] in "aeiou" else "a"
+        raise KernelUsageError(f"not {article} {what}: {text!r}") from None
 
 
 def _size(text: str) -> int:

@@ -12,6 +12,9 @@ with one exception per documented way a real kernel is looser than our
 model (`Looseness`); each says what the kernel does and why, and is pinned
 by a test (tests/test_vmlinux_routines.py), so it can never hide a
 different deviation:
+- `__arch_copy_to_user` (both kernels) counts its progress per 16-byte
+  block (a user_stp is two sttr and dst advances after both): it reports
+  up to 15 bytes fewer copied than it stored (our routine: at most 7);
 - 6.1 `copy_from_kernel_nofault` stores the zero that the KACCESS_ERR_ZERO
   fixup put in the data register: the faulting chunk of dst is zeroed
   (6.1's `__get_kernel_nofault` stores before it checks the error; 7.x
@@ -113,7 +116,48 @@ def _strscpy_nul_before_last_read(case: ref.RefCase, exp: ref.Expected) -> ref.E
     return _with_alt(exp, "dst", dst + count - 1 - w.va, b"\0")
 
 
+COPY_TO_USER_BLOCK = 16
+
+
+def _copy_to_user_block_progress(case: ref.RefCase, exp: ref.Expected) -> ref.Expected:
+    """Progress is counted per 16-byte block: up to 15 bytes before the fault may go unreported.
+
+    arch/arm64/lib/copy_to_user.S stores a block with a user_stp (two sttr,
+    one extable entry each) and advances dst after both; the 9997 fixup
+    reports `dst - dstin`, so a fault in a block reports none of it (and the
+    one-byte retry happens only when nothing at all was reported).
+    """
+    if exp.ret_check is None:
+        return exp
+    to, _frm, n = case.args
+    guest = _guest_range(case, "dst")
+    if guest is None:
+        return exp
+    off = max(to, guest[0]) - to
+    low = max(0, off - (COPY_TO_USER_BLOCK - 1))
+    if off >= 1:
+        low = max(low, 1)
+
+    def ret_check(regs: Mapping[str, int]) -> list[str]:
+        ret = regs["x0"]
+        if ret > n:
+            return [f"returned {ret} bytes not copied, more than n = {n}"]
+        k = n - ret
+        if not low <= k <= off:
+            return [f"reports {k} bytes copied; must be in [{low}, {off}] (fault at +{off}, 16-byte blocks)"]
+        return []
+
+    return dataclasses.replace(exp, ret_check=ret_check)
+
+
 LOOSENESS: dict[str, tuple[Looseness, ...]] = {
+    "__arch_copy_to_user": (
+        Looseness(
+            "counts progress in 16-byte blocks: reports up to 15 bytes fewer copied than it stored before the fault",
+            lambda vm: True,
+            _copy_to_user_block_progress,
+        ),
+    ),
     "copy_from_kernel_nofault": (
         Looseness(
             "stores the faulting chunk to dst as zeros (the fixup zeroes the data register, the store follows)",
@@ -238,6 +282,12 @@ def kernel_spec(vm: Vmlinux, name: str, plan: Plan | None = None) -> RoutineSpec
 # =========================================================================== running
 
 
+# A lab is rebooted after this many donations: hyp/ownership.py's per-transition scan of
+# every guest mapping makes each case slower as reclaimed pages pile up (measured: 1.7 ms
+# per case at first, 26 ms after 6000 reclaim-and-donate cycles); a boot costs ~0.1 s.
+RECYCLE_AFTER_DONATIONS = 1000
+
+
 class KernelBench(Bench):
     """A sweep bench whose labs are booted copies of one vmlinux (one per policy).
 
@@ -249,10 +299,17 @@ class KernelBench(Bench):
     def __init__(self, vmlinux: Vmlinux, *, secret_seed: int = 0) -> None:
         super().__init__(secret_seed=secret_seed)
         self.vmlinux = vmlinux
+        self.boots = 0
 
     def lab(self, policy: str) -> KernelLab:
+        lab = self.labs.get(policy)
+        if lab is not None and len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS:
+            del self.labs[policy]
+            for key in [k for k in self.buffers if k[0] == policy]:
+                del self.buffers[key]
         if policy not in self.labs:
             self.labs[policy] = KernelLab(self.vmlinux, policy)
+            self.boots += 1
         return self.labs[policy]
 
 

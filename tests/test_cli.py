@@ -160,3 +160,13 @@ def test_console_script_runs_without_traceback():
     assert proc.returncode == 0, proc.stderr
     for name in POLICIES:
         assert name in proc.stdout
+
+
+def test_sweep_json_summary_and_bad_routine(capsys):
+    assert main(["sweep", "full_name_hash", "--policy", "inject-reclaim", "--limit", "12", "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["routine"] == "full_name_hash" and row["passed"] is True
+    assert row["cases"] == sum(row["outcomes"].values()) and 0 < row["cases"] <= 12
+    assert row["failures"] == []
+    assert main(["sweep", "no_such_routine"]) == 2
+    assert "unknown routine 'no_such_routine'" in capsys.readouterr().err

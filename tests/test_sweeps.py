@@ -18,7 +18,6 @@ from faultlab.sweep import (
     POISON,
     ROUTINES,
     Bench,
-    Case,
     _leaks,
     cases,
     full_product,
@@ -176,7 +175,7 @@ def test_sweep_catches_a_broken_routine(file, old, new, routine, message):
 
 def test_leak_check_finds_guest_bytes():
     secret = bytes(random.Random(3).randrange(0x80, 0x100) for _ in range(4096))
-    grams = frozenset(secret[i : i + 4] for i in range(4093))
+    grams = [frozenset(secret[i : i + 4] for i in range(4093))]
     spec = ROUTINES["__arch_copy_from_user"]
     window = ref.Window("dst", 0x1000, bytes([0x41]) * 64)
     regs = {f"x{i}": POISON[i % 8] for i in range(31)}
