@@ -30,7 +30,7 @@ MAX_SWEEP_LENGTH = 4 * 4096
 
 def _say(console: Console, text: str) -> None:
     """Plain text: disassembly like `ldr x4, [x1]` must not be read as rich markup."""
-    console.print(text, markup=False, highlight=False)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- argument parsing

@@ -30,7 +30,7 @@ from hyp.errno import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 
-from .kernels import SUITES, KernelFetchError, find_cached, resolve
+from .kernels import SUITES, KernelFetchError, find_cached
 from .lab import ALIAS_BASE as LAB_ALIAS_BASE
 from .lab import GUEST_GFN_BASE as LAB_GUEST_GFN_BASE
 from .lab import USER_BASE as LAB_USER_BASE
@@ -219,8 +219,3 @@ class VmlinuxShelf:
 
     def lab(self, spec: str | Path, policy: str | Policy, relative_to: Path | None = None) -> KernelLab:
         return KernelLab(self.open(spec, relative_to), policy)
-
-
-def open_vmlinux(spec: str | None) -> Vmlinux:
-    """What the CLI takes: a path, a suite (cached, else fetched), or $FAULTLAB_VMLINUX."""
-    return Vmlinux.open(resolve(spec))

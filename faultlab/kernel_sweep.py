@@ -28,7 +28,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from emu.elf import Vmlinux
 from hyp.policies import POLICIES
@@ -39,7 +39,6 @@ from .sweep import (
     ROUTINES,
     Bench,
     Case,
-    CaseRun,
     Failure,
     Plan,
     RoutineSpec,
@@ -90,8 +89,8 @@ def _nofault_zeroes_faulting_chunk(case: ref.RefCase, exp: ref.Expected) -> ref.
     """6.1: the chunk whose load faulted is stored as zero in dst before -EFAULT is returned."""
     dst, src, n = case.args
     guest = _guest_range(case, "src")
-    if exp.outcome != ref.RETURNED or guest is None:
-        return exp
+    if exp.outcome != ref.RETURNED or exp.regs.get("x0") != ref.neg(ref.EFAULT) or guest is None:
+        return exp  # only a fixed-up fault stores the zeroed register
     pos = 0
     for size in KACCESS_CHUNKS:
         while n - pos >= size:
@@ -325,16 +324,14 @@ def plan_cases(spec: RoutineSpec, full: bool, policies: Sequence[str], limit: in
     return todo if limit is None else todo[:limit]
 
 
-def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None) -> tuple[SweepSummary, list[CaseRun]]:
-    """Run the cases in order; the summary counts outcomes and failures, the runs keep every CaseRun."""
+def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None) -> SweepSummary:
+    """Run the cases in order; the summary counts outcomes and keeps the failures."""
     summary = SweepSummary(spec.name)
-    runs: list[CaseRun] = []
     started = time.monotonic()
     for i, case in enumerate(todo, 1):
         try:
             run = run_case(bench, spec, case)
             problems, kind = run.problems, run.outcome
-            runs.append(run)
         except ref.ModelError as exc:
             problems, kind = (f"model error: {exc}",), "model-error"
         summary.cases += 1
@@ -344,15 +341,14 @@ def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: P
         if progress is not None and (i % 32 == 0 or i == len(todo)):
             progress(i, len(todo))
     summary.seconds = time.monotonic() - started
-    return summary, runs
+    return summary
 
 
 def _worker(job: tuple[str, str, Plan | None, list[Case]]) -> SweepSummary:
     path, name, plan, todo = job
     vm = Vmlinux.open(path)
     spec = kernel_spec(vm, name, plan)
-    summary, _runs = run_cases(spec, todo, KernelBench(vm))
-    return summary
+    return run_cases(spec, todo, KernelBench(vm))
 
 
 def sweep_kernel(
@@ -375,7 +371,7 @@ def sweep_kernel(
     if jobs > 1 and len(todo) > 1:
         summary = _run_parallel(vm, spec, plan, todo, jobs, progress)
     else:
-        summary, _runs = run_cases(spec, todo, bench or KernelBench(vm), progress)
+        summary = run_cases(spec, todo, bench or KernelBench(vm), progress)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -426,13 +422,3 @@ def summary_record(summary: SweepSummary, vm: Vmlinux, spec: RoutineSpec, polici
         "looseness": [x.what for x in looseness(vm, summary.routine)],
         "failures": [{"case": case_record(f.case), "problems": list(f.problems)} for f in summary.failures],
     }
-
-
-def describe(vm: Vmlinux) -> Iterator[tuple[str, str, str]]:
-    """(routine, kernel symbol, looseness) for the docs and `kernel sweep --list`."""
-    for r in KERNEL_ROUTINES.values():
-        try:
-            symbol = r.symbol_in(vm)
-        except SweepError:
-            continue
-        yield r.name, symbol, "; ".join(x.what for x in looseness(vm, r.name)) or "-"
