@@ -17,6 +17,7 @@ from hyp.policies import POLICIES, UnknownPolicy
 
 from . import report
 from .kernel_cli import add_kernel_commands
+from .kernel_lab import VmlinuxShelf
 from .sweep_cli import add_sweep_command
 from .runner import RunError, run
 from .scenario import Scenario, ScenarioError, load
@@ -61,11 +62,12 @@ def _policies(asked: list[str] | None, scenario: Scenario | None = None) -> list
 def cmd_matrix(args, console: Console) -> int:
     scenarios = [load(f) for f in _scenario_files(args.paths)]
     policies = _policies(args.policy)
+    kernels = VmlinuxShelf()  # each vmlinux is parsed once for the whole matrix
     records = []
     for sc in scenarios:
         for p in policies:
             if p in sc.policies:
-                records.append(run(sc, p))
+                records.append(run(sc, p, kernels=kernels))
     if args.json:
         report.write_json(records, sys.stdout)
     else:
@@ -78,8 +80,9 @@ def cmd_matrix(args, console: Console) -> int:
 def cmd_run(args, console: Console) -> int:
     sc = load(args.file)
     status = EXIT_OK
+    kernels = VmlinuxShelf()
     for p in _policies(args.policy, sc):
-        record = run(sc, p, trace=args.trace)
+        record = run(sc, p, trace=args.trace, kernels=kernels)
         if args.json:
             report.write_json([record], sys.stdout)
         else:

@@ -23,6 +23,7 @@ from .kernel_lab import KernelRig, KernelUsageError, Protected  # noqa: F401  (K
 from .kernel_sweep import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
 from .kernels import SUITES, KernelFetchError, fetch, resolve
 from .sweep import SweepError
+from .sweep_cli import print_summary
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_SWEEP_LENGTH = 4 * 4096
@@ -268,10 +269,10 @@ def cmd_sweep(args, console: Console) -> int:
             progress=lambda done, _total: bar.update(task, completed=done),
         )
     if args.json:
-        print(json.dumps(summary_record(summary, vm, spec, policies)))
+        sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
         return EXIT_OK if summary.ok else EXIT_FAILED
     _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}]")
-    _say(console, str(summary))
+    print_summary(summary, console)
     for item in looseness(vm, routine.name):
         _say(console, f"  looser than the reference (allowed): {item.what}")
     return EXIT_OK if summary.ok else EXIT_FAILED

@@ -35,6 +35,7 @@ from hyp.policies import POLICIES
 
 from . import reference as ref
 from .kernel_lab import KernelLab
+from .sweep_cli import summary_json
 from .sweep import (
     ROUTINES,
     Bench,
@@ -393,32 +394,14 @@ def _run_parallel(vm: Vmlinux, spec: RoutineSpec, plan: Plan | None, todo: list[
 # =========================================================================== JSON
 
 
-def case_record(case: Case) -> dict:
-    return {
-        "routine": case.routine,
-        "policy": case.policy,
-        "sizes": list(case.sizes),
-        "side": case.side,
-        "boundary": case.boundary,
-        "align": case.align,
-        "seed": case.seed,
-    }
-
-
 def summary_record(summary: SweepSummary, vm: Vmlinux, spec: RoutineSpec, policies: Sequence[str]) -> dict:
-    """The sweep summary as one JSON object (the shape `faultlab sweep --json` prints), plus the kernel."""
-    return {
-        "routine": summary.routine,
-        "symbol": spec.symbol,
-        "vmlinux": str(vm.path),
-        "release": vm.version.release,
-        "policies": list(policies),
-        "cases": summary.cases,
-        "passed": summary.cases - len(summary.failures),
-        "failed": len(summary.failures),
-        "ok": summary.ok,
-        "outcomes": dict(sorted(summary.outcomes.items())),
-        "seconds": round(summary.seconds, 3),
-        "looseness": [x.what for x in looseness(vm, summary.routine)],
-        "failures": [{"case": case_record(f.case), "problems": list(f.problems)} for f in summary.failures],
-    }
+    """`faultlab sweep --json`'s summary object (sweep_cli.summary_json), plus which kernel and symbol ran."""
+    record = summary_json(summary)
+    record.update(
+        symbol=spec.symbol,
+        vmlinux=str(vm.path),
+        release=vm.version.release,
+        policies=list(policies),
+        looseness=[x.what for x in looseness(vm, summary.routine)],
+    )
+    return record

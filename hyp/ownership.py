@@ -509,7 +509,12 @@ class Ownership(OwnershipView):
         self._frames[pfn].holds_guest_secret = False
 
     def _set_guest(self, vm: VmRecord, gfn: int, state: PageState, pfn: int) -> None:
+        old = vm.entries.get(gfn)
+        if old is not None and old.state is not POISON:
+            self._by_pfn[old.pfn].discard((vm.handle, gfn))
         if state is NOPAGE:
             vm.entries.pop(gfn, None)
         else:
             vm.entries[gfn] = GuestEntry(state, pfn)
+            if state is not POISON:
+                self._by_pfn.setdefault(pfn, set()).add((vm.handle, gfn))

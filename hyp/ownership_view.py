@@ -51,6 +51,10 @@ class OwnershipView:
         self._gfn_limit = 1 << (guest_ipa_bits - PAGE_SHIFT)
         self._frames: dict[int, FrameRecord] = {pfn: FrameRecord() for pfn in range(first_pfn, first_pfn + nr_pages)}
         self._vms: dict[int, VmRecord] = {}
+        # pfn -> {(handle, gfn)} of the guest entries (POISON excluded) that map it: the reverse
+        # of the guests' stage-2, kept by Ownership._set_guest, so a transition does not scan
+        # every entry of every guest (that made long sweeps slow down as donations piled up).
+        self._by_pfn: dict[int, set[tuple[int, int]]] = {}
         self._next_handle = FIRST_VM_HANDLE
         # Broken rules noticed while a transition ran, reported by check_invariants().
         self._violations: list[str] = []
@@ -184,10 +188,8 @@ class OwnershipView:
     # ------------------------------------------------------------ internals
 
     def _mappings_of(self, pfn: int) -> Iterable[tuple[int, int, PageState]]:
-        for handle, vm in sorted(self._vms.items()):
-            for gfn, entry in sorted(vm.entries.items()):
-                if entry.pfn == pfn and entry.state is not POISON:
-                    yield (handle, gfn, entry.state)
+        for handle, gfn in sorted(self._by_pfn.get(pfn, ())):
+            yield (handle, gfn, self._vms[handle].entries[gfn].state)
 
     def _entry_pfn(self, handle: object, gfn: object) -> int | None:
         vm = find_vm(self._vms, handle)

@@ -292,8 +292,10 @@ def test_differential_ours_vs_kernel(benches, ours, key, name):
 @pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
 def test_differential_full(key, name):
     vm = open_kernel(key)
-    lengths = list(range(0, 65)) + [96, 127, 128, 255, 1000, 4096 + 23]
-    todo = _differential_cases(name, lengths, ("inject", "inject-reclaim", "panic"), every_upto=64, thin=name == "strscpy")
+    # strscpy has six (length, count) sizes per length: half the lengths keep it near the others' time
+    upto = 33 if name == "strscpy" else 65
+    lengths = list(range(0, upto)) + [96, 127, 128, 255, 1000, 4096 + 23]
+    todo = _differential_cases(name, lengths, ("inject", "inject-reclaim", "panic"), every_upto=64)
     gaps = _differential(ks.KernelBench(vm), sweep.Bench(), name, todo, full=True)
     shortfall = f"; kernel progress short of the fault by (bytes, cases): {sorted(gaps.items())}" if gaps else ""
     print(f"\nLinux {vm.version.release} {name}: {len(todo)} cases agree{shortfall}")
@@ -418,10 +420,14 @@ def test_cli_sweep_json(capsys):
     vm = open_kernel("7.2")
     argv = ["kernel", "sweep", str(vm.path), "strscpy", "--lengths", "3-5", "--policy", "inject", "--policy", "reclaim", "--json"]
     assert kernel_main(argv) == 0
-    rec = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    rec = json.loads(out)
+    # the shape of `faultlab sweep --json`, plus the kernel's keys
+    assert set(rec) == {"routine", "cases", "passed", "failures", "outcomes", "seconds", "symbol", "vmlinux", "release", "policies", "looseness"}
     spec = ks.kernel_spec(vm, "strscpy", ks.lengths_plan(ks.kernel_routine("strscpy"), range(3, 6)))
-    assert rec["cases"] == len(ks.plan_cases(spec, True, ["inject", "reclaim"])) == rec["passed"]
-    assert (rec["routine"], rec["symbol"], rec["ok"], rec["failed"], rec["failures"]) == ("strscpy", "sized_strscpy", True, 0, [])
+    assert rec["cases"] == len(ks.plan_cases(spec, True, ["inject", "reclaim"]))
+    assert (rec["routine"], rec["symbol"], rec["passed"], rec["failures"]) == ("strscpy", "sized_strscpy", True, [])
     assert rec["policies"] == ["inject", "reclaim"] and rec["release"] == vm.version.release
     assert sum(rec["outcomes"].values()) == rec["cases"]
     assert rec["looseness"] == [x.what for x in ks.looseness(vm, "strscpy")] != []
@@ -435,9 +441,10 @@ def test_cli_sweep_fails_when_the_kernel_breaks_the_contract(capsys, monkeypatch
     argv = ["kernel", "sweep", str(vm.path), "__arch_copy_to_user", "--lengths", "20", "--policy", "inject", "--json"]
     assert kernel_main(argv) == 1
     rec = json.loads(capsys.readouterr().out)
-    assert not rec["ok"] and rec["failed"] == len(rec["failures"]) > 0
+    assert rec["passed"] is False and rec["failures"]
     assert all("bytes copied; at least" in f["problems"][0] for f in rec["failures"])
-    assert {f["case"]["side"] for f in rec["failures"]} == {"dst"}
+    # only cases with the guest page in the user destination, where the fixup reports progress
+    assert all(" dst@+" in f["case"] and f["case"].startswith("__arch_copy_to_user[inject]") for f in rec["failures"])
 
 
 @pytest.mark.kernel
