@@ -34,19 +34,18 @@ from emu.elf import Vmlinux
 from hyp.policies import POLICIES
 
 from . import reference as ref
+from . import sweep
 from .kernel_lab import KernelLab
 from .sweep_cli import summary_json
 from .sweep import (
     ROUTINES,
     Bench,
     Case,
-    Failure,
     Plan,
     RoutineSpec,
     SweepError,
     SweepSummary,
     cases,
-    run_case,
     traits_of,
 )
 
@@ -138,16 +137,7 @@ def _copy_to_user_block_progress(case: ref.RefCase, exp: ref.Expected) -> ref.Ex
     if off >= 1:
         low = max(low, 1)
 
-    def ret_check(regs: Mapping[str, int]) -> list[str]:
-        ret = regs["x0"]
-        if ret > n:
-            return [f"returned {ret} bytes not copied, more than n = {n}"]
-        k = n - ret
-        if not low <= k <= off:
-            return [f"reports {k} bytes copied; must be in [{low}, {off}] (fault at +{off}, 16-byte blocks)"]
-        return []
-
-    return dataclasses.replace(exp, ret_check=ret_check)
+    return dataclasses.replace(exp, ret_check=ref.progress_check(n, low, off, "copied", ", 16-byte blocks"))
 
 
 LOOSENESS: dict[str, tuple[Looseness, ...]] = {
@@ -326,21 +316,9 @@ def plan_cases(spec: RoutineSpec, full: bool, policies: Sequence[str], limit: in
 
 
 def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None) -> SweepSummary:
-    """Run the cases in order; the summary counts outcomes and keeps the failures."""
-    summary = SweepSummary(spec.name)
+    """The guest_asm sweep's case loop, timed."""
     started = time.monotonic()
-    for i, case in enumerate(todo, 1):
-        try:
-            run = run_case(bench, spec, case)
-            problems, kind = run.problems, run.outcome
-        except ref.ModelError as exc:
-            problems, kind = (f"model error: {exc}",), "model-error"
-        summary.cases += 1
-        summary.outcomes[kind] = summary.outcomes.get(kind, 0) + 1
-        if problems:
-            summary.failures.append(Failure(case, tuple(problems)))
-        if progress is not None and (i % 32 == 0 or i == len(todo)):
-            progress(i, len(todo))
+    summary = sweep.run_cases(spec, todo, bench, progress)
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -74,12 +74,13 @@ def run_sweep(
     if jobs > 1 and len(todo) > 1:
         summary.merge(_run_parallel(spec.name, todo, jobs, progress))
     else:
-        summary.merge(_run_cases(spec, todo, bench or Bench(), progress))
+        summary.merge(run_cases(spec, todo, bench or Bench(), progress))
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None, offset: int = 0, total: int | None = None) -> SweepSummary:
+def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None, offset: int = 0, total: int | None = None) -> SweepSummary:
+    """Run the cases in order; the summary counts outcomes and keeps the failures (shared with kernel sweeps)."""
     summary = SweepSummary(spec.name)
     total = len(todo) if total is None else total
     for i, case in enumerate(todo, 1):
@@ -99,7 +100,7 @@ def _run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: 
 
 def _worker(args: tuple[str, list[Case]]) -> SweepSummary:
     name, todo = args
-    return _run_cases(routine(name), todo, Bench(), None)
+    return run_cases(routine(name), todo, Bench(), None)
 
 
 def _run_parallel(name: str, todo: list[Case], jobs: int, progress: ProgressFn | None) -> SweepSummary:
