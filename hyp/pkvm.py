@@ -35,6 +35,7 @@ class Hyp:
         self._logged_transitions = 0
         machine.stage2 = self.stage2
         machine.el2 = self
+        machine.stage2_changed()  # translations filled under a previous stage 2 must not survive
 
     # EL2 entry points ---------------------------------------------------
     def handle_abort(self, machine: "Machine", abort: "MemoryAbort") -> Outcome | None:
