@@ -286,6 +286,8 @@ class Machine:
             pc = self.cpu.pc
         if el is None:
             el = self.cpu.el
+        if self._trace is not None:
+            data["trace_index"] = len(self._trace)  # the instructions executed before it: traces interleave events
         event = Event(len(self._events), kind, pc, el, message, data)
         self._events.append(event)
         return event

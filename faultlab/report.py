@@ -81,24 +81,34 @@ def junit_xml(records: list[RunRecord]) -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
+def _bookkeeping(events, i: int) -> bool:
+    """A host stage-2 abort that EL2 answered with a lazy idmap is bookkeeping, not news."""
+    e = events[i]
+    return e.kind == "idmap" or (e.kind == "abort" and i + 1 < len(events) and events[i + 1].kind == "idmap")
+
+
 def print_run(record: RunRecord, console: Console, *, trace: bool) -> None:
     """One scenario under one policy: the instruction trace (if asked), the events and the verdict."""
     res = record.result
     lines = {pc: loc for image in record.lab.images for pc, loc in image.lines.items()}
     console.print(f"[bold]{record.scenario.name}[/bold] under [bold]{record.policy}[/bold]", highlight=False)
-    if trace and res.trace:
-        console.print("[dim]-- instructions --[/dim]")
-        for step in res.trace:
+    events = [e for i, e in enumerate(res.events) if not _bookkeeping(res.events, i)]
+    if trace and res.trace is not None:
+        # One stream: each event is printed after the instructions that ran before it.
+        console.print("[dim]-- instructions and events --[/dim]")
+        pending = list(events)
+        for n, step in enumerate(res.trace):
+            while pending and pending[0].data.get("trace_index", 0) <= n:
+                console.print("      >> " + str(pending.pop(0)), markup=False, highlight=False)
             loc = lines.get(step.pc)
             where = f"    {loc.file.rsplit('/', 1)[-1]}:{loc.line}" if loc else ""
             console.print(f"{step}{where}", markup=False, highlight=False)
-    console.print("[dim]-- events --[/dim]")
-    events = res.events
-    for i, e in enumerate(events):
-        # A host stage-2 abort that EL2 answered with a lazy idmap is bookkeeping, not news.
-        if e.kind == "idmap" or (e.kind == "abort" and i + 1 < len(events) and events[i + 1].kind == "idmap"):
-            continue
-        console.print(str(e), markup=False, highlight=False)
+        for e in pending:
+            console.print("      >> " + str(e), markup=False, highlight=False)
+    else:
+        console.print("[dim]-- events --[/dim]")
+        for e in events:
+            console.print(str(e), markup=False, highlight=False)
     v = record.verdict
     console.print("[dim]-- verdict --[/dim]")
     for key, value in (

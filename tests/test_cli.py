@@ -140,6 +140,15 @@ def test_run_prints_trace_with_source_lines(capsys):
     assert "ldr x1, [x0]    inline_zeropad.toml[routine.asm]:2" in out
     assert "fixup: LOAD_UNALIGNED_ZEROPAD" in out
     assert "outcome          fixed-up" in out
+    # Events sit between the instructions: the injection after the faulting ldr, the fixup
+    # before the eret, and the routine's next instruction after both.
+    lines = out.splitlines()
+    inject = next(i for i, ln in enumerate(lines) if ">> " in ln and "inject: inject into host EL1" in ln)
+    fixup = next(i for i, ln in enumerate(lines) if ">> " in ln and "fixup: LOAD_UNALIGNED_ZEROPAD" in ln)
+    eret = next(i for i, ln in enumerate(lines) if ln.endswith("eret"))
+    resumed = next(i for i, ln in enumerate(lines) if "mov x0, x1" in ln)
+    last_ldr = max(i for i, ln in enumerate(lines[:inject]) if "ldr x1, [x0]    inline" in ln)
+    assert last_ldr < inject < fixup < eret < resumed
 
 
 def test_explain_decodes_pkvm_injected_esr(capsys):
