@@ -98,28 +98,23 @@ class Lab:
     # --------------------------------------------------------------- code
     def load_asm(self, source: str | Path, *, text: str | None = None) -> Image:
         """Assemble a `.S` file (or inline `text`, named `source`) into the kernel text and register its extable."""
-        base = self._next_text
-        if text is None:
-            image = assemble_file(Path(source), base, numbering=self.numbering)
-        else:
-            image = assemble(text, base, filename=str(source), numbering=self.numbering)
+        image = self._place(source, text, self._next_text, "rx")
         self._next_text += -(-len(image.data) // TEXT_SLOT) * TEXT_SLOT or TEXT_SLOT
-        self.machine.load(base, image.data, "rx")
         self.kernel.add_extable(image.extable, image.numbering)
-        self.images.append(image)
-        self.symbols.update(image.symbols)
         return image
 
     def load_user_asm(self, source: str | Path, *, text: str | None = None) -> Image:
         """Assemble EL0 code into user memory (r-x, user)."""
-        base = self._next_user
+        image = self._place(source, text, self._next_user, "rxu")
+        self._next_user += (max(1, -(-len(image.data) // PAGE_SIZE)) + 1) * PAGE_SIZE
+        return image
+
+    def _place(self, source: str | Path, text: str | None, base: int, perms: str) -> Image:
         if text is None:
             image = assemble_file(Path(source), base, numbering=self.numbering)
         else:
             image = assemble(text, base, filename=str(source), numbering=self.numbering)
-        npages = max(1, -(-len(image.data) // PAGE_SIZE))
-        self._next_user += (npages + 1) * PAGE_SIZE
-        self.machine.load(base, image.data, "rxu")
+        self.machine.load(base, image.data, perms)
         self.images.append(image)
         self.symbols.update(image.symbols)
         return image
