@@ -109,6 +109,8 @@ class LoadedKernel:
         machine.flush_tlb()
         self._next_user = USER_BUFFER_BASE
         self.stubs: dict[str, int] = {}
+        # Run after every reset of `current` (a host that gives the task a stack or an mm re-applies it).
+        self.on_reset_task: list[Callable[[], None]] = []
         self._setup_task()
         for name in stubs:
             if name in self.symbols:
@@ -171,6 +173,8 @@ class LoadedKernel:
         self.machine.write(self.task, bytes(size))
         if layout and layout.stack_canary is not None:
             self.machine.write_u64(self.task + layout.stack_canary, STACK_CANARY)
+        for hook in self.on_reset_task:
+            hook()
 
     # ------------------------------------------------------------ stubs
     def stub(self, name: str, ret: int = 0) -> int:

@@ -26,6 +26,7 @@ from emu.memory import PAGE_MASK, PAGE_SIZE
 from emu.outcome import RunResult
 from emu.vmlinux_loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
 from host.kernel import HostKernel, KernelConfig
+from host.real import RealHost
 from hyp.errno import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
@@ -68,18 +69,32 @@ class KernelRig:
     protected: list[Protected] = field(default_factory=list)
 
     @classmethod
-    def boot(cls, vmlinux: Vmlinux, policy: str | Policy = "inject-reclaim", *, extra_memory: int = DEFAULT_EXTRA_MEMORY) -> "KernelRig":
+    def boot(
+        cls,
+        vmlinux: Vmlinux,
+        policy: str | Policy = "inject-reclaim",
+        *,
+        extra_memory: int = DEFAULT_EXTRA_MEMORY,
+        host: str = "model",
+        user_mm: bool = False,
+    ) -> "KernelRig":
+        """`host="model"`: injected aborts go to the Python fault.c (host/fault.py);
+        `host="real"`: to the image's own do_mem_abort (host/real; `user_mm` gives `current` an mm)."""
         kernel = LoadedKernel(vmlinux, extra_memory=extra_memory)
         machine = kernel.machine
         hyp = Hyp(machine, policy)
-        host = HostKernel(
-            machine,
-            KernelConfig(
-                numbering=vmlinux.numbering,
-                pkvm_initialised=hyp.policy.host_pkvm_initialised,
-                force_reclaim=hyp.policy.host_force_reclaim,
-            ),
+        config = KernelConfig(
+            numbering=vmlinux.numbering,
+            pkvm_initialised=hyp.policy.host_pkvm_initialised,
+            force_reclaim=hyp.policy.host_force_reclaim,
         )
+        if host == "real":
+            host_kernel: HostKernel = RealHost(machine, kernel, config, user_mm=user_mm)
+        elif host == "model":
+            host_kernel = HostKernel(machine, config)
+        else:
+            raise KernelUsageError(f"unknown host {host!r} (model or real)")
+        host = host_kernel
         host.add_extable(vmlinux.extable, vmlinux.numbering)
         if hyp.policy.host_pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
             # is_pkvm_initialized() in the real code agrees with the host model's config.
@@ -133,11 +148,11 @@ class KernelLab(Lab):
     the host fault-path model, `hyp` the pKVM model).
     """
 
-    def __init__(self, vmlinux: Vmlinux, policy: str | Policy) -> None:
+    def __init__(self, vmlinux: Vmlinux, policy: str | Policy, *, host: str = "model", user_mm: bool = False) -> None:
         self.vmlinux = vmlinux
         self.policy = policy_by_name(policy) if isinstance(policy, str) else policy
         self.numbering = vmlinux.numbering
-        self.rig = KernelRig.boot(vmlinux, self.policy)
+        self.rig = KernelRig.boot(vmlinux, self.policy, host=host, user_mm=user_mm)
         self.phys_size = self.rig.machine.phys.size
         self.__post_init__()
 

@@ -7,7 +7,7 @@ from emu.outcome import Outcome
 
 from .abort import handle_host_mem_abort
 from .errno import Errno
-from .hypercalls import HCALL_BY_NAME, SMCCC_RET_NOT_SUPPORTED, dispatch
+from .hypercalls import FORCE_RECLAIM_GUEST_PAGE, HCALL_BY_NAME, SMCCC_CALL_HINTS, SMCCC_RET_NOT_SUPPORTED, dispatch
 from .inject import Injection
 from .ownership import Ownership
 from .policies import Policy, policy as policy_by_name
@@ -51,6 +51,9 @@ class Hyp:
         regs = [cpu.x(i) for i in range(8)]
         if imm != 0:
             status, results, name = SMCCC_RET_NOT_SUPPORTED, [], f"hvc #{imm}"
+        elif regs[0] & ~SMCCC_CALL_HINTS == FORCE_RECLAIM_GUEST_PAGE and not self.policy.serves_force_reclaim:
+            # A pre-patch EL2 has no such call: SMCCC NOT_SUPPORTED, as for any unknown id.
+            status, results, name = SMCCC_RET_NOT_SUPPORTED, [], "__pkvm_force_reclaim_guest_page (not served by this EL2)"
         else:
             status, results, name = dispatch(self, regs)
         cpu.set_x(0, status)

@@ -33,6 +33,9 @@ class Policy:
     host_force_reclaim: bool
     shape: FaultShape = FaultShape.STAGE2
     inject_on_failed_reclaim: bool = True
+    # EL2 serves the host's force-reclaim hypercall (__pkvm_force_reclaim_guest_page): only an EL2
+    # with the 2026 series has it; a pre-patch EL2 answers SMCCC NOT_SUPPORTED.
+    serves_force_reclaim: bool = False
 
     def decide(self) -> Decision:
         """The one decision: made without looking at the faulting code, as EL2 cannot see it."""
@@ -62,6 +65,7 @@ POLICIES: dict[str, Policy] = {
             Decision.INJECT,
             host_pkvm_initialised=True,
             host_force_reclaim=True,
+            serves_force_reclaim=True,
         ),
         Policy(
             "reclaim",
@@ -69,6 +73,7 @@ POLICIES: dict[str, Policy] = {
             Decision.RECLAIM,
             host_pkvm_initialised=True,
             host_force_reclaim=False,
+            serves_force_reclaim=True,
         ),
         Policy(
             "rme-gpc-reclaim",
