@@ -202,8 +202,9 @@ class VmlinuxShelf:
     used, in one line, without raising: the pytest plugin skips with it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "model") -> None:
         self._open: dict[Path, Vmlinux] = {}
+        self.host = host  # which host fault path the labs it makes run: "model" (host/fault.py) or "real"
 
     @staticmethod
     def locate(spec: str, relative_to: Path | None = None) -> Path:
@@ -233,4 +234,4 @@ class VmlinuxShelf:
         return self._open[path]
 
     def lab(self, spec: str | Path, policy: str | Policy, relative_to: Path | None = None) -> KernelLab:
-        return KernelLab(self.open(spec, relative_to), policy)
+        return KernelLab(self.open(spec, relative_to), policy, host=self.host)

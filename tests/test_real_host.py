@@ -207,3 +207,33 @@ def test_locking_boundaries_record_their_arguments():
     real, _ = run("6.1", "inject", "copy_from_user", user_mm=True)
     (up,) = {e.message.split("(")[0] for e in kinds(real, "stub") if "up_read" in e.message}
     assert up == "up_read"
+
+
+# ------------------------------------------------------------------ every seed scenario, real vs model
+SCENARIOS = sorted((__import__("pathlib").Path(__file__).parent.parent / "scenarios" / "kernel").glob("*.toml"))
+# Where the kernel's own code and the Python model (which follows 7.x's fault.c) disagree: pinned, reported.
+KNOWN_DISAGREEMENTS = {
+    ("linux-6.1-c-gup-kernel-alias", "inject"): ("host-oops", "livelock"),
+    ("linux-6.1-c-gup-kernel-alias", "inject-reclaim"): ("returned", "livelock"),
+}
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_seed_scenarios_real_vs_model(path):
+    from faultlab.kernel_lab import VmlinuxShelf
+    from faultlab.runner import run as run_scenario
+    from faultlab.scenario import load
+    from hyp.policies import POLICIES
+
+    scenario = load(path)
+    vmlinux("6.1" if "6_1" in path.stem else "7.2")  # skip when missing
+    real, model = VmlinuxShelf("real"), VmlinuxShelf("model")
+    for policy in POLICIES:
+        m = run_scenario(scenario, policy, kernels=model).verdict
+        r = run_scenario(scenario, policy, kernels=real).verdict
+        known = KNOWN_DISAGREEMENTS.get((scenario.name, policy))
+        if known:
+            assert (m.outcome, r.outcome) == known, (policy, m.detail, r.detail)
+            continue
+        for field in ("outcome", "detail", "x0", "fixups", "signals", "guest_integrity", "reclaims"):
+            assert getattr(r, field) == getattr(m, field), (policy, field, getattr(m, field), getattr(r, field))

@@ -17,13 +17,15 @@ located through the image's symbols and BTF:
   alignment), re-applied after every reset of `current`.
 - optionally a user task context: `current->mm` and `active_mm` point at a
   zeroed `mm_struct` with an empty pgd, so user-address faults go to the mm
-  layer (our stubs) instead of straight to `no_context`.
+  layer (our stubs) instead of straight to `no_context`; without one,
+  `current` is a kernel thread (mm NULL, active_mm = &init_mm).
+`init_mm.pgd` = `swapper_pg_dir`, as paging_init() leaves it (show_pte() walks it).
 The pKVM static key is the rig's business (it follows the policy: set iff the
 host boots with pKVM initialised).
 """
 from __future__ import annotations
 
-from emu.memory import PAGE_SIZE
+from emu.memory import KERNEL_RW, PAGE_SIZE
 from emu.vmlinux_loaded import LoadedKernel
 
 from .layout import KernelLayout
@@ -74,9 +76,12 @@ class TaskContext:
             m.write_u64(self.mm + self.layout.mm_pgd, self.pgd)
             m.write_u64(task + self.layout.task_mm, self.mm)
             m.write_u64(task + self.layout.task_active_mm, self.mm)
+        elif "init_mm" in self.kernel.symbols:
+            # A kernel thread has no mm and borrows init_mm as its active_mm (show_pte() reads it).
+            m.write_u64(task + self.layout.task_active_mm, self.kernel.resolve("init_mm"))
 
 
-def boot_state(kernel: LoadedKernel) -> list[str]:
+def boot_state(kernel: LoadedKernel, layout: KernelLayout) -> list[str]:
     """Set the system registers and boot variables; returns what was set (for the event log)."""
     m = kernel.machine
     done = []
@@ -86,4 +91,13 @@ def boot_state(kernel: LoadedKernel) -> list[str]:
         if name in kernel.symbols:
             m.write_u64(kernel.resolve(name), value)
             done.append(f"{name}={value:#x}")
+    # show_pte() walks init_mm.pgd before die(). At link time 6.1's init_mm.pgd is init_pg_dir (a
+    # boot-only table past the loaded sections); paging_init() switches it to swapper_pg_dir. Do the
+    # same; swapper_pg_dir is empty here, so the walk prints "pgd=0000000000000000" and stops.
+    pgd, init_mm = kernel.symbols.get("swapper_pg_dir"), kernel.symbols.get("init_mm")
+    if pgd is not None and init_mm is not None:
+        if m.stage1.lookup(pgd.addr) is None:
+            m.map_new(pgd.addr & ~(PAGE_SIZE - 1), 1, KERNEL_RW)
+        m.write_u64(init_mm.addr + layout.mm_pgd, pgd.addr)
+        done.append(f"init_mm.pgd=swapper_pg_dir ({pgd.addr:#x})")
     return done

@@ -75,11 +75,11 @@ class RealHost(HostKernel):
         self.layout = KernelLayout.read(loaded)
         self.bugs = BugTable(loaded, self.layout.bug_entry_size)
         self.task_context = TaskContext(loaded, self.layout, user_mm=user_mm)
-        self.booted = boot_state(loaded)
+        self.booted = boot_state(loaded, self.layout)
         self.do_mem_abort = loaded.resolve("do_mem_abort")
         self._run = None
         self._frames: list[_Frame] = []
-        self._repeat: tuple[tuple[int, int], int] = ((0, 0), 0)
+        self._repeat: tuple[tuple[int, int, int], int] = ((0, 0, 0), 0)
         self.messages: list[str] = []
         self._warn_text = ""
         install_at_hook(machine)
@@ -95,7 +95,7 @@ class RealHost(HostKernel):
         if self._run is not self.machine.events:
             self._run = self.machine.events
             self._frames.clear()
-            self._repeat = ((0, 0), 0)
+            self._repeat = ((0, 0, 0), 0)
             self.messages = []
             self._warn_text = ""
 
@@ -139,7 +139,8 @@ class RealHost(HostKernel):
     def _enter(self, esr: Esr, far: int, from_el0: bool) -> Outcome | None:
         cpu = self.machine.cpu
         regs = PtRegs.save(cpu)
-        key = (regs.pc, far)
+        # Keyed by depth: a fault taken again inside its own handling (nesting) is recursion, not a retry.
+        key = (len(self._frames), regs.pc, far)
         count = self._repeat[1] + 1 if self._repeat[0] == key else 1
         self._repeat = (key, count)
         if count >= LIVELOCK_AFTER:
@@ -147,7 +148,8 @@ class RealHost(HostKernel):
             self.log(LIVELOCK, msg)
             return Outcome(LIVELOCK, msg, key)
         if len(self._frames) >= MAX_FRAMES:
-            return self.die_outcome("kernel stack overflow: exceptions nested too deep", "entry")
+            self.log("recursive-fault", f"fault at pc={regs.pc:#x} ({self.loaded.symbolize(regs.pc)}) FAR={far:#x} while handling {len(self._frames)} nested faults")
+            return self.die_outcome("recursive faults in the fault path (the kernel would overflow its stack)", "entry")
         ctx = self.task_context
         # kernel_entry: from EL0 the frame starts at the top of the task stack, from EL1 below the interrupted SP.
         top = ctx.stack_top if from_el0 else regs.sp
