@@ -62,7 +62,7 @@ def _policies(asked: list[str] | None, scenario: Scenario | None = None) -> list
 def cmd_matrix(args, console: Console) -> int:
     scenarios = [load(f) for f in _scenario_files(args.paths)]
     policies = _policies(args.policy)
-    kernels = VmlinuxShelf()  # each vmlinux is parsed once for the whole matrix
+    kernels = VmlinuxShelf(args.host)  # each vmlinux is parsed once for the whole matrix
     records = []
     for sc in scenarios:
         for p in policies:
@@ -80,7 +80,7 @@ def cmd_matrix(args, console: Console) -> int:
 def cmd_run(args, console: Console) -> int:
     sc = load(args.file)
     status = EXIT_OK
-    kernels = VmlinuxShelf()
+    kernels = VmlinuxShelf(args.host)
     for p in _policies(args.policy, sc):
         record = run(sc, p, trace=args.trace, kernels=kernels)
         if args.json:
@@ -129,11 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--policy", action="append", help="only these policies (repeatable)")
     m.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
     m.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    m.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
     m.set_defaults(func=cmd_matrix)
     r = sub.add_parser("run", help="one scenario with events (and an instruction trace)")
     r.add_argument("file")
     r.add_argument("--policy", action="append")
     r.add_argument("--trace", action="store_true", help="print every executed instruction")
+    r.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="built-in policies, scenarios and routines")
