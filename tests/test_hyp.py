@@ -127,6 +127,18 @@ HCALL_CASES = {
 }
 
 
+@pytest.mark.parametrize("policy", ["inject", "panic"])
+def test_pre_patch_el2_answers_force_reclaim_not_supported(policy):
+    """An EL2 without the series has no force-reclaim call: SMCCC NOT_SUPPORTED, nothing changes."""
+    s = make_system(policy)
+    pfn = s.data_pfns[1]
+    _guest_with_page(s.own, pfn)
+    before = len(s.own.transitions)
+    result = s.machine.call(s.load(HVC_CODE), fid("__pkvm_force_reclaim_guest_page"), pfn << 12)
+    assert result.returned and result.regs["x0"] == u64(-1)
+    assert len(s.own.transitions) == before
+
+
 def test_every_hypercall_has_a_case():
     assert set(HCALL_CASES) == {h.name for h in HCALLS.values()}
 
@@ -134,7 +146,8 @@ def test_every_hypercall_has_a_case():
 @pytest.mark.parametrize("name", sorted(HCALL_CASES))
 def test_hvc_from_el1_matches_the_direct_ownership_call(name):
     case = HCALL_CASES[name]
-    via_hvc, direct = make_system("inject"), make_system("inject")
+    # inject-reclaim: an EL2 with the 2026 series, which serves every call of the table.
+    via_hvc, direct = make_system("inject-reclaim"), make_system("inject-reclaim")
     pfn = via_hvc.data_pfns[1]
     assert pfn == direct.data_pfns[1]
     for s in (via_hvc, direct):
@@ -266,7 +279,7 @@ BAD_CASES = _bad_cases()
 @pytest.mark.parametrize("case", BAD_CASES.values(), ids=BAD_CASES.keys())
 def test_bad_arguments_return_errno_and_change_nothing(case):
     name, setup, args, errno = case
-    s = make_system("inject")
+    s = make_system("inject-reclaim")  # an EL2 that serves every call, force-reclaim included
     pfn = s.data_pfns[1]
     ctx = setup(s, pfn)
     before = s.own.snapshot()
@@ -299,7 +312,7 @@ def _edge_positions():
 @pytest.mark.parametrize("name, position", list(_edge_positions()))
 def test_edge_arguments_never_raise(name, position):
     """Each argument in turn takes every edge value (the others valid): an errno, never an exception."""
-    s = make_system("inject")
+    s = make_system("inject-reclaim")  # an EL2 that serves every call
     pfn = s.data_pfns[1]
     case = HCALL_CASES[name]
     code = s.load(HVC_CODE)

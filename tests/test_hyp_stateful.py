@@ -303,6 +303,8 @@ class HypSystemMachine(RuleBasedStateMachine):
         name = by_id.get(fid)
         if name is None:
             return None
+        if name == "__pkvm_force_reclaim_guest_page" and not POLICIES[self.policy].serves_force_reclaim:
+            return None  # a pre-patch EL2 has no such call: NOT_SUPPORTED
         x1, x2, x3 = args
         sh = self.shadow
 
