@@ -124,7 +124,7 @@ def test_72_inject_pre_patch_el2_says_not_supported_and_the_host_oopses():
     (warn,) = kinds(real, "warn")
     assert warn.data["where"].startswith("arch/arm64/kvm/pkvm.c:")  # pkvm_force_reclaim_guest_page's WARN_ON
     prot = rig.protected[0]
-    msg = f"Unable to handle kernel access to hypervisor-protected memory at virtual address {rig.kernel.alloc_buffer and (0xFFFF_0000_0000_0000 + (prot.pfn << 12)):016x}"
+    msg = f"Unable to handle kernel access to hypervisor-protected memory at virtual address {prot.va:016x}"
     assert real.outcome.kind == "host-oops" and real.outcome.message == msg
     model, _ = run("7.2", "inject", "memcpy", "model")
     assert model.outcome.kind == "host-oops" and model.outcome.message == msg
