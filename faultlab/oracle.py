@@ -14,7 +14,7 @@ from emu.outcome import OutcomeKind, RunResult
 from host.tasks import signal_name
 from hyp.ownership import PageState
 
-from .lab import Lab
+from faultlab.lab import Lab
 
 WINDOW = 4  # bytes of guest data that count as a leak when found together
 

@@ -5,17 +5,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.asm import AsmError
-from emu.elf import VmlinuxError
+from kasm import AsmError
+from kimage.elf import VmlinuxError
 from emu.outcome import RunResult
 from guest_asm import SOURCE_DIR
 from host.tasks import signal_name
 
-from .kernel_lab import KernelLab, VmlinuxShelf
-from .kernels import KernelFetchError
-from .lab import Lab, LabError
-from .oracle import Verdict, judge, snapshot
-from .scenario import Expectation, Scenario, ScenarioError
+from faultlab.kernel.lab import KernelLab, VmlinuxShelf
+from faultlab.kernel.fetch import KernelFetchError
+from faultlab.lab import Lab, LabError
+from faultlab.oracle import Verdict, judge, snapshot
+from faultlab.scenario import Expectation, Scenario, ScenarioError
 
 
 class RunError(ValueError):

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Callable
 from emu.memory import WalkFault, is_kernel_va
 from emu.syndrome import EC, Esr, dfsc_is_permission, dfsc_is_translation, kernel_fault_name
 
-from .extable import ExtableBug
-from .ptregs import PtRegs
+from host.extable import ExtableBug
+from host.ptregs import PtRegs
 
 if TYPE_CHECKING:
-    from .kernel import HostKernel
+    from host.kernel import HostKernel
 
 PAGE_SIZE = 4096
 EAGAIN = 11

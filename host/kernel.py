@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from emu.cpu import VectorKind, VectorOffset
-from emu.extable_format import NUMBERING_V7, TypeNumbering
+from kimage.extable_format import NUMBERING_V7, TypeNumbering
 from emu.memory import PAGE_SIZE, AccessType, WalkFault
 from emu.outcome import Outcome
 from emu.syndrome import EC, Esr
 
-from .extable import Extable, Fixup, FixupFault
-from .fault import SIGILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
-from .ptregs import PtRegs
-from .tasks import Task, signal_name
+from host.extable import Extable, Fixup, FixupFault
+from host.fault import SIGILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
+from host.ptregs import PtRegs
+from host.tasks import Task, signal_name
 
 if TYPE_CHECKING:
     from emu.machine import Machine

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from emu.outcome import Outcome
 
-from .ptregs import PtRegs
+from host.ptregs import PtRegs
 
 if TYPE_CHECKING:
-    from .fault import Signal
-    from .kernel import HostKernel
+    from host.fault import Signal
+    from host.kernel import HostKernel
 
 NR_EXIT = 93
 NR_RT_SIGACTION = 134
@@ -50,7 +50,7 @@ class Task:
     _saved: list[PtRegs] = field(default_factory=list)
 
     def syscall(self, kernel: "HostKernel", regs: PtRegs):
-        from .fault import Resume
+        from host.fault import Resume
 
         nr = regs.x[8]
         if nr == NR_EXIT:

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 from emu.outcome import Outcome
 from emu.syndrome import ipa_from_hpfar
 
-from .errno import Errno
-from .inject import inject_host_abort
-from .policies import Decision, FaultShape
+from hyp.errno import Errno
+from hyp.inject import inject_host_abort
+from hyp.policies import Decision, FaultShape
 
 if TYPE_CHECKING:
     from emu.abort import MemoryAbort
     from emu.machine import Machine
 
-    from .pkvm import Hyp
+    from hyp.pkvm import Hyp
 
 HYP_PANIC = "hyp-panic"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .errno import Errno
+from hyp.errno import Errno
 
 if TYPE_CHECKING:
-    from .pkvm import Hyp
+    from hyp.pkvm import Hyp
 
 SMCCC_FAST_64_VENDOR_HYP = 0xC600_0000
 SMCCC_RET_SUCCESS = 0

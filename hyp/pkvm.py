@@ -5,13 +5,13 @@ from typing import TYPE_CHECKING
 
 from emu.outcome import Outcome
 
-from .abort import handle_host_mem_abort
-from .errno import Errno
-from .hypercalls import HCALL_BY_NAME, SMCCC_RET_NOT_SUPPORTED, dispatch
-from .inject import Injection
-from .ownership import Ownership
-from .policies import Policy, policy as policy_by_name
-from .stage2 import HostStage2
+from hyp.abort import handle_host_mem_abort
+from hyp.errno import Errno
+from hyp.hypercalls import HCALL_BY_NAME, SMCCC_RET_NOT_SUPPORTED, dispatch
+from hyp.inject import Injection
+from hyp.ownership import Ownership
+from hyp.policies import Policy, policy as policy_by_name
+from hyp.stage2 import HostStage2
 
 if TYPE_CHECKING:
     from emu.abort import MemoryAbort
