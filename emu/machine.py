@@ -421,7 +421,7 @@ class Machine:
             raise MachineError("run_nested is only for handlers of a running machine")
         if stop_at in self._exits:
             raise MachineError(f"{stop_at:#x} is already an exit address")
-        reached = Outcome("nested-return", "")
+        reached = Outcome(OutcomeKind.NESTED_RETURN, "")
         self.add_exit(stop_at, lambda machine: reached)
         try:
             outcome = self._loop(pc)

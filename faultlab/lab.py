@@ -19,7 +19,7 @@ from emu.machine import Machine
 from emu.memory import PAGE_SIZE, Perms
 from emu.outcome import RunResult
 from host.kernel import HostKernel, KernelConfig
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 

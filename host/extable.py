@@ -15,7 +15,9 @@ from kimage.extable_format import ExtableEntry, ExType, TypeNumbering, UnknownEx
 
 from host.ptregs import PtRegs
 
-EFAULT = 14
+from abi.linux import Errno
+
+EFAULT = -Errno.EFAULT
 
 
 class ExtableBug(Exception):

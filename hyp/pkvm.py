@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from emu.outcome import Outcome
 
 from hyp.abort import handle_host_mem_abort
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.hypercalls import HCALL_BY_NAME, SMCCC_RET_NOT_SUPPORTED, dispatch
 from hyp.inject import Injection
 from hyp.ownership import Ownership

@@ -31,7 +31,7 @@ from typing import Callable
 from kimage.elf import Vmlinux, VmlinuxError
 from emu.machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, TASK_VA, Machine
 from emu.memory import KERNEL_RW, PAGE_MASK, PAGE_SIZE, USER_RW, Perms
-from emu.outcome import Outcome, RunResult
+from emu.outcome import Outcome, OutcomeKind, RunResult
 
 # PAGE_OFFSET for 48-bit VAs (arch/arm64/include/asm/memory.h); here PHYS_OFFSET = 0, so VA = PAGE_OFFSET + PA.
 LINEAR_MAP_BASE = 0xFFFF_0000_0000_0000
@@ -51,7 +51,7 @@ DEFAULT_STUBS = (
 )
 # Callees that mean the routine has gone wrong: the run ends there.
 FATAL_STUBS = ("__stack_chk_fail", "panic")
-FATAL_CALL = "fatal-call"
+FATAL_CALL = OutcomeKind.FATAL_CALL
 
 _NOP = 0xD503201F
 _JUMP_ENTRY = struct.Struct("<iiq")  # struct jump_entry: s32 code, s32 target, long key (jump_label.h)

@@ -32,7 +32,7 @@ from kimage.extable_format import ExtableEntry, ExType, pack_err_zero
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE
 from host.kernel import HostKernel, KernelConfig
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.hypercalls import HCALL_BY_NAME
 from hyp.ownership import Ownership, PageState
 from hyp.pkvm import Hyp

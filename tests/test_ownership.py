@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.ownership import HOST, HYP, Component, Ownership, PageState
 
 OWNED, SHARED_OWNED, SHARED_BORROWED, NOPAGE, POISON = (

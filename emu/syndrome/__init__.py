@@ -64,7 +64,7 @@ __all__ = [
     "non_architectural_fields",
 ]
 
-MASK64 = (1 << 64) - 1
+from abi.arch import MASK64
 
 
 class SyndromeSource(Protocol):

@@ -26,7 +26,7 @@ from emu.memory import PAGE_MASK, PAGE_SIZE
 from emu.outcome import RunResult
 from kimage.loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
 from host.kernel import HostKernel, KernelConfig
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 

@@ -49,7 +49,7 @@ from faultlab.sweep import (
     traits_of,
 )
 
-PAGE_SIZE = 4096
+from abi.arch import PAGE_SIZE
 KACCESS_CHUNKS = (8, 4, 2, 1)  # mm/maccess.c copy_from_kernel_nofault_loop: 8-byte steps, then 4, 2, 1
 
 
