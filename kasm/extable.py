@@ -6,7 +6,7 @@ the table itself is encoded by kimage.extable_format for the chosen kernel's num
 """
 from __future__ import annotations
 
-from kasm.encode import EncodeError, parse_gpr
+from kasm.operands import EncodeError, parse_gpr
 from kasm.expr import Node, bind
 from kasm.source import Line, error
 from kasm.state import ExtableRequest, Insn

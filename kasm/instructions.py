@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-from kasm.encode import EncodeError, encode_own, encode_pc_relative, is_pc_relative, split_operands
+from kasm.branches import encode_pc_relative, is_pc_relative
+from kasm.encode import encode_own
+from kasm.operands import EncodeError, split_operands
 from kasm.expr import ExprSyntaxError, parse_expr
 from kasm.source import Line, error
 from kasm.state import Insn
