@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .access import Access, AccessDecoder, UnsupportedInstruction, fault_address
-from .disasm import Disassembler
-from .memory import PAGE_MASK, AccessType, WalkFault
-from .syndrome import Esr, data_abort_esr, hpfar_from_ipa
+from emu.access import Access, AccessDecoder, UnsupportedInstruction, fault_address
+from emu.disasm import Disassembler
+from emu.memory import PAGE_MASK, AccessType, WalkFault
+from emu.syndrome import Esr, data_abort_esr, hpfar_from_ipa
 
 if TYPE_CHECKING:
-    from .machine import Machine
+    from emu.machine import Machine
 
 EC_IABT_LOW = 0x20
 EC_IABT_CUR = 0x21
@@ -39,7 +39,7 @@ class PendingFault:
     """What the TLB-fill hook saw when it refused."""
 
     stage: int
-    addr: int  # the address Unicorn asked to fill (page granular for data, see SEMANTICS.md)
+    addr: int  # the address Unicorn asked to fill (page granular for data, see docs/facts.md)
     access_type: AccessType
     el: int
     unprivileged: bool

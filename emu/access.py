@@ -24,7 +24,7 @@ from typing import Callable
 from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs, CsInsn
 from capstone import arm64 as cs64
 
-MASK64 = (1 << 64) - 1
+from abi.arch import MASK64
 
 ReadReg = Callable[[int], int]
 """read_reg(n): X[n] for n in 0..30; read_reg(31) must return SP.

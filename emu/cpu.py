@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
-MASK64 = (1 << 64) - 1
+from abi.arch import MASK64
 
 # PSTATE / SPSR bit positions (Arm ARM C5.2.19 SPSR_EL1, AArch64 state)
 PSTATE_M_MASK = 0xF

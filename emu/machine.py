@@ -30,10 +30,10 @@ from unicorn.unicorn_const import (
     UC_TLB_VIRTUAL,
 )
 
-from .abort import AbortBuilder, MemoryAbort, PendingFault
-from .cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
-from .exceptions import exception_syndrome
-from .memory import (
+from emu.abort import AbortBuilder, MemoryAbort, PendingFault
+from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
+from emu.exceptions import exception_syndrome
+from emu.memory import (
     PAGE_MASK,
     PAGE_SIZE,
     AccessType,
@@ -47,7 +47,7 @@ from .memory import (
     USER_RW,
     USER_RX,
 )
-from .outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
+from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 
 # Where the machine puts its own pages (return sentinels, the EL0 entry stub, stacks, the task page).
 MACHINE_TEXT_VA = 0xFFFF_FFFF_FFE0_0000
@@ -421,7 +421,7 @@ class Machine:
             raise MachineError("run_nested is only for handlers of a running machine")
         if stop_at in self._exits:
             raise MachineError(f"{stop_at:#x} is already an exit address")
-        reached = Outcome("nested-return", "")
+        reached = Outcome(OutcomeKind.NESTED_RETURN, "")
         self.add_exit(stop_at, lambda machine: reached)
         try:
             outcome = self._loop(pc)
@@ -535,7 +535,7 @@ class Machine:
     def _finish_trace(self) -> list[TraceStep] | None:
         if self._trace is None:
             return None
-        from .disasm import Disassembler
+        from emu.disasm import Disassembler
 
         dis = Disassembler()
         # Exit addresses (hand-over points) were left out when recorded: they do not execute.

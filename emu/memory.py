@@ -11,10 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterator
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-PAGE_MASK = ~(PAGE_SIZE - 1)
-VA_MASK = (1 << 64) - 1
+from abi.arch import MASK64 as VA_MASK
+from abi.arch import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 
 def page_align_down(addr: int) -> int:

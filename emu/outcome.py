@@ -7,24 +7,49 @@ task) by returning an `Outcome` from their handlers.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 
-class OutcomeKind:
-    """Endings known to `emu`; upper layers add their own strings."""
+class OutcomeKind(enum.StrEnum):
+    """Every way a run can end: one vocabulary for all layers, the scenario schema and the reports.
 
+    The emulator produces the first group itself; the layers above end a run with
+    theirs by returning an `Outcome` from their handlers (the hypervisor panics,
+    the host oopses or kills the task). The oracle adds the two endings it reads
+    off a returned run (a fixup ran, a signal was handled). Values are the names
+    users write in scenario files and see in JSON.
+    """
+
+    # emu: what the machine sees itself
     RETURNED = "returned"
     BUDGET_EXCEEDED = "budget-exceeded"
     EVENT_LIMIT = "event-limit"
     TIMEOUT = "timeout"
     UNHANDLED_EXCEPTION = "unhandled-exception"
     EMULATOR_ERROR = "emulator-error"
+    NESTED_RETURN = "nested-return"  # internal: a nested run reached its stop address
+    # kimage: a real kernel called a function that means it has gone wrong
+    FATAL_CALL = "fatal-call"
+    # hyp: EL2 gives up
+    HYP_PANIC = "hyp-panic"
+    # host: the kernel's fault path ends the run
+    HOST_OOPS = "host-oops"
+    HOST_BUG = "host-bug"
+    LIVELOCK = "livelock"  # the same fault again and again: the host keeps retrying an access that cannot succeed
+    CANNOT_RUN = "cannot-run"  # the real kernel called a function that cannot work here (e.g. schedule)
+    UNEXPECTED_VECTOR = "unexpected-vector"
+    TASK_KILLED = "task-killed"
+    TASK_EXIT = "task-exit"
+    # oracle: a returned run, read more closely
+    FIXED_UP = "fixed-up"
+    SIGNAL = "signal"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str
+    kind: OutcomeKind
     message: str
     detail: Any = None
 

@@ -13,13 +13,13 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.asm import Image, assemble, assemble_file
-from emu.extable_format import NUMBERING_V7, TypeNumbering
+from kasm import Image, assemble, assemble_file
+from kimage.extable_format import NUMBERING_V7, TypeNumbering
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE, Perms
 from emu.outcome import RunResult
 from host.kernel import HostKernel, KernelConfig
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 

@@ -14,20 +14,9 @@ from emu.outcome import OutcomeKind, RunResult
 from host.tasks import signal_name
 from hyp.ownership import PageState
 
-from .lab import Lab
+from faultlab.lab import Lab
 
 WINDOW = 4  # bytes of guest data that count as a leak when found together
-
-
-class Outcome:
-    RETURNED = "returned"
-    FIXED_UP = "fixed-up"
-    SIGNAL = "signal"
-    TASK_KILLED = "task-killed"
-    HOST_OOPS = "host-oops"
-    HOST_BUG = "host-bug"
-    HYP_PANIC = "hyp-panic"
-    BUDGET = "budget-exceeded"
 
 
 @dataclass
@@ -109,10 +98,10 @@ def _outcome(result: RunResult, fixups, signals) -> tuple[str, str]:
         x0 = result.regs["x0"]
         if signals:
             s = signals[-1]
-            return Outcome.SIGNAL, f"{signal_name(s[0])} code={s[1]} addr={s[2]:#x} handled; x0={x0:#x}"
+            return OutcomeKind.SIGNAL, f"{signal_name(s[0])} code={s[1]} addr={s[2]:#x} handled; x0={x0:#x}"
         if fixups:
-            return Outcome.FIXED_UP, f"{', '.join(fixups)}; x0={x0:#x}"
-        return Outcome.RETURNED, f"x0={x0:#x}"
+            return OutcomeKind.FIXED_UP, f"{', '.join(fixups)}; x0={x0:#x}"
+        return OutcomeKind.RETURNED, f"x0={x0:#x}"
     return kind, result.outcome.message
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from .kernel_lab import VmlinuxShelf
-from .runner import RunError, run, vmlinux_missing
-from .scenario import ScenarioError, load
+from faultlab.kernel.lab import VmlinuxShelf
+from faultlab.runner import RunError, run, vmlinux_missing
+from faultlab.scenario import ScenarioError, load
 
 _SHELF = pytest.StashKey[VmlinuxShelf]()
 

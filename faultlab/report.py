@@ -11,7 +11,7 @@ from rich.text import Text
 
 from host.tasks import signal_name
 
-from .runner import RunRecord
+from faultlab.runner import RunRecord
 
 _STYLE = {
     "returned": "green",

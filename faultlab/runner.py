@@ -5,17 +5,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.asm import AsmError
-from emu.elf import VmlinuxError
+from abi.arch import MASK64
+from kasm import AsmError
+from kimage.elf import VmlinuxError
 from emu.outcome import RunResult
 from guest_asm import SOURCE_DIR
 from host.tasks import signal_name
 
-from .kernel_lab import KernelLab, VmlinuxShelf
-from .kernels import KernelFetchError
-from .lab import Lab, LabError
-from .oracle import Verdict, judge, snapshot
-from .scenario import Expectation, Scenario, ScenarioError
+from faultlab.kernel.lab import KernelLab, VmlinuxShelf
+from faultlab.kernel.fetch import KernelFetchError
+from faultlab.lab import Lab, LabError
+from faultlab.oracle import Verdict, judge, snapshot
+from faultlab.scenario import Expectation, Scenario, ScenarioError
 
 
 class RunError(ValueError):
@@ -68,7 +69,7 @@ _TERM = re.compile(r"\s*([+-]?)\s*([A-Za-z_]\w*(?:\.(?:user|alias))?|0[xX][0-9a-
 def evaluate(expr: str | int, lab: Lab) -> int:
     """`buf`, `buf.user`, `buf.alias`, a symbol, integers, joined by + and -."""
     if isinstance(expr, int):
-        return expr & ((1 << 64) - 1)
+        return expr & MASK64
     pos, total = 0, 0
     text = expr.strip()
     if not text:
@@ -80,7 +81,7 @@ def evaluate(expr: str | int, lab: Lab) -> int:
         sign = -1 if m.group(1) == "-" else 1
         total += sign * _term(m.group(2), lab, expr)
         pos = m.end()
-    return total & ((1 << 64) - 1)
+    return total & MASK64
 
 
 def _term(term: str, lab: Lab, expr: str) -> int:
@@ -180,8 +181,8 @@ def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
         failures.append(f"x0: expected {exp.x0:#x}, got {'none (did not return)' if v.x0 is None else hex(v.x0)}")
     for reg, want in exp.regs.items():
         got = v.regs.get(reg)
-        if got != want & ((1 << 64) - 1):
-            failures.append(f"{reg}: expected {want & ((1 << 64) - 1):#x}, got {got:#x}")
+        if got != want & MASK64:
+            failures.append(f"{reg}: expected {want & MASK64:#x}, got {got:#x}")
     if exp.guest is not None:
         state = v.guest_integrity.split(":")[0]
         if state != exp.guest:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from emu.extable_format import ExtableEntry, ExType, TypeNumbering, UnknownExtableType
+from kimage.extable_format import ExtableEntry, ExType, TypeNumbering, UnknownExtableType
 
-from .ptregs import PtRegs
+from host.ptregs import PtRegs
 
-EFAULT = 14
+from abi.linux import Errno
+
+EFAULT = -Errno.EFAULT
 
 
 class ExtableBug(Exception):

@@ -21,19 +21,17 @@ from typing import TYPE_CHECKING, Callable
 from emu.memory import WalkFault, is_kernel_va
 from emu.syndrome import EC, Esr, dfsc_is_permission, dfsc_is_translation, kernel_fault_name
 
-from .extable import ExtableBug
-from .ptregs import PtRegs
+from host.extable import ExtableBug
+from host.ptregs import PtRegs
 
 if TYPE_CHECKING:
-    from .kernel import HostKernel
+    from host.kernel import HostKernel
 
-PAGE_SIZE = 4096
-EAGAIN = 11
+from abi.arch import PAGE_SIZE
+from abi.linux import BUS_ADRALN, BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, SEGV_MTESERR, SI_KERNEL, Errno, Sig
 
-SIGKILL, SIGBUS, SIGSEGV, SIGTRAP, SIGILL = 9, 7, 11, 5, 4
-SEGV_MAPERR, SEGV_ACCERR, SEGV_MTESERR = 1, 2, 9
-BUS_ADRALN, BUS_OBJERR = 1, 3
-SI_KERNEL = 0x80
+SIGKILL, SIGBUS, SIGSEGV, SIGTRAP, SIGILL = Sig.SIGKILL, Sig.SIGBUS, Sig.SIGSEGV, Sig.SIGTRAP, Sig.SIGILL
+EAGAIN = -Errno.EAGAIN
 DFSC_TAG_CHECK = 0x11
 
 

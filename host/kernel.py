@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from emu.cpu import VectorKind, VectorOffset
-from emu.extable_format import NUMBERING_V7, TypeNumbering
+from kimage.extable_format import NUMBERING_V7, TypeNumbering
 from emu.memory import PAGE_SIZE, AccessType, WalkFault
-from emu.outcome import Outcome
+from emu.outcome import Outcome, OutcomeKind
 from emu.syndrome import EC, Esr
 
-from .extable import Extable, Fixup, FixupFault
-from .fault import SIGILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
-from .ptregs import PtRegs
-from .tasks import Task, signal_name
+from host.extable import Extable, Fixup, FixupFault
+from host.fault import SIGILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
+from host.ptregs import PtRegs
+from host.tasks import Task, signal_name
 
 if TYPE_CHECKING:
     from emu.machine import Machine
@@ -33,11 +33,6 @@ HOST_STUBS_VA = VECTORS_VA + 0x800
 # pkvm_force_reclaim_guest_page() in Linux 7.2 issues hvc #0 with x0 = 0xc600002b (function 43).
 PKVM_FORCE_RECLAIM_GUEST_PAGE = 0xC600_002B
 
-HOST_OOPS = "host-oops"
-HOST_BUG = "host-bug"
-TASK_KILLED = "task-killed"
-TASK_EXIT = "task-exit"
-UNEXPECTED_VECTOR = "unexpected-vector"
 MAX_NESTED_EXCEPTIONS = 4
 BUG_BRK_IMM = 0x800  # asm/brk-imm.h: BUG() is brk #0x800
 
@@ -105,7 +100,7 @@ class HostKernel:
     def _vector(self, group: VectorOffset, kind: VectorKind):
         def enter(machine: "Machine") -> Outcome | None:
             if kind is not VectorKind.SYNC or group in (VectorOffset.CURRENT_SP0, VectorOffset.LOWER_A32):
-                return Outcome(UNEXPECTED_VECTOR, f"unexpected exception vector {group.name}/{kind.name} at {machine.cpu.pc:#x}")
+                return Outcome(OutcomeKind.UNEXPECTED_VECTOR, f"unexpected exception vector {group.name}/{kind.name} at {machine.cpu.pc:#x}")
             return self._el_sync(from_el0=group is VectorOffset.LOWER_A64)
 
         return enter
@@ -166,7 +161,7 @@ class HostKernel:
 
     def _die_outcome(self, die: Die) -> Outcome:
         self.log("oops", die.message)
-        return Outcome(HOST_BUG if die.bug else HOST_OOPS, die.message, die)
+        return Outcome(OutcomeKind.HOST_BUG if die.bug else OutcomeKind.HOST_OOPS, die.message, die)
 
     # ------------------------------------------------------------ services for fault.c
     def fixup_exception(self, regs: PtRegs, wnr: bool) -> Fixup | None:

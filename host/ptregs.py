@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from emu.cpu import Cpu
 
-MASK64 = (1 << 64) - 1
+from abi.arch import MASK64
 
 
 @dataclass

@@ -14,25 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from emu.outcome import Outcome
+from emu.outcome import Outcome, OutcomeKind
 
-from .ptregs import PtRegs
+from host.ptregs import PtRegs
 
 if TYPE_CHECKING:
-    from .fault import Signal
-    from .kernel import HostKernel
+    from host.fault import Signal
+    from host.kernel import HostKernel
 
-NR_EXIT = 93
-NR_RT_SIGACTION = 134
-NR_RT_SIGRETURN = 139
-ENOSYS = 38
-EINVAL = 22
+from abi.linux import NR_EXIT, NR_RT_SIGACTION, NR_RT_SIGRETURN, Errno, signal_name
 
-_SIGNAMES = {4: "SIGILL", 5: "SIGTRAP", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV"}
-
-
-def signal_name(signo: int) -> str:
-    return _SIGNAMES.get(signo, f"signal {signo}")
+ENOSYS = -Errno.ENOSYS
+EINVAL = -Errno.EINVAL
 
 
 @dataclass(frozen=True)
@@ -50,11 +43,11 @@ class Task:
     _saved: list[PtRegs] = field(default_factory=list)
 
     def syscall(self, kernel: "HostKernel", regs: PtRegs):
-        from .fault import Resume
+        from host.fault import Resume
 
         nr = regs.x[8]
         if nr == NR_EXIT:
-            return Outcome("task-exit", f"task exited with status {regs.x[0]}", regs.x[0])
+            return Outcome(OutcomeKind.TASK_EXIT, f"task exited with status {regs.x[0]}", regs.x[0])
         if nr == NR_RT_SIGACTION:
             signo, handler = regs.x[0], regs.x[1]
             if signo in (0, 9) or signo > 64:
@@ -65,7 +58,7 @@ class Task:
             return Resume(f"rt_sigaction({signo}, {handler:#x})")
         if nr == NR_RT_SIGRETURN:
             if not self._saved:
-                return Outcome("task-killed", "rt_sigreturn with no signal frame: SIGSEGV", 11)
+                return Outcome(OutcomeKind.TASK_KILLED, "rt_sigreturn with no signal frame: SIGSEGV", 11)
             resume_at = regs.x[0]
             saved = self._saved.pop()
             regs.x[:] = saved.x
@@ -78,12 +71,12 @@ class Task:
     def deliver(self, kernel: "HostKernel", regs: PtRegs, sig: "Signal") -> Outcome | None:
         """force_sig_fault(): run the handler at EL0, or kill the task. Edits `regs` to enter the handler."""
         if not regs.user_mode:
-            return Outcome("host-oops", f"signal {sig.signo} for a kernel context at {regs.pc:#x}")
+            return Outcome(OutcomeKind.HOST_OOPS, f"signal {sig.signo} for a kernel context at {regs.pc:#x}")
         handler = self.handlers.get(sig.signo)
         self.delivered.append(DeliveredSignal(sig.signo, sig.code, sig.addr, regs.pc))
         if sig.signo == 9 or not handler:
             return Outcome(
-                "task-killed",
+                OutcomeKind.TASK_KILLED,
                 f"task killed by {signal_name(sig.signo)} (code {sig.code}) at {sig.addr:#x}",
                 DeliveredSignal(sig.signo, sig.code, sig.addr, regs.pc),
             )

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emu.outcome import Outcome
+from emu.outcome import Outcome, OutcomeKind
 from emu.syndrome import ipa_from_hpfar
 
-from .errno import Errno
-from .inject import inject_host_abort
-from .policies import Decision, FaultShape
+from abi.linux import Errno
+from hyp.inject import inject_host_abort
+from hyp.policies import Decision, FaultShape
 
 if TYPE_CHECKING:
     from emu.abort import MemoryAbort
     from emu.machine import Machine
 
-    from .pkvm import Hyp
+    from hyp.pkvm import Hyp
 
-HYP_PANIC = "hyp-panic"
 
 
 def handle_host_mem_abort(hyp: "Hyp", machine: "Machine", abort: "MemoryAbort") -> Outcome | None:
@@ -45,13 +44,13 @@ def handle_host_mem_abort(hyp: "Hyp", machine: "Machine", abort: "MemoryAbort") 
     decision = policy.decide()
     machine.log("decision", f"policy {policy.name}: {decision.value}", policy=policy.name, decision=decision.value)
     if decision is Decision.PANIC:
-        return Outcome(HYP_PANIC, f"hypervisor BUG: host access to {ipa:#x} owned by {owner} at pc={abort.pc:#x}", abort)
+        return Outcome(OutcomeKind.HYP_PANIC, f"hypervisor BUG: host access to {ipa:#x} owned by {owner} at pc={abort.pc:#x}", abort)
     if decision is Decision.RECLAIM:
         result = hyp.force_reclaim(pfn, requested_by="el2")
         if result is Errno.SUCCESS:
             return None  # the frame is the host's again: the access retries and succeeds
         if not policy.inject_on_failed_reclaim:
-            return Outcome(HYP_PANIC, f"reclaim of pfn {pfn:#x} failed ({result}) at pc={abort.pc:#x}", abort)
+            return Outcome(OutcomeKind.HYP_PANIC, f"reclaim of pfn {pfn:#x} failed ({result}) at pc={abort.pc:#x}", abort)
     gpf = policy.shape is FaultShape.GPC
     injection, outcome = inject_host_abort(machine, abort, marker=not gpf, gpf=gpf)
     hyp.injections.append(injection)

@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .errno import Errno
+from abi.arch import MASK64
+from abi.linux import Errno
 
 if TYPE_CHECKING:
-    from .pkvm import Hyp
+    from hyp.pkvm import Hyp
 
 SMCCC_FAST_64_VENDOR_HYP = 0xC600_0000
 SMCCC_RET_SUCCESS = 0
-SMCCC_RET_NOT_SUPPORTED = (1 << 64) - 1
+SMCCC_RET_NOT_SUPPORTED = MASK64  # SMCCC: NOT_SUPPORTED is -1
 # SMCCC v1.3 "SVE live state" hint (bit 16): hyp-main.c handle_host_hcall() clears it before decoding.
 SMCCC_CALL_HINTS = 1 << 16
 PAGE_SHIFT = 12
@@ -116,4 +117,4 @@ def dispatch(hyp: "Hyp", regs: list[int]) -> tuple[int, list[int], str]:
         return SMCCC_RET_NOT_SUPPORTED, [], f"unknown function id {fid:#x}"
     hcall = HCALLS[fid & 0xFFFF]
     results = hcall.handler(hyp, *regs[1 : 1 + hcall.nargs])
-    return SMCCC_RET_SUCCESS, [r & ((1 << 64) - 1) for r in results], hcall.name
+    return SMCCC_RET_SUCCESS, [r & MASK64 for r in results], hcall.name

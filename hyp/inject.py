@@ -1,6 +1,6 @@
 """Injecting an abort into the host at EL1, as pKVM's inject_host_exception() does.
 
-The facts (SEMANTICS.md "pKVM at EL2"): the syndrome is the stage-2 abort's
+The facts (docs/facts.md "pKVM at EL2"): the syndrome is the stage-2 abort's
 ESR_EL2 with S1PTW (bit 7) set as pKVM's marker, and EC repainted from "lower
 EL" to "current EL" when the host was at EL1; FAR_EL1 = FAR_EL2, ELR_EL1 = the
 faulting PC, SPSR_EL1 = the interrupted PSTATE; the CPU then enters the host's

@@ -3,7 +3,7 @@
 Kept apart from the transitions in ``hyp.ownership`` so that the checks read
 only the state and never reuse the code that produced it: a transition that
 breaks an invariant cannot also hide the breakage. The rules are those of
-SEMANTICS.md ("pKVM at EL2"): exactly one owner per frame, a host annotation
+docs/facts.md ("pKVM at EL2"): exactly one owner per frame, a host annotation
 exactly while the host state is NOPAGE, share and pin counts that match the
 borrowers, and no guest secret the host can read.
 """

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.page_checks import (
     check_gfn,
     check_guest_gfn,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.page_state import PFN_LIMIT, FrameRecord, PageState, VmRecord
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from hyp.errno import Errno
+from abi.linux import Errno
 
 PAGE_SHIFT = 12
 # pfn_range_is_valid(): a range must lie below BIT(kvm_phys_shift() - PAGE_SHIFT);

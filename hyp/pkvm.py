@@ -5,13 +5,13 @@ from typing import TYPE_CHECKING
 
 from emu.outcome import Outcome
 
-from .abort import handle_host_mem_abort
-from .errno import Errno
-from .hypercalls import FORCE_RECLAIM_GUEST_PAGE, HCALL_BY_NAME, SMCCC_CALL_HINTS, SMCCC_RET_NOT_SUPPORTED, dispatch
-from .inject import Injection
-from .ownership import Ownership
-from .policies import Policy, policy as policy_by_name
-from .stage2 import HostStage2
+from abi.linux import Errno
+from hyp.abort import handle_host_mem_abort
+from hyp.hypercalls import FORCE_RECLAIM_GUEST_PAGE, HCALL_BY_NAME, SMCCC_CALL_HINTS, SMCCC_RET_NOT_SUPPORTED, dispatch
+from hyp.inject import Injection
+from hyp.ownership import Ownership
+from hyp.policies import Policy, policy as policy_by_name
+from hyp.stage2 import HostStage2
 
 if TYPE_CHECKING:
     from emu.abort import MemoryAbort

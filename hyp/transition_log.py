@@ -11,7 +11,7 @@ import functools
 import inspect
 from typing import Callable, Iterable, Protocol
 
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.page_state import FrameState, Transition
 
 

@@ -157,8 +157,8 @@ def bench_scenario(repeat: int) -> float:
 
 
 def bench_assembler() -> float:
-    """Assemble a 300-line kernel-style file (local labels, LSE, branches) with emu.asm."""
-    from emu.asm import assemble as kernel_assemble
+    """Assemble a 300-line kernel-style file (local labels, LSE, branches) with kasm."""
+    from kasm import assemble as kernel_assemble
 
     lines = [".text", "SYM_FUNC_START(big)"]
     for i in range(300):
@@ -202,7 +202,7 @@ def main() -> int:
     t.add_row("ratio bare+count / Machine", f"{machine / bare_count:.2f}x", "the cost of the software MMU alone")
     t.add_row("stage-2 abort round trip", f"{per_abort * 1e6:.1f} us", f"mean over {n_aborts} aborts; target <= 30 us")
     t.add_row("scenario end to end", f"{scenario * 1e3:.1f} ms", "inline zeropad under inject-reclaim: setup, run, oracle")
-    t.add_row("assembler, 300 lines", f"{asm * 1e3:.1f} ms", "emu.asm: kernel-style front end + keystone + capstone check")
+    t.add_row("assembler, 300 lines", f"{asm * 1e3:.1f} ms", "kasm: kernel-style front end + keystone + capstone check")
     Console().print(t)
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faultlab.kernels import SUITES, KernelFetchError, fetch  # noqa: E402
+from faultlab.kernel.fetch import SUITES, KernelFetchError, fetch  # noqa: E402
 
 DEFAULT_SUITES = ("bookworm", "sid")
 

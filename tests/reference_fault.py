@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from conftest import CODE_VA, DATA_VA, assemble
-from emu.extable_format import NUMBERING_V7, ExtableEntry, TypeNumbering
+from kimage.extable_format import NUMBERING_V7, ExtableEntry, TypeNumbering
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE
 from emu.outcome import Outcome

@@ -1,4 +1,4 @@
-"""Tests for the kernel-style assembler (emu/asm.py) and our own encoder (emu/asm_encode.py).
+"""Tests for the kernel-style assembler (kasm/) and our own encoder (kasm/encode.py).
 
 Expected words come from two independent sources, never from the code under test:
 * `fields()`, which lays out the bit fields exactly as the Arm ARM (DDI 0487, C6.2)
@@ -19,9 +19,9 @@ import pytest
 import unicorn
 from unicorn import arm64_const as uc_arm64
 
-import emu.asm
-from emu.asm import AsmError, Image, SourceLoc, UnknownSymbolError, assemble, assemble_file
-from emu.extable_format import NUMBERING_V6_1, NUMBERING_V7, decode_extable
+import kasm
+from kasm import AsmError, Image, SourceLoc, UnknownSymbolError, assemble, assemble_file
+from kimage.extable_format import NUMBERING_V6_1, NUMBERING_V7, decode_extable
 
 DATA = Path(__file__).parent / "data" / "asm"
 BASE = 0x4000_0000
@@ -1006,7 +1006,7 @@ class _FakeKs:
     (list(struct.pack("<I", 0xAA0203E0)), "lost x1"),  # mov x0, x2
 ], ids=["nothing", "too-much", "other-insn", "other-reg"])
 def test_fidelity_check_catches_bad_keystone_output(monkeypatch, reply, message):
-    monkeypatch.setattr(emu.asm.keystone, "Ks", _FakeKs)
+    monkeypatch.setattr(kasm.keystone, "Ks", _FakeKs)
     monkeypatch.setattr(_FakeKs, "reply", reply)
     with pytest.raises(AsmError, match=message) as info:
         assemble("nop\nmov x0, x1\n", 0, filename="f.S")
@@ -1063,7 +1063,7 @@ other:   .quad 0x1234
 def test_image_runs_in_unicorn_including_lse():
     image = assemble(RUNNABLE, 0x40_0000)
     uc = unicorn.Uc(unicorn.UC_ARCH_ARM64, unicorn.UC_MODE_ARM)
-    # SEMANTICS.md: the default A72 model treats LSE as UNDEFINED
+    # docs/facts.md: the default A72 model treats LSE as UNDEFINED
     uc.ctl_set_cpu_model(uc_arm64.UC_CPU_ARM64_MAX)
     uc.mem_map(image.base, 0x10000)
     uc.mem_write(image.base, image.data)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faultlab.cli import main
+from faultlab.cli.main import main
 from faultlab.scenario import ScenarioError, parse
 from hyp.policies import POLICIES
 
@@ -165,7 +165,7 @@ def test_explain_decodes_pkvm_injected_esr(capsys):
 
 
 def test_console_script_runs_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "faultlab.cli", "list"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "faultlab.cli.main", "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for name in POLICIES:
         assert name in proc.stdout

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import CODE_VA, DATA_VA, USER_CODE_VA, USER_DATA_VA
 from emu.cpu import VectorKind
-from emu.extable_format import ExType, pack_err_zero, pack_zeropad
+from kimage.extable_format import ExType, pack_err_zero, pack_zeropad
 from emu.memory import PAGE_SIZE
 from hyp.ownership import PageState
 from reference_fault import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import CODE_VA, DATA_VA
-from emu.extable_format import NUMBERING_V6_1, NUMBERING_V7, ExtableEntry, ExType, pack_err_zero, pack_zeropad
+from kimage.extable_format import NUMBERING_V6_1, NUMBERING_V7, ExtableEntry, ExType, pack_err_zero, pack_zeropad
 from emu.memory import PAGE_SIZE
 from emu.outcome import Outcome
 from hyp.ownership import PageState

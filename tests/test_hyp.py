@@ -12,9 +12,9 @@ from typing import Callable
 import pytest
 
 from conftest import ALIAS_VA, CODE_VA, DATA_VA, USER_CODE_VA, USER_DATA_VA, assemble
-from emu.extable_format import ExType, pack_err_zero
+from kimage.extable_format import ExType, pack_err_zero
 from emu.memory import PAGE_SIZE
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.hypercalls import HCALL_BY_NAME, HCALLS
 from hyp.ownership import PageState
 from hyp.policies import POLICIES

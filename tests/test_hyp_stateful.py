@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from conftest import CODE_VA, DATA_VA, assemble
-from emu.extable_format import ExtableEntry, ExType, pack_err_zero
+from kimage.extable_format import ExtableEntry, ExType, pack_err_zero
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE
 from host.kernel import HostKernel, KernelConfig
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.hypercalls import HCALL_BY_NAME
 from hyp.ownership import Ownership, PageState
 from hyp.pkvm import Hyp
@@ -86,7 +86,7 @@ UNKNOWN_IDS = (0, SMCCC_VENDOR_HYP_FAST64 | 44, SMCCC_VENDOR_HYP_FAST64 | 0xFFFF
                (1 << 32) | 0xC600_0002, 0x8400_0000)
 
 # What a host kernel access with an ERR_ZERO fixup ends in when the frame is protected, per policy
-# (SEMANTICS.md "policies"): "fixup" = injected stage-2 abort, the extable gives -EFAULT;
+# (docs/facts.md "policies"): "fixup" = injected stage-2 abort, the extable gives -EFAULT;
 # "reclaim" = EL2 takes the page back from its guest and the access retries, else the second word;
 # "oops" = a GPF injected by EL3 is do_bad in fault.c: no fixup is tried; "panic" = hypervisor BUG.
 ON_PROTECTED = {

@@ -1,6 +1,6 @@
 """The pKVM page-ownership model against an independent reference of its transition table.
 
-The reference below is written from SEMANTICS.md ("pKVM at EL2") and the
+The reference below is written from docs/facts.md ("pKVM at EL2") and the
 decision order of mem_protect.c (recorded in hyp/ownership.py docstrings),
 for ONE frame shared by a protected guest A and a non-protected guest B, each
 with two gfns. It never calls the code under test: a breadth-first search over
@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from hyp.errno import Errno
+from abi.linux import Errno
 from hyp.ownership import HOST, HYP, Component, Ownership, PageState
 
 OWNED, SHARED_OWNED, SHARED_BORROWED, NOPAGE, POISON = (
@@ -245,7 +245,7 @@ def ref_guest_unshare_host(which: str, gfn: int) -> Callable[[RefState], Outcome
 
 
 def ref_force_reclaim(s: RefState) -> Outcome:
-    # SEMANTICS.md: needs host NOPAGE, owner a guest, guest OWNED; -EAGAIN when
+    # docs/facts.md: needs host NOPAGE, owner a guest, guest OWNED; -EAGAIN when
     # the host already has it back; -EPERM otherwise. Dying VMs are not refused.
     if s.host is not NOPAGE:
         return fail(Errno.EAGAIN, s)
@@ -870,7 +870,7 @@ def test_transition_log_records_frames_before_and_after(env: Env):
 
 
 def test_page_state_values_match_the_kernel():
-    # SEMANTICS.md: OWNED 0, SHARED_OWNED 1, SHARED_BORROWED 2, NOPAGE 3 (v6.15+); memory.h: PKVM_POISON BIT(2).
+    # docs/facts.md: OWNED 0, SHARED_OWNED 1, SHARED_BORROWED 2, NOPAGE 3 (v6.15+); memory.h: PKVM_POISON BIT(2).
     assert [int(s) for s in (OWNED, SHARED_OWNED, SHARED_BORROWED, NOPAGE, POISON)] == [0, 1, 2, 3, 4]
     assert [int(e) for e in (Errno.EPERM, Errno.ENOENT, Errno.EAGAIN, Errno.EBUSY, Errno.EINVAL, Errno.ERANGE)] == [
         -1, -2, -11, -16, -22, -34,

@@ -11,10 +11,10 @@ import functools
 
 import pytest
 
-from emu.elf import Vmlinux
+from kimage.elf import Vmlinux
 from emu.memory import USER_RX
-from faultlab import kernels
-from faultlab.kernel_lab import KernelRig
+from faultlab.kernel import fetch as kernels
+from faultlab.kernel.lab import KernelRig
 from hyp.ownership import PageState
 
 pytestmark = pytest.mark.kernel
@@ -220,7 +220,7 @@ KNOWN_DISAGREEMENTS = {
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_seed_scenarios_real_vs_model(path):
-    from faultlab.kernel_lab import VmlinuxShelf
+    from faultlab.kernel.lab import VmlinuxShelf
     from faultlab.runner import run as run_scenario
     from faultlab.scenario import load
     from hyp.policies import POLICIES

@@ -1,6 +1,6 @@
 """The guest_asm routines, one by one, with expectations written out by hand.
 
-The sweeps (tests/test_sweeps.py) compare against faultlab/reference.py;
+The sweeps (tests/test_sweeps.py) compare against faultlab/reference/;
 these tests do not use it. Every expected value here comes from the kernel's
 documented contract or from arithmetic done in the test, so a model and a
 routine that are wrong the same way still fail here.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from emu.asm import assemble_file
+from kasm import assemble_file
 from emu.disasm import Disassembler
-from emu.extable_format import NUMBERING_V7, ExType
+from kimage.extable_format import NUMBERING_V7, ExType
 from emu.memory import PAGE_SIZE
 from faultlab.lab import Lab
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from emu.elf import (
+from kimage.elf import (
     KernelVersion,
     Vmlinux,
     VmlinuxError,
     choose_numbering,
 )
-from emu.extable_format import NUMBERING_V6_1, NUMBERING_V7, ExtableEntry, ExType
+from kimage.extable_format import NUMBERING_V6_1, NUMBERING_V7, ExtableEntry, ExType
 from emu.memory import PAGE_SIZE
-from emu.vmlinux_cache import load_cached, store_cached
-from faultlab import kernels
-from faultlab.kernel_cli import KernelRig, main as kernel_main
+from kimage.cache import load_cached, store_cached
+from faultlab.kernel import fetch as kernels
+from faultlab.cli.kernel import KernelRig, main as kernel_main
 from hyp.ownership import PageState
 
 MASK64 = (1 << 64) - 1
@@ -48,7 +48,7 @@ class KernelSpec:
 
 
 KERNELS = {
-    # Counts checked with the Debian images (SEMANTICS.md "Real kernels").
+    # Counts checked with the Debian images (docs/facts.md "Real kernels").
     "6.1": KernelSpec(
         "6.1", "bookworm", "FAULTLAB_VMLINUX_61", 6, 1, "v6.1",
         {ExType.UACCESS_ERR_ZERO: 760, ExType.KACCESS_ERR_ZERO: 9, ExType.LOAD_UNALIGNED_ZEROPAD: 9},
@@ -175,7 +175,7 @@ FAULT_INFO = {
 }
 FAULT_INFO_ENTRY = 24  # struct fault_info { fn, int sig, int code, const char *name }
 
-# SEMANTICS.md: the load_unaligned_zeropad users.
+# docs/facts.md: the load_unaligned_zeropad users.
 ZEROPAD_USERS = {"full_name_hash", "hashlen_string", "link_path_walk", "d_same_name", "__d_lookup_rcu",
                  "__siphash_unaligned", "__hsiphash_unaligned"}
 
@@ -293,7 +293,7 @@ def test_static_key_patching(vmlinux):
     kernel = rig.kernel
     sites = kernel.jump_sites("kvm_protected_mode_initialized")
     if vmlinux.version.major == 7:
-        assert len(sites) == 68  # SEMANTICS.md
+        assert len(sites) == 68  # docs/facts.md
     assert sites
     for site in sites:
         word = int.from_bytes(kernel.machine.read(site.code, 4), "little")

@@ -2,8 +2,8 @@
 
 * Sweeps: the quick plan of every supported routine under every policy
   (default run), the full plans with `-m sweep`; the judge is the one our
-  guest_asm routines face (faultlab/reference.py), widened only where
-  faultlab/kernel_sweep.py documents the kernel as looser.
+  guest_asm routines face (faultlab/reference/), widened only where
+  faultlab/sweep/kernel.py documents the kernel as looser.
 * Every documented looseness is pinned here by a hand-built case with the
   expected bytes worked out in the test, so it says what the kernel does and
   cannot hide a different deviation.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from emu.extable_format import ExType
-from faultlab import kernel_sweep as ks
+from kimage.extable_format import ExType
+from faultlab.sweep import kernel as ks
 from faultlab import sweep
-from faultlab.kernel_cli import main as kernel_main
-from faultlab.kernel_lab import KernelLab, VmlinuxShelf
+from faultlab.cli.kernel import main as kernel_main
+from faultlab.kernel.lab import KernelLab, VmlinuxShelf
 from faultlab.lab import Lab, LabError
 from faultlab.runner import RunError, run
 from faultlab.scenario import load, parse

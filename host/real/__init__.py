@@ -1,4 +1,4 @@
 """The real host: injected aborts handled by a vmlinux's own fault path (`--host real`)."""
-from .handler import LIVELOCK, RealHost
+from host.real.handler import LIVELOCK, RealHost
 
 __all__ = ["RealHost", "LIVELOCK"]

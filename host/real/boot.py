@@ -26,9 +26,9 @@ host boots with pKVM initialised).
 from __future__ import annotations
 
 from emu.memory import KERNEL_RW, PAGE_SIZE
-from emu.vmlinux_loaded import LoadedKernel
+from kimage.loaded import LoadedKernel
 
-from .layout import KernelLayout
+from host.real.layout import KernelLayout
 
 TCR_T0SZ = 16
 TCR_T1SZ = 16 << 16

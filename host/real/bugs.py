@@ -11,9 +11,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from emu.vmlinux_loaded import LoadedKernel
+from kimage.loaded import LoadedKernel
 
-from .printk import read_cstring
+from host.real.printk import read_cstring
 
 BUG_BRK_IMM = 0x800
 BUGFLAG_WARNING = 1 << 0

@@ -28,26 +28,26 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from emu.cpu import VectorKind, VectorOffset
-from emu.outcome import Outcome
+from emu.outcome import Outcome, OutcomeKind
 from emu.syndrome import EC, Esr
-from emu.vmlinux_loaded import LoadedKernel
+from kimage.loaded import LoadedKernel
 
 from host.extable import Fixup
 from host.fault import Die, Signal
-from host.kernel import HOST_BUG, HOST_OOPS, HOST_STUBS_VA, KernelConfig, HostKernel
+from host.kernel import HOST_STUBS_VA, KernelConfig, HostKernel
 from host.ptregs import PtRegs
 from host.tasks import signal_name
 
-from .at import install_at_hook
-from .boot import TaskContext, boot_state
-from .bugs import BUG_BRK_IMM, BugTable
-from .layout import NO_SYSCALL, PT_REGS_PC, KernelLayout
-from .stubs import Stubs
+from host.real.at import install_at_hook
+from host.real.boot import TaskContext, boot_state
+from host.real.bugs import BUG_BRK_IMM, BugTable
+from host.real.layout import NO_SYSCALL, PT_REGS_PC, KernelLayout
+from host.real.stubs import Stubs
 
 if TYPE_CHECKING:
     from emu.machine import Machine
 
-LIVELOCK = "livelock"
+LIVELOCK = OutcomeKind.LIVELOCK
 LIVELOCK_AFTER = 8  # the same PC and FAR faulting this many times in a row
 MAX_FRAMES = 8
 RETURN_VA = HOST_STUBS_VA + 0x400  # in HostKernel's vector page: do_mem_abort returns here
@@ -123,7 +123,7 @@ class RealHost(HostKernel):
         regs = self._read_regs(frame.regs_va).as_dict() if frame else {}
         self.log("oops", f"{message} (the kernel called {name})", name=name)
         die = Die(message, frame.esr if frame else 0, frame.far if frame else None, regs)
-        return Outcome(HOST_OOPS, message, die)
+        return Outcome(OutcomeKind.HOST_OOPS, message, die)
 
     # ------------------------------------------------------------ vectors
     def _sync(self, *, from_el0: bool) -> Outcome | None:
@@ -175,7 +175,7 @@ class RealHost(HostKernel):
         """do_mem_abort returned: kernel_exit from the pt_regs the kernel may have changed, then eret."""
         self._sync_run()
         if not self._frames:
-            return Outcome("emulator-error", "do_mem_abort returned with no exception frame")
+            return Outcome(OutcomeKind.EMULATOR_ERROR, "do_mem_abort returned with no exception frame")
         frame = self._frames.pop()
         regs = self._read_regs(frame.regs_va)
         why = "do_mem_abort returned"
@@ -222,10 +222,10 @@ class RealHost(HostKernel):
         if site is not None:
             msg = f"kernel BUG at {site.where}!"
             self.log("oops", msg)
-            return Outcome(HOST_BUG, msg, site)
+            return Outcome(OutcomeKind.HOST_BUG, msg, site)
         msg = f"Internal error: Oops - BRK: {esr.value:016x} [#1] at {self.loaded.symbolize(pc)}"
         self.log("oops", msg)
-        return Outcome(HOST_OOPS, msg)
+        return Outcome(OutcomeKind.HOST_OOPS, msg)
 
     # ------------------------------------------------------------ pt_regs memory
     def _write_regs(self, va: int, regs: PtRegs) -> None:

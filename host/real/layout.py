@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emu.vmlinux_btf import Btf, BtfError
-from emu.vmlinux_loaded import LoadedKernel
+from kimage.btf import Btf, BtfError
+from kimage.loaded import LoadedKernel
 
 # arch/arm64/include/asm/ptrace.h: x0..x30, then sp, pc, pstate (fixed by the ABI of the entry code).
 PT_REGS_SP = 0xF8

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Callable
 
 from emu.machine import Machine
 from emu.memory import AccessType, WalkFault
-from emu.outcome import Outcome
+from emu.outcome import Outcome, OutcomeKind
 
 from host.fault import Die, Signal
 
-from .boundaries import Boundary, Kind, boundaries_in
-from .printk import read_cstring, strip_level, vsprintf
+from host.real.boundaries import Boundary, Kind, boundaries_in
+from host.real.printk import read_cstring, strip_level, vsprintf
 
 if TYPE_CHECKING:
-    from .handler import RealHost
+    from host.real.handler import RealHost
 
-CANNOT_RUN = "cannot-run"
+CANNOT_RUN = OutcomeKind.CANNOT_RUN
 VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4
 VM_FAULT_SIGSEGV = 0x2
 FAULT_FLAG_WRITE = 0x1

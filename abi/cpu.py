@@ -1,0 +1,27 @@
+"""The one CPU feature set the whole project models (docs/architecture.md, "CPU features").
+
+Every part that depends on a feature reads it here: the machine (which
+Unicorn CPU model runs, whether PAN exists), the real-kernel loader (which
+alternatives and capabilities a booted kernel would have patched in), and
+the syndrome and alignment rules. Changing a value here changes the machine
+everyone measures against, so it is a frozen dataclass, not a setting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    lse: bool  # FEAT_LSE atomics (ldadd, cas, swp): run natively (Unicorn's MAX model)
+    lse2: bool  # FEAT_LSE2: unaligned LDAR/STLR/LDAPR within 16 bytes are single-copy atomic, no alignment fault
+    pan: bool  # FEAT_PAN: privileged access never, set on exception entry when SCTLR_EL1.SPAN = 0
+    pauth: bool  # FEAT_PAuth with keys enabled; False: paciasp/autiasp execute as the NOP-space hints they are
+    bti: bool  # FEAT_BTI enforcement; False: bti executes as a hint
+    mops: bool  # FEAT_MOPS (CPY*/SET*): Unicorn 2.1.4 does not implement it
+    mte: bool  # FEAT_MTE tag checks
+    ras: bool  # FEAT_RAS: ESR.ISS reports external aborts with SET/EA fields
+    lpa2: bool  # FEAT_LPA2: level -1 translation faults (DFSC 0x2B); our stage 1 has 4 levels, 48-bit VAs
+
+
+FEATURES = CpuFeatures(lse=True, lse2=True, pan=True, pauth=False, bti=False, mops=False, mte=False, ras=True, lpa2=False)

@@ -1,0 +1,342 @@
+"""`faultlab kernel fetch|info|call|sweep`: real Debian arm64 kernels from the command line.
+
+The rig that runs their routines (`KernelRig`) and its Lab adapter live in
+faultlab/kernel/lab.py; the boundary sweeps over real routines in
+faultlab/sweep/kernel.py. Bad input is one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kimage.elf import Vmlinux, VmlinuxError
+from emu.machine import MachineError
+from kimage.loaded import LoadedKernel
+from hyp.policies import POLICIES, UnknownPolicy
+
+from faultlab.kernel.lab import KernelRig, KernelUsageError, Protected  # noqa: F401  (KernelRig/Protected: public here too)
+from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
+from faultlab.kernel.fetch import SUITES, KernelFetchError, fetch, resolve
+from faultlab.sweep import SweepError
+from faultlab.cli.sweep import print_summary
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_SWEEP_LENGTH = 4 * 4096
+
+
+def _say(console: Console, text: str) -> None:
+    """Plain text: disassembly like `ldr x4, [x1]` must not be read as rich markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- argument parsing
+def _int(text: str, what: str = "integer") -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        article = "an" if what[0] in "aeiou" else "a"
+        raise KernelUsageError(f"not {article} {what}: {text!r}") from None
+
+
+def _size(text: str) -> int:
+    m = re.fullmatch(r"(\d+|0x[0-9a-fA-F]+)([kKmM]?)", text.strip())
+    if not m:
+        raise KernelUsageError(f"not a size: {text!r} (e.g. 8192, 0x2000, 8k)")
+    value = int(m.group(1), 0) * {"": 1, "k": 1 << 10, "m": 1 << 20}[m.group(2).lower()]
+    if value <= 0:
+        raise KernelUsageError(f"size must be positive: {text!r}")
+    return value
+
+
+class _Names:
+    """What argument expressions may name: buf, ubuf (once mapped), kernel symbols."""
+
+    def __init__(self, kernel: LoadedKernel) -> None:
+        self.kernel = kernel
+        self.values: dict[str, int] = {}
+
+    def value(self, text: str) -> int:
+        m = re.fullmatch(r"\s*([A-Za-z_.][\w.]*)?\s*(?:([+-])\s*(0x[0-9a-fA-F]+|\d+))?\s*", text)
+        if not m or not m.group(1):
+            return _int(text, "integer or address expression")
+        name, sign, offset = m.groups()
+        if name in self.values:
+            base = self.values[name]
+        elif name in ("buf", "ubuf"):
+            raise KernelUsageError(f"{name!r} is used but not mapped: add --{'buffer' if name == 'buf' else 'user-buffer'} SIZE")
+        elif name in self.kernel.symbols:
+            base = self.kernel.symbols.lookup(name).addr
+        else:
+            raise KernelUsageError(f"unknown name {name!r} (an integer, buf[+N], ubuf[+N] or a kernel symbol)")
+        delta = int(offset, 0) if offset else 0
+        return (base - delta if sign == "-" else base + delta) & (2**64 - 1)
+
+
+def _write_spec(text: str) -> tuple[str, bytes]:
+    if "=" not in text:
+        raise KernelUsageError(f"--write wants ADDR=TEXT or ADDR=hex:BYTES, not {text!r}")
+    where, data = text.split("=", 1)
+    if data.startswith("hex:"):
+        try:
+            return where, bytes.fromhex(data[4:])
+        except ValueError:
+            raise KernelUsageError(f"bad hex bytes in {text!r}") from None
+    return where, data.encode()
+
+
+# ---------------------------------------------------------------- commands
+def _open(spec: str | None) -> Vmlinux:
+    return Vmlinux.open(resolve(spec))
+
+
+def cmd_fetch(args, console: Console) -> int:
+    for suite in args.suites or ["bookworm"]:
+        path = fetch(suite, progress=lambda msg: print(f"{suite}: {msg}", file=sys.stderr))
+        _say(console, f"{suite}: {path}")
+    return EXIT_OK
+
+
+def info_record(vm: Vmlinux) -> dict:
+    counts = vm.extable_counts()
+    owners = vm.extable_owners()
+    layout = vm.task_layout
+    return {
+        "path": str(vm.path),
+        "release": vm.version.release,
+        "version": f"{vm.version.major}.{vm.version.minor}",
+        "banner": vm.banner,
+        "extable": {
+            "address": vm.extable_addr,
+            "entries": len(vm.extable),
+            "numbering": vm.numbering.name,
+            "numbering_reason": vm.numbering_reason,
+            "by_type": {kind.value: n for kind, n in counts.most_common()},
+            "owners": {kind.value: dict(c.most_common()) for kind, c in owners.items()},
+        },
+        "symbols": len(vm.symbols),
+        "relocations": vars(vm.relocations),
+        "task_struct": None if layout is None else vars(layout),
+    }
+
+
+def cmd_info(args, console: Console) -> int:
+    vm = _open(args.vmlinux)
+    rec = info_record(vm)
+    if args.json:
+        console.print_json(json.dumps(rec))
+        return EXIT_OK
+    ex = rec["extable"]
+    _say(console, f"vmlinux:   {vm.path}")
+    _say(console, f"version:   Linux {rec['version']} ({vm.version.release})")
+    _say(console, f"banner:    {vm.banner}")
+    _say(console, f"symbols:   {rec['symbols']}")
+    rel = vm.relocations
+    _say(console, 
+        f"relocs:    .rela.dyn {rel.relative} RELATIVE ({rel.already_in_place} already in place), "
+        f"{rel.symbolic} symbolic; .relr.dyn {rel.relr} words (addends in place)"
+    )
+    if vm.task_layout:
+        t = vm.task_layout
+        _say(console, f"current:   task_struct {t.task_struct_size} bytes, stack_canary at {t.stack_canary}, preempt_count at {t.preempt_count}")
+    _say(console, f"extable:   {ex['entries']} entries at {ex['address']:#x}, numbering {ex['numbering']} ({ex['numbering_reason']})")
+    for kind, n in ex["by_type"].items():
+        number = vm.numbering.numbers[next(k for k in vm.numbering.numbers if k.value == kind)]
+        _say(console, f"  {kind:<24} (type {number}) {n:5d}")
+    _say(console, "owners:")
+    for kind, funcs in ex["owners"].items():
+        _say(console, f"  {kind} ({sum(funcs.values())} entries in {len(funcs)} functions):")
+        line = "   "
+        for name, n in funcs.items():
+            item = f" {name} {n},"
+            if len(line) + len(item) > 110:
+                _say(console, line.rstrip(","))
+                line = "   "
+            line += item
+        _say(console, line.rstrip(","))
+    return EXIT_OK
+
+
+def cmd_call(args, console: Console) -> int:
+    if args.policy not in POLICIES:
+        raise KernelUsageError(f"unknown policy {args.policy!r} (known: {', '.join(POLICIES)})")
+    budget = _int(args.budget, "instruction budget")
+    buffer_size = _size(args.buffer) if args.buffer else None
+    user_size = _size(args.user_buffer) if args.user_buffer else None
+    writes = [_write_spec(w) for w in args.write or []]
+    vm = _open(args.vmlinux)
+    rig = KernelRig.boot(vm, args.policy)
+    kernel = rig.kernel
+    target = kernel.resolve(args.symbol)
+    kernel.check_intact(target)
+    names = _Names(kernel)
+    if buffer_size:
+        names.values["buf"] = kernel.alloc_buffer(buffer_size)
+        _say(console, f"buf  = {names.values['buf']:#x} ({buffer_size} bytes, kernel linear map)")
+    if user_size:
+        names.values["ubuf"] = kernel.map_user(user_size)
+        _say(console, f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
+    for where, data in writes:
+        try:
+            kernel.machine.write(names.value(where), data)
+        except MachineError as exc:
+            raise KernelUsageError(f"--write {where}: {exc}") from None
+    call_args = [names.value(a) for a in args.args]
+    for name in args.static_key or []:
+        kernel.enable_static_key(name)
+    for spec in args.stub or []:
+        name, _, ret = spec.partition("=")
+        kernel.stub(name, _int(ret, "stub return value") if ret else 0)
+    for where in args.protect or []:
+        try:
+            prot = rig.protect(names.value(where))
+        except MachineError as exc:
+            raise KernelUsageError(f"--protect {where}: {exc}") from None
+        _say(console, f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
+    shown = ", ".join(f"{a:#x}" for a in call_args)
+    _say(console, f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {args.policy}")
+    result = kernel.call(target, *call_args, budget=budget, trace=args.trace)
+    if args.trace and result.trace:
+        _say(console, "trace:")
+        for step in result.trace:
+            where = f" <{kernel.symbolize(step.pc)}>" if kernel.owns(step.pc) else ""
+            _say(console, f"  {step}{where}")
+    _say(console, "events:")
+    for event in result.events:
+        where = f" <{kernel.symbolize(event.pc)}>" if kernel.owns(event.pc) else ""
+        _say(console, f"  {event}{where}")
+    _say(console, f"outcome: {result.outcome}")
+    x0 = result.x0
+    _say(console, f"x0: {x0:#x} ({x0 - (1 << 64) if x0 >> 63 else x0})")
+    for prot in rig.protected:
+        _say(console, rig.guest_page_report(prot))
+    for spec in args.dump or []:
+        where, _, length = spec.rpartition(":")
+        if not where:
+            raise KernelUsageError(f"--dump wants ADDR:LEN, not {spec!r}")
+        addr, size = names.value(where), _int(length, "dump length")
+        try:
+            _say(console, f"{where} [{addr:#x}, +{size}]: {kernel.machine.read(addr, size).hex()}")
+        except MachineError as exc:
+            raise KernelUsageError(f"--dump {spec}: {exc}") from None
+    return EXIT_OK
+
+
+def _lengths(text: str) -> range:
+    """--lengths: 'A-B' (inclusive) or one length 'N'."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        raise KernelUsageError(f"--lengths wants A-B or N (bytes), not {text!r}")
+    lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+    if hi < lo:
+        raise KernelUsageError(f"--lengths {text}: the range is empty ({hi} < {lo})")
+    if hi > MAX_SWEEP_LENGTH:
+        raise KernelUsageError(f"--lengths {text}: at most {MAX_SWEEP_LENGTH} bytes")
+    return range(lo, hi + 1)
+
+
+def cmd_sweep(args, console: Console) -> int:
+    policies = args.policy or list(POLICIES)
+    for p in policies:
+        if p not in POLICIES:
+            raise KernelUsageError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+    lengths = _lengths(args.lengths) if args.lengths else None
+    jobs = _int(args.jobs, "number of jobs")
+    limit = _int(args.limit, "case limit") if args.limit else None
+    if jobs < 1 or (limit is not None and limit < 1):
+        raise KernelUsageError("--jobs and --limit must be at least 1")
+    try:
+        routine = kernel_routine(args.symbol)
+    except SweepError as exc:
+        raise KernelUsageError(str(exc)) from None
+    vm = _open(args.vmlinux)
+    plan = lengths_plan(routine, lengths) if lengths is not None else None
+    spec = kernel_spec(vm, routine.name, plan)
+    full = args.full or plan is not None
+    total = len(plan_cases(spec, full, policies, limit))
+    where = f"{spec.symbol} on Linux {vm.version.release}"
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=args.json,
+    ) as bar:
+        task = bar.add_task(f"sweep {where}", total=total)
+        summary = sweep_kernel(
+            vm, routine.name, policies, full=args.full, plan=plan, limit=limit, jobs=jobs,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    if args.json:
+        sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
+        return EXIT_OK if summary.ok else EXIT_FAILED
+    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}]")
+    print_summary(summary, console)
+    for item in looseness(vm, routine.name):
+        _say(console, f"  looser than the reference (allowed): {item.what}")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _guarded(handler):
+    """Bad input becomes one line on stderr and exit code 2, whoever wires the command in."""
+
+    def run(args, console: Console) -> int:
+        try:
+            return handler(args, console)
+        except (KernelUsageError, VmlinuxError, KernelFetchError, UnknownPolicy, SweepError) as exc:
+            print(f"faultlab: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+    return run
+
+
+def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
+    """Add `kernel fetch|info|call|sweep` to a `faultlab` argparse subparsers object (handlers: func(args, console))."""
+    kernel = subparsers.add_parser("kernel", help="real arm64 kernels: fetch Debian's, inspect one, call its functions")
+    sub = kernel.add_subparsers(dest="kernel_command", required=True)
+    f = sub.add_parser("fetch", help="download a Debian cloud-arm64 debug vmlinux into the user cache")
+    f.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)} (default bookworm)")
+    f.set_defaults(func=_guarded(cmd_fetch))
+    i = sub.add_parser("info", help="version, extable entries by type and the functions that own them")
+    i.add_argument("vmlinux", nargs="?", help="a vmlinux path or a suite name (default: $FAULTLAB_VMLINUX)")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_guarded(cmd_info))
+    c = sub.add_parser("call", help="run one kernel function at EL1 under a policy, with buffers and protected pages")
+    c.add_argument("vmlinux", help="a vmlinux path or a suite name")
+    c.add_argument("symbol", help="function symbol (or symbol+offset, or an address)")
+    c.add_argument("args", nargs="*", help="x0..x7: integers, buf[+N], ubuf[+N] or kernel symbols")
+    c.add_argument("--buffer", metavar="SIZE", help="map a kernel (linear-map) buffer, named buf")
+    c.add_argument("--user-buffer", metavar="SIZE", help="map a user buffer, named ubuf")
+    c.add_argument("--write", action="append", metavar="ADDR=TEXT", help="write TEXT (or hex:BYTES) at ADDR before the call")
+    c.add_argument("--protect", action="append", metavar="ADDR", help="donate the page holding ADDR to a guest (repeatable)")
+    c.add_argument("--policy", default="inject-reclaim", help=f"EL2 policy ({', '.join(POLICIES)})")
+    c.add_argument("--static-key", action="append", metavar="NAME", help="enable a static key before the call")
+    c.add_argument("--stub", action="append", metavar="NAME[=RET]", help="make a callee return RET (default 0) at once")
+    c.add_argument("--dump", action="append", metavar="ADDR:LEN", help="print memory after the call")
+    c.add_argument("--budget", default="2000000", help="instructions per run segment")
+    c.add_argument("--trace", action="store_true", help="print every executed instruction")
+    c.set_defaults(func=_guarded(cmd_call))
+    w = sub.add_parser("sweep", help="move a guest page across a real routine's buffers under every policy; check the reference contract")
+    w.add_argument("vmlinux", help="a vmlinux path or a suite name")
+    w.add_argument("symbol", help=f"one of {', '.join(KERNEL_ROUTINES)} (or sized_strscpy)")
+    w.add_argument("--policy", action="append", help="only these policies (repeatable; default all)")
+    w.add_argument("--lengths", metavar="A-B", help="sweep these buffer lengths, every boundary up to 64 bytes of reach")
+    w.add_argument("--full", action="store_true", help="the full plan (tens of thousands of cases)")
+    w.add_argument("--limit", metavar="N", help="run at most N cases")
+    w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
+    w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    w.set_defaults(func=_guarded(cmd_sweep))
+    return kernel
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m faultlab.cli.kernel kernel info sid`) until the main CLI wires this in."""
+    parser = argparse.ArgumentParser(prog="faultlab")
+    add_kernel_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args, Console(highlight=False, width=200))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The `faultlab` command line.
+
+Exit codes: 0 success; 1 an expectation failed (matrix/run/sweep); 2 bad input
+(unreadable or invalid scenario, bad arguments, unknown routine or symbol);
+3 internal error (a bug in faultlab: please report it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from emu.syndrome import Esr
+from hyp.policies import POLICIES, UnknownPolicy
+
+from faultlab import report
+from faultlab.cli.kernel import add_kernel_commands
+from faultlab.kernel.lab import VmlinuxShelf
+from faultlab.cli.sweep import add_sweep_command
+from faultlab.runner import RunError, run
+from faultlab.scenario import Scenario, ScenarioError, load
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+def builtin_scenarios() -> list[Path]:
+    return sorted(BUILTIN_DIR.glob("*.toml"))
+
+
+def _scenario_files(paths: list[str]) -> list[Path]:
+    if not paths:
+        return builtin_scenarios()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.glob("*.toml"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UsageError(f"{p}: no such file or directory")
+    if not files:
+        raise UsageError(f"no scenario files (*.toml) in {' '.join(paths)}")
+    return files
+
+
+def _policies(asked: list[str] | None, scenario: Scenario | None = None) -> list[str]:
+    for p in asked or []:
+        if p not in POLICIES:
+            raise UsageError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+    if asked:
+        return list(asked)
+    return list(scenario.policies) if scenario else list(POLICIES)
+
+
+def cmd_matrix(args, console: Console) -> int:
+    scenarios = [load(f) for f in _scenario_files(args.paths)]
+    policies = _policies(args.policy)
+    kernels = VmlinuxShelf(args.host)  # each vmlinux is parsed once for the whole matrix
+    records = []
+    for sc in scenarios:
+        for p in policies:
+            if p in sc.policies:
+                records.append(run(sc, p, kernels=kernels))
+    if args.json:
+        report.write_json(records, sys.stdout)
+    else:
+        report.print_matrix(records, policies, console)
+    if args.junit:
+        Path(args.junit).write_text(report.junit_xml(records))
+    return EXIT_OK if all(r.passed for r in records) else EXIT_UNEXPECTED
+
+
+def cmd_run(args, console: Console) -> int:
+    sc = load(args.file)
+    status = EXIT_OK
+    kernels = VmlinuxShelf(args.host)
+    for p in _policies(args.policy, sc):
+        record = run(sc, p, trace=args.trace, kernels=kernels)
+        if args.json:
+            report.write_json([record], sys.stdout)
+        else:
+            report.print_run(record, console, trace=args.trace)
+        status = status if record.passed else EXIT_UNEXPECTED
+    return status
+
+
+def cmd_list(args, console: Console) -> int:
+    console.print("[bold]policies[/bold]")
+    for p in POLICIES.values():
+        console.print(f"  {p.name:20} {p.summary}", highlight=False)
+    console.print("[bold]built-in scenarios[/bold]")
+    for f in builtin_scenarios():
+        sc = load(f)
+        console.print(f"  {sc.name:28} {sc.description}", highlight=False)
+    from faultlab.sweep import ROUTINES
+
+    console.print("[bold]routines[/bold] (faultlab sweep NAME)")
+    for name, spec in ROUTINES.items():
+        console.print(f"  {name:28} {spec.file}:{spec.symbol}", highlight=False, markup=False)
+    return EXIT_OK
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"not an integer: {text!r}") from None
+
+
+def cmd_explain(args, console: Console) -> int:
+    from faultlab.cli.explain import explain
+
+    console.print(explain(_int(args.esr), el=args.el, far=None if args.far is None else _int(args.far), hpfar=None if args.hpfar is None else _int(args.hpfar)), highlight=False)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faultlab", description="Run host-kernel code under pKVM fault policies and compare the outcomes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("matrix", help="scenario x policy verdicts (built-in scenarios when no paths are given)")
+    m.add_argument("paths", nargs="*", help="scenario files or directories")
+    m.add_argument("--policy", action="append", help="only these policies (repeatable)")
+    m.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
+    m.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    m.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
+    m.set_defaults(func=cmd_matrix)
+    r = sub.add_parser("run", help="one scenario with events (and an instruction trace)")
+    r.add_argument("file")
+    r.add_argument("--policy", action="append")
+    r.add_argument("--trace", action="store_true", help="print every executed instruction")
+    r.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+    ls = sub.add_parser("list", help="built-in policies, scenarios and routines")
+    ls.set_defaults(func=cmd_list)
+    e = sub.add_parser("explain", help="decode an ESR value field by field")
+    e.add_argument("esr")
+    e.add_argument("--el", type=int, choices=(1, 2), default=1)
+    e.add_argument("--far")
+    e.add_argument("--hpfar")
+    e.set_defaults(func=cmd_explain)
+    add_sweep_command(sub)
+    add_kernel_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=200)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, console)
+    except (UsageError, ScenarioError, RunError, UnknownPolicy) as exc:
+        print(f"faultlab: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("faultlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug in faultlab, not bad input: one line, and how to see more
+        print(f"faultlab: internal error: {type(exc).__name__}: {exc} (set FAULTLAB_DEBUG=1 for a traceback)", file=sys.stderr)
+        import os
+
+        if os.environ.get("FAULTLAB_DEBUG"):
+            raise
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Reference models of the single accesses and the chunked kernel copies.
+
+get_user/put_user: 0, or -EFAULT and a zeroed value. copy_{from,to}_kernel_nofault
+(mm/maccess.c): 0 or -EFAULT, in chunks of 8/4/2/1 bytes. futex_atomic_add:
+the old value, or -EFAULT. Each of these is exact: one outcome, one set of
+registers, one memory image (up to a straddling store, see RefMemory.alt).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from faultlab.reference.model import EFAULT, AccessFault, Expected, RefCase, RefMemory, neg, simulate
+from faultlab.reference.policy import Access
+
+def get_user(size: int) -> Callable[[RefCase], Expected]:
+    def model(case: RefCase) -> Expected:
+        (uaddr,) = case.args
+        mem = RefMemory(case)
+
+        def body() -> dict[str, int]:
+            try:
+                value = int.from_bytes(mem.read(uaddr, size, Access.FIXUP), "little")
+            except AccessFault:
+                return {"x0": neg(EFAULT), "x1": 0}
+            return {"x0": 0, "x1": value}
+
+        return simulate(mem, body)
+
+    return model
+
+
+def put_user(size: int) -> Callable[[RefCase], Expected]:
+    def model(case: RefCase) -> Expected:
+        value, uaddr = case.args
+        mem = RefMemory(case)
+
+        def body() -> dict[str, int]:
+            try:
+                mem.write(uaddr, (value & ((1 << 8 * size) - 1)).to_bytes(size, "little"), Access.FIXUP)
+            except AccessFault:
+                return {"x0": neg(EFAULT)}
+            return {"x0": 0}
+
+        return simulate(mem, body)
+
+    return model
+
+
+def _nofault_chunks(n: int) -> list[tuple[int, int]]:
+    """mm/maccess.c: 8-byte chunks while 8 or more remain, then one each of 4, 2, 1 as needed."""
+    chunks, pos = [], 0
+    while n - pos >= 8:
+        chunks.append((pos, 8))
+        pos += 8
+    for size in (4, 2, 1):
+        if n - pos >= size:
+            chunks.append((pos, size))
+            pos += size
+    return chunks
+
+
+def _nofault(case: RefCase, *, bad_is_src: bool) -> Expected:
+    dst, src, n = case.args
+    mem = RefMemory(case)
+
+    def body() -> dict[str, int]:
+        for pos, size in _nofault_chunks(n):
+            try:
+                data = mem.read(src + pos, size, Access.FIXUP if bad_is_src else Access.PLAIN)
+                mem.write(dst + pos, data, Access.PLAIN if bad_is_src else Access.FIXUP)
+            except AccessFault:
+                return {"x0": neg(EFAULT)}
+        return {"x0": 0}
+
+    return simulate(mem, body)
+
+
+def copy_from_kernel_nofault(case: RefCase) -> Expected:
+    return _nofault(case, bad_is_src=True)
+
+
+def copy_to_kernel_nofault(case: RefCase) -> Expected:
+    return _nofault(case, bad_is_src=False)
+
+
+def futex_atomic_add(case: RefCase) -> Expected:
+    """*uaddr += inc atomically; x0 = 0 or -EFAULT, x1 = the old value (0 after a fault)."""
+    uaddr, inc = case.args
+    mem = RefMemory(case)
+
+    def body() -> dict[str, int]:
+        try:
+            old = int.from_bytes(mem.read(uaddr, 4, Access.FIXUP), "little")
+            mem.write(uaddr, ((old + inc) & 0xFFFF_FFFF).to_bytes(4, "little"), Access.FIXUP)
+        except AccessFault:
+            return {"x0": neg(EFAULT), "x1": 0}
+        return {"x0": 0, "x1": old}
+
+    return simulate(mem, body)
+

@@ -1,0 +1,125 @@
+"""Sweeps: move a guest-owned page across every routine's buffers and check the routine's contract.
+
+For one routine the sweep enumerates cases - buffer sizes, which buffer
+holds the guest page (or none), the offset at which that page starts inside
+the buffer (the boundary), the alignment of the other buffers - and runs
+each case under every policy in a `Lab`, then compares the run with the
+routine's reference model (faultlab/reference/): outcome, return
+registers, every byte of the memory around the buffers, whether the guest
+lost its page, and that no guest byte reached host memory or registers.
+
+This module runs sweeps (`run_sweep`, in worker processes with jobs > 1)
+and is the one to import; the parts live apart, one job each:
+    spec            RoutineSpec, Plan, Case, CaseRun, SweepSummary: what a sweep is made of
+    routines        ROUTINES: the spec of every guest_asm routine
+    plan            cases, full_product: which cases a plan runs
+    bench           Bench: one Lab per policy and the buffers' regions
+    case            run_case, traits_of: lay one case out, run it, judge it
+    judge           judge, leaks: how a run can disagree with its model
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable, Sequence
+
+from hyp.policies import POLICIES
+
+from faultlab import reference as ref
+from faultlab.sweep.bench import GUEST_ASM, KERNEL_FILES, USER_FILES, Bench, BenchBuffer
+from faultlab.sweep.case import POISON, run_case, traits_of
+from faultlab.sweep.judge import judge, leaks
+from faultlab.sweep.plan import cases, full_product
+from faultlab.sweep.routines import ROUTINES
+from faultlab.sweep.spec import FILL_DST, FILL_SRC, MAX_SHOWN, BufferSpec, Case, CaseRun, Failure, Plan, RoutineSpec, SweepError, SweepSummary
+
+_leaks = leaks  # the name tests/test_sweeps.py imports
+
+__all__ = [
+    "FILL_DST", "FILL_SRC", "GUEST_ASM", "KERNEL_FILES", "MAX_SHOWN", "POISON", "ROUTINES", "USER_FILES", "Bench",
+    "BenchBuffer", "BufferSpec", "Case", "CaseRun", "Failure", "Plan", "ProgressFn", "RoutineSpec", "SweepError",
+    "SweepSummary", "cases", "full_product", "judge", "leaks", "routine", "run_case", "run_sweep", "traits_of",
+]
+
+ProgressFn = Callable[[int, int], None]
+
+
+def run_sweep(
+    name: str,
+    policies: Iterable[str] | None = None,
+    full: bool = False,
+    progress: ProgressFn | None = None,
+    *,
+    bench: Bench | None = None,
+    jobs: int = 1,
+    limit: int | None = None,
+) -> SweepSummary:
+    """Sweep one routine under the given policies (default: all) and summarise.
+
+    `progress(done, total)` is called as cases finish. `jobs` > 1 splits the
+    cases over worker processes (each with its own Bench). `limit` caps the
+    number of cases (for quick looks from the CLI).
+    """
+    spec = routine(name)
+    names = list(POLICIES) if policies is None else list(policies)
+    for p in names:
+        if p not in POLICIES:
+            raise SweepError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+        traits_of(POLICIES[p])
+    todo = list(cases(spec, full, names))
+    if limit is not None:
+        todo = todo[:limit]
+    summary = SweepSummary(spec.name, full_product=full_product(spec, len(names)) if full else 0)
+    started = time.monotonic()
+    if jobs > 1 and len(todo) > 1:
+        summary.merge(_run_parallel(spec.name, todo, jobs, progress))
+    else:
+        summary.merge(run_cases(spec, todo, bench or Bench(), progress))
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None, offset: int = 0, total: int | None = None) -> SweepSummary:
+    """Run the cases in order; the summary counts outcomes and keeps the failures (shared with kernel sweeps)."""
+    summary = SweepSummary(spec.name)
+    total = len(todo) if total is None else total
+    for i, case in enumerate(todo, 1):
+        try:
+            run = run_case(bench, spec, case)
+            problems, kind = run.problems, run.outcome
+        except ref.ModelError as exc:
+            problems, kind = (f"model error: {exc}",), "model-error"
+        summary.cases += 1
+        summary.outcomes[kind] = summary.outcomes.get(kind, 0) + 1
+        if problems:
+            summary.failures.append(Failure(case, problems))
+        if progress is not None and (i % 64 == 0 or i == len(todo)):
+            progress(offset + i, total)
+    return summary
+
+
+def _worker(args: tuple[str, list[Case]]) -> SweepSummary:
+    name, todo = args
+    return run_cases(routine(name), todo, Bench(), None)
+
+
+def _run_parallel(name: str, todo: list[Case], jobs: int, progress: ProgressFn | None) -> SweepSummary:
+    import multiprocessing
+
+    # Interleaved chunks keep the workers' loads alike (cases are ordered by size).
+    chunks = [todo[i::jobs] for i in range(jobs)]
+    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    summary = SweepSummary(name)
+    with ctx.Pool(jobs) as pool:
+        for part in pool.imap_unordered(_worker, [(name, c) for c in chunks if c]):
+            summary.merge(part)
+            if progress is not None:
+                progress(summary.cases, len(todo))
+    return summary
+
+
+def routine(name: str) -> RoutineSpec:
+    try:
+        return ROUTINES[name]
+    except KeyError:
+        raise SweepError(f"unknown routine {name!r} (known: {', '.join(ROUTINES)})") from None

@@ -1,0 +1,103 @@
+"""The sweep bench: one Lab per policy with every guest_asm file loaded, and the buffers each routine uses.
+
+Cost: creating a Lab and assembling costs far more than a case, so one
+bench serves every case of a sweep (and the default test run reuses one
+across sweeps); a case rewrites and reads back only its windows (the
+pages around its buffers, one page either side).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from emu.memory import PAGE_SIZE
+from guest_asm import SOURCE_DIR
+from hyp.policies import POLICIES
+
+from faultlab.lab import Lab, Region
+from faultlab.sweep.spec import BufferSpec, RoutineSpec
+
+GUEST_ASM = SOURCE_DIR
+KERNEL_FILES = ("uaccess.S", "word_at_a_time.S", "gup.S")
+USER_FILES = ("vmm.S",)
+
+
+@dataclass
+class BenchBuffer:
+    """One buffer's region in a lab: [guard][span pages][G][span pages][guard], G the page the guest may own."""
+
+    region: Region
+    spec: BufferSpec
+    span: int  # pages before and after the guest page
+
+    @property
+    def base(self) -> int:
+        r = self.region
+        return {"kernel": r.va, "user": r.user_va, "alias": r.alias_va}[self.spec.mapping]
+
+    @property
+    def guest_va(self) -> int:
+        return self.base + (1 + self.span) * PAGE_SIZE
+
+    @property
+    def guest_pfn(self) -> int:
+        return self.region.pfns[1 + self.span]
+
+    def va_to_linear(self, va: int) -> int:
+        return self.region.va + (va - self.base)
+
+
+class Bench:
+    """One Lab per policy with every guest_asm file loaded, and the buffers each routine uses.
+
+    Reuse one Bench across sweeps (the default test run does): creating a Lab
+    and assembling costs far more than a case.
+    """
+
+    def __init__(self, sources: Mapping[str, str] | None = None, *, secret_seed: int = 0) -> None:
+        # sources: replacement text for guest_asm files, by file name (tests feed broken routines);
+        # secret_seed: which data the guest keeps in its pages (tests compare runs with two)
+        self.sources = dict(sources or {})
+        self.secret_seed = secret_seed
+        self.labs: dict[str, Lab] = {}
+        self.buffers: dict[tuple[str, str, str], BenchBuffer] = {}
+        self.secrets: dict[int, bytes] = {}
+        self._grams: dict[tuple[bytes, int], frozenset[bytes]] = {}
+
+    def grams(self, secret: bytes, n: int) -> frozenset[bytes]:
+        """The runs of n guest bytes worth looking for in registers (not one byte repeated)."""
+        key = (secret, n)
+        if key not in self._grams:
+            self._grams[key] = frozenset(secret[i : i + n] for i in range(len(secret) - n + 1) if len(set(secret[i : i + n])) > 1)
+        return self._grams[key]
+
+    def lab(self, policy: str) -> Lab:
+        if policy not in self.labs:
+            lab = Lab(POLICIES[policy])
+            for name in KERNEL_FILES:
+                lab.load_asm(GUEST_ASM / name, text=self.sources.get(name))
+            for name in USER_FILES:
+                lab.load_user_asm(GUEST_ASM / name, text=self.sources.get(name))
+            self.labs[policy] = lab
+        return self.labs[policy]
+
+    def buffer(self, policy: str, spec: RoutineSpec, name: str) -> BenchBuffer:
+        key = (policy, spec.name, name)
+        if key not in self.buffers:
+            bspec = spec.buffer(name)
+            span = -(-(spec.max_reach(name) + 32) // PAGE_SIZE) + 1
+            lab = self.lab(policy)
+            region = lab.alloc(f"{spec.name}.{name}", 2 * span + 3, user=bspec.mapping == "user", alias=bspec.mapping == "alias")
+            self.buffers[key] = BenchBuffer(region, bspec, span)
+        return self.buffers[key]
+
+    def guest_page(self, lab: Lab, buf: BenchBuffer, wanted: bool) -> bytes | None:
+        """The guest's bytes in the buffer's guest page, donating it first if `wanted`; None if it is the host's.
+
+        A page not wanted is left with the guest when it already is (taking it
+        back costs a reclaim, and the buffer never reaches it in such a case).
+        """
+        pfn = buf.guest_pfn
+        if wanted and lab.hyp.ownership.host_may_access(pfn):
+            self.secrets[pfn] = lab.donate(pfn, seed=self.secret_seed).secret
+        return None if lab.hyp.ownership.host_may_access(pfn) else self.secrets[pfn]

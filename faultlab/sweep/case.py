@@ -1,0 +1,103 @@
+"""One sweep case: lay it out in the policy's Lab, run the routine, and judge it against the reference.
+
+Memory layout per buffer: a region of pages
+    [guard][before ...][G][after ...][guard]
+where G is the page that may be donated to the guest. The buffer that holds
+the boundary starts `boundary` bytes before G; the others start near the
+region's beginning at the case's alignment. (The boundary is page aligned,
+so that buffer's own alignment is (-boundary) mod 16.) Host bytes are
+0x01-0x3f in buffers a routine reads and 0x40-0x7f in those it writes; the
+guest's are 0x80-0xff, so a guest byte in host memory is recognisable.
+"""
+from __future__ import annotations
+
+import random
+
+from emu.memory import PAGE_SIZE
+from hyp.policies import POLICIES, FaultShape, Policy
+
+from faultlab import reference as ref
+from faultlab.lab import Lab
+from faultlab.sweep.bench import Bench, BenchBuffer
+from faultlab.sweep.judge import judge
+from faultlab.sweep.spec import Case, CaseRun, RoutineSpec, SweepError
+
+# x(len(args))..x7 at entry: junk, so a routine that forgets to set a result register shows it
+POISON = tuple(0x2F2F_2F2F_2F2F_2F00 | i for i in range(8))
+
+
+def traits_of(policy: Policy) -> ref.PolicyTraits:
+    """The reference models' view of a policy; refuse combinations they cannot predict."""
+    decision = policy.decide().value
+    fatal = decision == "inject" and policy.shape is FaultShape.GPC
+    if decision == "inject" and not fatal and not policy.host_pkvm_initialised:
+        # The host would not recognise the injected abort as pKVM's and would loop on
+        # the spurious-fault path: no model for that.
+        raise SweepError(f"policy {policy.name}: injection into a host without pKVM support is not modelled")
+    if decision == "reclaim" and not policy.inject_on_failed_reclaim:
+        pass  # reclaim never fails in a sweep: the page is always a guest's
+    return ref.PolicyTraits(policy.name, decision, fatal, policy.host_force_reclaim)
+
+
+def _window_bounds(buf: BenchBuffer, start: int, reach: int) -> tuple[int, int]:
+    lo = (start & ~(PAGE_SIZE - 1)) - PAGE_SIZE
+    hi = ((start + max(reach, 1) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)) + PAGE_SIZE
+    region_lo, region_hi = buf.base, buf.base + buf.region.size
+    return max(lo, region_lo), min(hi, region_hi)
+
+
+def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> CaseRun:
+    """Lay one case out in the policy's Lab, run it, and judge it against the reference."""
+    lab = bench.lab(case.policy)
+    traits = traits_of(POLICIES[case.policy])
+    rng = random.Random(case.seed)
+    bufs = {b.name: bench.buffer(case.policy, spec, b.name) for b in spec.buffers}
+    starts: dict[str, int] = {}
+    for name, buf in bufs.items():
+        if name == case.side:
+            starts[name] = buf.guest_va - case.boundary
+        else:
+            offset = rng.randrange(0, PAGE_SIZE, 16) + case.align
+            starts[name] = buf.base + PAGE_SIZE + offset
+    secrets = {name: bench.guest_page(lab, buf, name == case.side) for name, buf in bufs.items()}
+
+    # windows: host fill, the routine's own content, then the guest's bytes where it owns the page
+    bounds = {name: _window_bounds(buf, starts[name], spec.reach(case.sizes, name)) for name, buf in bufs.items()}
+    images = {name: bytearray(rng.randbytes(hi - lo).translate(bufs[name].spec.fill)) for name, (lo, hi) in bounds.items()}
+    offsets = {name: starts[name] - bounds[name][0] for name in bufs}
+    if spec.prepare is not None:
+        spec.prepare(case.sizes, images, offsets, rng)
+    guest_ranges: dict[str, tuple[int, int]] = {}
+    for name, secret in secrets.items():
+        if secret is None:
+            continue
+        buf, (lo, hi) = bufs[name], bounds[name]
+        g = buf.guest_va
+        if lo <= g < hi:
+            images[name][g - lo : g - lo + PAGE_SIZE] = secret
+            guest_ranges[name] = (g, g + PAGE_SIZE)
+    for name, (lo, hi) in bounds.items():
+        _write_host(lab, bufs[name], lo, bytes(images[name]), guest_ranges.get(name))
+
+    args = spec.args(case.sizes, starts)
+    windows = {name: ref.Window(name, bounds[name][0], bytes(images[name]), guest_ranges.get(name)) for name in bufs}
+    expected = spec.reference(ref.RefCase(args, windows, traits, case.sizes))
+    result = lab.call(spec.symbol, *args, *POISON[len(args):], el=spec.el)
+    got = {name: lab.read(lo, hi - lo) for name, (lo, hi) in bounds.items()}
+    reclaimed = {name for name in guest_ranges if lab.hyp.ownership.host_may_access(bufs[name].guest_pfn)}
+    grams = [bench.grams(x, spec.leak_window) for x in secrets.values() if x]
+    problems = judge(spec, case, expected, result, windows, got, reclaimed, grams)
+    return CaseRun(case, tuple(problems), result.outcome.kind, result.regs, got, windows, frozenset(reclaimed), tuple(result.events))
+
+
+def _write_host(lab: Lab, buf: BenchBuffer, lo: int, data: bytes, guest: tuple[int, int] | None) -> None:
+    """Write the host-owned parts of a window (the guest's page is not the host's to write)."""
+    if guest is None:
+        lab.write(lo, data)
+        return
+    g0, g1 = guest
+    if g0 > lo:
+        lab.write(lo, data[: g0 - lo])
+    if lo + len(data) > g1:
+        lab.write(g1, data[g1 - lo :])
+

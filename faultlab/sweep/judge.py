@@ -1,0 +1,111 @@
+"""The sweep's judge: every way one run can disagree with its routine's reference model.
+
+Integrity (outcome, registers, every byte of the windows, the guest's page
+taken back or not) against the model's `Expected`, and confidentiality
+(guest bytes in host memory or in registers) against the guest's secret.
+Host buffers hold 0x01-0x7f and guest pages 0x80-0xff (faultlab/sweep/case.py
+lays them out so), which is what makes a leaked byte recognisable.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+from faultlab import reference as ref
+from faultlab.sweep.spec import MAX_SHOWN, Case, RoutineSpec
+
+_GUEST_RANGE = re.compile(rb"[\x80-\xff]")  # the guest's byte values; host buffers hold 0x01-0x7f
+
+
+def judge(
+    spec: RoutineSpec,
+    case: Case,
+    exp: ref.Expected,
+    result,
+    windows: Mapping[str, ref.Window],
+    got: Mapping[str, bytes],
+    reclaimed: set[str],
+    grams: Sequence[frozenset[bytes]],
+) -> list[str]:
+    """Every way the run can disagree with the reference, as readable lines."""
+    problems: list[str] = []
+    kind = result.outcome.kind
+    if kind != exp.outcome:
+        problems.append(f"outcome {kind} ({result.outcome.message}); expected {exp.outcome} ({exp.why})")
+        return problems + leaks(spec, result.regs, got, windows, grams)
+    regs = result.regs
+    if kind == ref.RETURNED:
+        for reg, value in exp.regs.items():
+            if regs[reg] != value:
+                problems.append(f"{reg} = {regs[reg]:#x}, expected {value:#x} ({exp.why})")
+        if exp.ret_check is not None:
+            problems += exp.ret_check(regs)
+    if problems:
+        return problems
+    warnings = [e.message for e in result.events if e.kind == "warn"]
+    if warnings:
+        problems.append(f"the host warned: {warnings[0]}")  # e.g. a spurious-fault path nobody expected
+    touched = any(e.kind == "protected-access" for e in result.events)
+    if touched != exp.touched:
+        problems.append(f"the run {'touched' if touched else 'did not touch'} the guest page; the model says it {'does' if exp.touched else 'does not'}")
+    if reclaimed != set(exp.reclaimed):
+        problems.append(f"guest pages reclaimed: {sorted(reclaimed) or 'none'}, expected {sorted(exp.reclaimed) or 'none'}")
+    images = exp.images(regs)
+    for name, (want, alt) in images.items():
+        problems += _compare(name, windows[name], got[name], want, alt)
+    return problems + leaks(spec, regs, got, windows, grams, reclaimed, images)
+
+
+def _compare(name: str, window: ref.Window, got: bytes, want: bytes, alt: bytes) -> list[str]:
+    if got == want or got == alt:
+        return []
+    diff = (int.from_bytes(got, "little") ^ int.from_bytes(want, "little")).to_bytes(len(got), "little")
+    bad = [m.start() for m in re.finditer(rb"[^\x00]", diff, re.S) if got[m.start()] != alt[m.start()]]
+    if not bad:
+        return []
+    shown = ", ".join(f"{window.va + i:#x}: {got[i]:#04x} (want {want[i]:#04x}{'' if alt[i] == want[i] else f' or {alt[i]:#04x}'})" for i in bad[:MAX_SHOWN])
+    return [f"{name}: {len(bad)} wrong bytes: {shown}"]
+
+
+def leaks(
+    spec: RoutineSpec,
+    regs: Mapping[str, int],
+    got: Mapping[str, bytes],
+    windows: Mapping[str, ref.Window],
+    grams: Sequence[frozenset[bytes]],
+    reclaimed: set[str] = frozenset(),
+    images: Mapping[str, tuple[bytes, bytes]] | None = None,
+) -> list[str]:
+    """Confidentiality: guest bytes in host-owned memory, runs of guest bytes in registers.
+
+    Memory: a byte in 0x80-0xff (the guest's range; host buffers hold 0x01-0x7f)
+    that neither the model's images nor, failing those, the memory before the
+    run explain. Registers: `leak_window` consecutive bytes that occur in a
+    guest page (`grams`); values with the top 16 bits set - kernel pointers,
+    small negative numbers - are skipped, and runs of one repeated byte are
+    not in `grams`.
+    """
+    problems = []
+    for name, data in got.items():
+        w = windows[name]
+        explain = images[name] if images is not None else (w.data, w.data)
+        parts = [(0, len(data))]
+        if w.guest is not None and name not in reclaimed:
+            parts = [(0, w.guest[0] - w.va), (w.guest[1] - w.va, len(data))]
+        for lo, hi in parts:
+            for m in _GUEST_RANGE.finditer(data, lo, hi):
+                i = m.start()
+                if data[i] not in (explain[0][i], explain[1][i]):
+                    problems.append(f"{name}: guest-range byte {data[i]:#04x} in host memory at {w.va + i:#x}")
+                    break
+    n = spec.leak_window
+    if grams:
+        for i in range(31):
+            value = regs[f"x{i}"]
+            if value >> 48 == 0xFFFF:
+                continue
+            raw = value.to_bytes(8, "little")
+            if any(raw[j : j + n] in g for j in range(9 - n) for g in grams):
+                problems.append(f"x{i} = {value:#018x} holds a run of {n} guest bytes")
+    return problems
+
