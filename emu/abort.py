@@ -8,15 +8,13 @@ hardware would produce for that instruction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from emu.access import Access, AccessDecoder, UnsupportedInstruction, fault_address
 from emu.disasm import Disassembler
 from emu.memory import PAGE_MASK, AccessType, WalkFault
+from emu.cpu import Cpu
 from emu.syndrome import Esr, data_abort_esr, hpfar_from_ipa
-
-if TYPE_CHECKING:
-    from emu.machine import Machine
 
 EC_IABT_LOW = 0x20
 EC_IABT_CUR = 0x21
@@ -75,10 +73,6 @@ class MemoryAbort:
     def is_write(self) -> bool:
         return self.access_type is AccessType.WRITE
 
-    @property
-    def is_fetch(self) -> bool:
-        return self.access_type is AccessType.EXEC
-
     def summary(self) -> str:
         where = f"VA {self.far:#x}" + (f" IPA {self.ipa:#x}" if self.ipa is not None else "")
         return (
@@ -88,18 +82,22 @@ class MemoryAbort:
 
 
 class AbortBuilder:
-    """Turns a `PendingFault` into a `MemoryAbort`, decoding the faulting instruction."""
+    """Turns a `PendingFault` into a `MemoryAbort`, decoding the faulting instruction.
 
-    def __init__(self, machine: "Machine") -> None:
-        self._machine = machine
+    `insn_word(va)` fetches the instruction word at a VA the way the machine
+    sees its own text (the builder needs no more of the machine than that).
+    """
+
+    def __init__(self, cpu: Cpu, insn_word: Callable[[int], int]) -> None:
+        self._cpu = cpu
+        self._insn_word = insn_word
         self._decoder = AccessDecoder()
         self._dis = Disassembler()
 
     def build(self, pending: PendingFault) -> MemoryAbort:
-        m = self._machine
-        cpu = m.cpu
+        cpu = self._cpu
         pc = cpu.pc
-        word = m._insn_word(pc)
+        word = self._insn_word(pc)
         text = self._dis.text(word, pc)
         dfsc = walk_fault_dfsc(pending.fault)
         if pending.access_type is AccessType.EXEC:

@@ -112,10 +112,6 @@ class Access:
         return self.kind is AccessKind.CACHE_MAINT
 
     @property
-    def writes_memory(self) -> bool:
-        return self.kind in (AccessKind.WRITE, AccessKind.RMW, AccessKind.DC_ZVA)
-
-    @property
     def end(self) -> int:
         """One past the last byte accessed."""
         return self.address + self.size

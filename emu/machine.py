@@ -141,7 +141,7 @@ class Machine:
         self._trace_hook = None
         self._limits: _Limits | None = None
         self._unpriv_cache: dict[int, bool] = {}
-        self._abort_builder = AbortBuilder(self)
+        self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         self._probe_frame = self.phys.alloc()
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))

@@ -326,10 +326,6 @@ class Vmlinux:
                 return data[addr - va : addr - va + size]
         raise VmlinuxError(f"{addr:#x}+{size} is not inside one loaded segment")
 
-    def drop_image(self) -> None:
-        """Forget the image bytes (they are in the machine once loaded)."""
-        self._image = None
-
 
 # ---------------------------------------------------------------------- parsing
 def _parse(path: Path) -> dict:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from kimage.elf import Vmlinux, VmlinuxError
+from kimage.jump_table import JumpSite, jump_sites
 from emu.machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, TASK_VA, Machine
 from emu.memory import KERNEL_RW, PAGE_MASK, PAGE_SIZE, USER_RW, Perms
 from emu.outcome import Outcome, OutcomeKind, RunResult
@@ -54,7 +55,6 @@ FATAL_STUBS = ("__stack_chk_fail", "panic")
 FATAL_CALL = OutcomeKind.FATAL_CALL
 
 _NOP = 0xD503201F
-_JUMP_ENTRY = struct.Struct("<iiq")  # struct jump_entry: s32 code, s32 target, long key (jump_label.h)
 
 
 def branch_insn(pc: int, target: int) -> int:
@@ -63,16 +63,6 @@ def branch_insn(pc: int, target: int) -> int:
     if offset % 4 or not -(1 << 27) <= offset < (1 << 27):
         raise VmlinuxError(f"cannot branch from {pc:#x} to {target:#x}")
     return 0x14000000 | ((offset >> 2) & 0x3FFFFFF)
-
-
-@dataclass(frozen=True)
-class JumpSite:
-    """One `__jump_table` entry, resolved to absolute addresses."""
-
-    code: int
-    target: int
-    key: int
-    branch: bool  # key bit 0: the site was compiled as a branch by default (static_branch_likely style)
 
 
 class LoadedKernel:
@@ -214,19 +204,9 @@ class LoadedKernel:
 
     # ------------------------------------------------------------ static keys
     def jump_sites(self, key_name: str) -> list[JumpSite]:
-        """The `__jump_table` entries of one static key (all three fields are relative to themselves)."""
-        key = self.resolve(key_name)
+        """The `__jump_table` entries of one static key."""
         start, stop = self.resolve("__start___jump_table"), self.resolve("__stop___jump_table")
-        table = self.machine.read(start, stop - start)
-        sites = []
-        for off in range(0, len(table) - _JUMP_ENTRY.size + 1, _JUMP_ENTRY.size):
-            code, target, key_off = _JUMP_ENTRY.unpack_from(table, off)
-            entry = start + off
-            key_field = (entry + 8 + key_off) & (2**64 - 1)
-            # jump_label.h: key bit 0 = branch by default, bit 1 = site in init text.
-            if key_field & ~3 == key:
-                sites.append(JumpSite(entry + code, entry + 4 + target, key, bool(key_field & 1)))
-        return sites
+        return jump_sites(self.machine.read, start, stop, self.resolve(key_name))
 
     def set_static_key(self, key_name: str, enabled: bool = True) -> int:
         """Patch every site of a static key as static_key_enable()/disable() would; returns the site count.

@@ -18,6 +18,7 @@ fetch cache); kernel tests skip with the reason when they are missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from kimage.extable_format import ExType
+from kimage.profiles import LINUX_6_1, Looseness
 from faultlab.sweep import kernel as ks
 from faultlab import sweep
 from faultlab.cli.kernel import main as kernel_main
@@ -437,7 +439,8 @@ def test_cli_sweep_json(capsys):
 def test_cli_sweep_fails_when_the_kernel_breaks_the_contract(capsys, monkeypatch):
     """Without the documented 16-byte-block looseness, the real copy_to_user breaks our reference: exit 1."""
     vm = open_kernel("6.1")
-    monkeypatch.setitem(ks.LOOSENESS, "__arch_copy_to_user", ())
+    no_block_progress = dataclasses.replace(LINUX_6_1, looseness=LINUX_6_1.looseness - {Looseness.COPY_TO_USER_BLOCK_PROGRESS})
+    monkeypatch.setattr(ks, "profile_for_version", lambda version: no_block_progress)
     argv = ["kernel", "sweep", str(vm.path), "__arch_copy_to_user", "--lengths", "20", "--policy", "inject", "--json"]
     assert kernel_main(argv) == 1
     rec = json.loads(capsys.readouterr().out)

@@ -20,9 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable
 
 from kimage.cache import SUFFIX as CACHE_SUFFIX
+from kimage.profiles import PROFILES
 
-# Debian suite -> the Linux it ships (for messages; the vmlinux's own banner is the authority).
-SUITES = {"bookworm": "6.1", "trixie": "6.12", "sid": "7.x", "experimental": "7.x"}
+# Debian suite -> the Linux it ships, one per kernel profile (the vmlinux's own banner is the authority).
+SUITES = {p.suite: f"{p.version[0]}.{p.version[1]}" for p in PROFILES}
 META_PACKAGE = "linux-image-cloud-arm64-dbg"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")

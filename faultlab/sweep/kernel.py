@@ -9,7 +9,8 @@ vmlinux), so `run_case` calls the kernel's own symbol and the kernel's own
 
 The contract of a routine is the reference model in faultlab/reference/,
 with one exception per documented way a real kernel is looser than our
-model (`Looseness`); each says what the kernel does and why, and is pinned
+model (`kimage.profiles.Looseness`, listed per kernel in its profile; how
+each widens the reference is `WIDEN` here); each says what the kernel does and why, and is pinned
 by a test (tests/test_vmlinux_routines.py), so it can never hide a
 different deviation:
 - `__arch_copy_to_user` (both kernels) counts its progress per 16-byte
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 from kimage.elf import Vmlinux
+from kimage.profiles import Looseness, profile_for_version
 from hyp.policies import POLICIES
 
 from faultlab import reference as ref
@@ -54,15 +56,6 @@ KACCESS_CHUNKS = (8, 4, 2, 1)  # mm/maccess.c copy_from_kernel_nofault_loop: 8-b
 
 
 # =========================================================================== the kernel's looser spots
-
-
-@dataclass(frozen=True)
-class Looseness:
-    """One documented way a real routine is looser than our reference; `applies` picks the kernels."""
-
-    what: str
-    applies: Callable[[Vmlinux], bool]
-    widen: Callable[[ref.RefCase, ref.Expected], ref.Expected]
 
 
 def _with_alt(exp: ref.Expected, window: str, at: int, data: bytes) -> ref.Expected:
@@ -140,28 +133,11 @@ def _copy_to_user_block_progress(case: ref.RefCase, exp: ref.Expected) -> ref.Ex
     return dataclasses.replace(exp, ret_check=ref.progress_check(n, low, off, "copied", ", 16-byte blocks"))
 
 
-LOOSENESS: dict[str, tuple[Looseness, ...]] = {
-    "__arch_copy_to_user": (
-        Looseness(
-            "counts progress in 16-byte blocks: reports up to 15 bytes fewer copied than it stored before the fault",
-            lambda vm: True,
-            _copy_to_user_block_progress,
-        ),
-    ),
-    "copy_from_kernel_nofault": (
-        Looseness(
-            "stores the faulting chunk to dst as zeros (the fixup zeroes the data register, the store follows)",
-            lambda vm: vm.version.major < 7,
-            _nofault_zeroes_faulting_chunk,
-        ),
-    ),
-    "strscpy": (
-        Looseness(
-            "writes the terminating NUL at dst[count-1] before reading src[count-1]",
-            lambda vm: vm.version.major >= 7,
-            _strscpy_nul_before_last_read,
-        ),
-    ),
+# How each documented looseness (which kernels have it is their profile's data) widens the reference.
+WIDEN: dict[Looseness, Callable[[ref.RefCase, ref.Expected], ref.Expected]] = {
+    Looseness.COPY_TO_USER_BLOCK_PROGRESS: _copy_to_user_block_progress,
+    Looseness.NOFAULT_STORES_ZEROED_CHUNK: _nofault_zeroes_faulting_chunk,
+    Looseness.STRSCPY_NUL_BEFORE_LAST_READ: _strscpy_nul_before_last_read,
 }
 
 
@@ -234,7 +210,8 @@ def kernel_routine(name: str) -> KernelRoutine:
 
 
 def looseness(vm: Vmlinux, name: str) -> tuple[Looseness, ...]:
-    return tuple(x for x in LOOSENESS.get(name, ()) if x.applies(vm))
+    """The documented looseness of `name` in this kernel, from its profile."""
+    return profile_for_version(vm.version).loose(name)
 
 
 def lengths_plan(routine: KernelRoutine, lengths: Iterable[int]) -> Plan:
@@ -257,7 +234,7 @@ def kernel_spec(vm: Vmlinux, name: str, plan: Plan | None = None) -> RoutineSpec
         def reference(case: ref.RefCase, _model=base.reference, _widen=widen) -> ref.Expected:
             exp = _model(case)
             for x in _widen:
-                exp = x.widen(case, exp)
+                exp = WIDEN[x](case, exp)
             return exp
 
     return dataclasses.replace(
