@@ -19,6 +19,7 @@ from emu.machine import Machine
 from emu.memory import PAGE_SIZE, Perms
 from emu.outcome import RunResult
 from host.kernel import HostKernel, KernelConfig
+from kimage.profiles import model_profile
 from abi.linux import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
@@ -79,11 +80,8 @@ class Lab:
         self.hyp = Hyp(self.machine, self.policy)
         self.kernel = HostKernel(
             self.machine,
-            KernelConfig(
-                numbering=self.numbering,
-                pkvm_initialised=self.policy.host_pkvm_initialised,
-                force_reclaim=self.policy.host_force_reclaim,
-            ),
+            # Our snippets run under the model's default kernel profile; EL2 says how the host booted.
+            KernelConfig(profile=model_profile(self.numbering), pkvm_initialised=self.policy.host_pkvm_initialised),
         )
         self.symbols: dict[str, int] = {}
         self.images: list[Image] = []

@@ -11,72 +11,29 @@ or die.
 The model sees only what the kernel sees: ESR_EL1, FAR_EL1 and pt_regs, and
 talks to the hypervisor only through hypercalls. The table and the handler
 order follow the newest fault.c (v6.9+, with the FEAT_LPA2 rows and the pKVM
-guest-memory series).
+guest-memory series); where older kernels differ, the host's kernel profile
+(`kimage.profiles`) switches the feature off: 6.1 has neither the pKVM
+marker check nor the force-reclaim call, and prints pre-LPA2 fault names.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
-
-from emu.memory import WalkFault, is_kernel_va
-from emu.syndrome import EC, Esr, dfsc_is_permission, dfsc_is_translation, kernel_fault_name
-
-from host.extable import ExtableBug
-from host.ptregs import PtRegs
-
-if TYPE_CHECKING:
-    from host.kernel import HostKernel
+from typing import Callable, Protocol
 
 from abi.arch import PAGE_SIZE
 from abi.linux import BUS_ADRALN, BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, SEGV_MTESERR, SI_KERNEL, Errno, Sig
+from emu.memory import Pte, WalkFault, is_kernel_va
+from emu.syndrome import EC, Esr, OopsStyle, dfsc_is_permission, dfsc_is_translation, kernel_fault_name
+
+from host.extable import Extable, ExtableBug, Fixup
+from host.ptregs import PtRegs
+from host.results import Die, FaultResult, Resume, Signal
 
 SIGKILL, SIGBUS, SIGSEGV, SIGTRAP, SIGILL = Sig.SIGKILL, Sig.SIGBUS, Sig.SIGSEGV, Sig.SIGTRAP, Sig.SIGILL
 EAGAIN = -Errno.EAGAIN
 DFSC_TAG_CHECK = 0x11
 
 
-@dataclass(frozen=True)
-class Resume:
-    """Return to the (possibly fixed-up) interrupted context."""
-
-    why: str
-
-
-@dataclass(frozen=True)
-class Signal:
-    signo: int
-    code: int
-    addr: int
-    why: str
-
-
-@dataclass(frozen=True)
-class Die:
-    """die(): the host kernel oopses. `message` is the kernel's first line."""
-
-    message: str
-    esr: int
-    far: int | None
-    regs: dict[str, int]
-    bug: bool = False
-
-    def report(self) -> str:
-        """The oops as the kernel prints it: the line, mem_abort_decode() for aborts, then __show_regs()."""
-        lines = [self.message]
-        esr = Esr(self.esr)
-        if esr.is_data_abort or esr.is_instruction_abort:
-            lines += esr.oops_lines()
-        else:
-            lines.append(f"ESR = 0x{self.esr:016x}")
-        lines.append(f"pc : {self.regs.get('pc', 0):016x}")
-        lines.append(f"lr : {self.regs.get('x30', 0):016x}")
-        lines.append(f"sp : {self.regs.get('sp', 0):016x}")
-        for hi in range(29, 0, -2):
-            lines.append(f"x{hi:<2}: {self.regs.get(f'x{hi}', 0):016x} x{hi - 1:<2}: {self.regs.get(f'x{hi - 1}', 0):016x}")
-        return "\n".join(lines)
-
-
-FaultResult = Resume | Signal | Die
 
 
 @dataclass(frozen=True)
@@ -89,9 +46,24 @@ class FaultInfo:
     name: str
 
 
+class HostServices(Protocol):
+    """What fault.c needs from the rest of the host kernel (implemented by `host.kernel.HostKernel`)."""
+
+    extable: Extable
+    pkvm_marker: bool  # is_pkvm_stage2_abort() exists in this kernel and pKVM is initialised
+    force_reclaim: bool  # this kernel's spurious-fault check calls pkvm_force_reclaim_guest_page()
+    oops_style: OopsStyle
+
+    def log(self, kind: str, message: str, **data) -> None: ...
+    def fixup_exception(self, regs: PtRegs, wnr: bool) -> Fixup | None: ...
+    def at_s1e1r(self, va: int) -> int | WalkFault: ...
+    def pkvm_force_reclaim_guest_page(self, phys: int) -> int: ...
+    def user_pte(self, va: int) -> Pte | None: ...
+
+
 @dataclass
 class FaultContext:
-    kernel: "HostKernel"
+    kernel: HostServices
     far: int
     esr: Esr
     regs: PtRegs
@@ -143,8 +115,8 @@ def is_write_abort(esr: Esr) -> bool:
 
 
 def is_pkvm_stage2_abort(ctx: FaultContext) -> bool:
-    """pKVM marks the aborts it injects with ESR.S1PTW; only meaningful once pKVM is initialised."""
-    return ctx.kernel.config.pkvm_initialised and ctx.esr.s1ptw
+    """pKVM marks the aborts it injects with ESR.S1PTW; only kernels with the check (7.x), once pKVM is initialised."""
+    return ctx.kernel.pkvm_marker and ctx.esr.s1ptw
 
 
 # ----------------------------------------------------------------------- kernel faults
@@ -191,15 +163,18 @@ def is_spurious_el1_translation_fault(ctx: FaultContext) -> FaultResult | None:
     translation fault was spurious (a race with a page-table update) - unless it
     is a pKVM stage-2 abort, which only a force-reclaim of the page resolves. If
     AT reports a fault other than a translation fault, the fault is spurious too.
-    Kernels with injection but without the series give up on pKVM aborts at once.
-    Returns Resume (retry) or None (not spurious).
+    Kernels with the marker but without the force-reclaim call give up on pKVM
+    aborts at once. Kernels without the marker (6.1) see a valid stage-1
+    mapping and call the fault spurious: WARN and retry (`HostKernel` ends the
+    resulting endless re-fault as a livelock). Returns Resume (retry) or None
+    (not spurious).
     """
     esr = ctx.esr
     if not is_el1_data_abort(esr) or not dfsc_is_translation(esr.fsc):
         return None
     kernel = ctx.kernel
     pkvm = is_pkvm_stage2_abort(ctx)
-    if pkvm and not kernel.config.force_reclaim:
+    if pkvm and not kernel.force_reclaim:
         return None
     par = kernel.at_s1e1r(ctx.far)
     if isinstance(par, WalkFault):
@@ -209,7 +184,8 @@ def is_spurious_el1_translation_fault(ctx: FaultContext) -> FaultResult | None:
     elif pkvm:
         phys = par & ~(PAGE_SIZE - 1)
         ret = kernel.pkvm_force_reclaim_guest_page(phys)
-        # pkvm.c pkvm_force_reclaim_guest_page(): 0 and -EAGAIN both mean "the host may retry".
+        # pkvm.c pkvm_force_reclaim_guest_page(): 0 and -EAGAIN both mean "the host may retry";
+        # anything else (an error, or NOT_SUPPORTED from a pre-patch EL2) falls through to die.
         if ret in (0, -EAGAIN):
             return Resume(f"pKVM force-reclaim of PA {phys:#x} returned {ret}: retry")
         return None
@@ -229,7 +205,7 @@ def do_bad(ctx: FaultContext) -> FaultResult | None:
 
 def do_bad_area(ctx: FaultContext) -> FaultResult:
     if ctx.user_mode:
-        info = fault_info(ctx.esr.fsc)
+        info = fault_info(ctx.esr.fsc, ctx.kernel.oops_style)
         return Signal(info.sig, info.code, ctx.far, info.name)
     return __do_kernel_fault(ctx)
 
@@ -264,7 +240,7 @@ def do_page_fault(ctx: FaultContext) -> FaultResult | None:
 
 def _vma_check(ctx: FaultContext) -> int | None:
     """The VMA lookup, with a user stage-1 mapping standing for the VMA: None (fault can be handled) or si_code."""
-    pte = ctx.kernel.machine.stage1.lookup(ctx.far)
+    pte = ctx.kernel.user_pte(ctx.far)
     if pte is None or not pte.perms.user:
         return SEGV_MAPERR
     perms = pte.perms
@@ -288,7 +264,7 @@ def do_tag_check_fault(ctx: FaultContext) -> FaultResult:
 def do_sea(ctx: FaultContext) -> FaultResult:
     """Synchronous external abort: never fixed up; FAR is not reported when ESR.FnV says it is invalid."""
     addr = 0 if ctx.esr.fnv else ctx.far
-    return ctx.notify_die(fault_info(ctx.esr.fsc), addr)
+    return ctx.notify_die(fault_info(ctx.esr.fsc, ctx.kernel.oops_style), addr)
 
 
 def _handler_rows() -> dict[int, tuple[Callable, int, int]]:
@@ -312,14 +288,14 @@ def _handler_rows() -> dict[int, tuple[Callable, int, int]]:
 _ROWS = _handler_rows()
 
 
-def fault_info(dfsc: int) -> FaultInfo:
-    """fault.c fault_info[dfsc]: handler, signal, si_code, name."""
+def fault_info(dfsc: int, style: OopsStyle = OopsStyle.LATEST) -> FaultInfo:
+    """fault.c fault_info[dfsc]: handler, signal, si_code, and the name as that kernel generation spells it."""
     handler, sig, code = _ROWS.get(dfsc & 0x3F, (do_bad, SIGKILL, SI_KERNEL))
-    return FaultInfo(handler, sig, code, kernel_fault_name(dfsc))
+    return FaultInfo(handler, sig, code, kernel_fault_name(dfsc, style))
 
 
 def do_mem_abort(ctx: FaultContext) -> FaultResult:
-    info = fault_info(ctx.esr.fsc)
+    info = fault_info(ctx.esr.fsc, ctx.kernel.oops_style)
     result = info.handler(ctx)
     if result is not None:
         return result

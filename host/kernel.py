@@ -13,16 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from abi.linux import Sig, signal_name
 from emu.cpu import VectorKind, VectorOffset
-from kimage.extable_format import NUMBERING_V7, TypeNumbering
-from emu.memory import PAGE_SIZE, AccessType, WalkFault
+from emu.memory import PAGE_SIZE, AccessType, Pte, WalkFault
 from emu.outcome import Outcome, OutcomeKind
-from emu.syndrome import EC, Esr
+from emu.syndrome import EC, Esr, OopsStyle
+from kimage.extable_format import TypeNumbering
+from kimage.profiles import MODEL_DEFAULT, KernelProfile
 
 from host.extable import Extable, Fixup, FixupFault
-from host.fault import SIGILL, SIGTRAP, Die, FaultContext, Resume, Signal, do_mem_abort
+from host.fault import FaultContext, do_mem_abort
 from host.ptregs import PtRegs
-from host.tasks import Task, signal_name
+from host.results import Die, Resume, Signal
+from host.tasks import Task
 
 if TYPE_CHECKING:
     from emu.machine import Machine
@@ -30,20 +33,29 @@ if TYPE_CHECKING:
 # Above every kernel image link range (6.1 text starts at 0xffff800008000000, 7.x at 0xffff800080000000).
 VECTORS_VA = 0xFFFF_FFFF_FF80_0000
 HOST_STUBS_VA = VECTORS_VA + 0x800
-# pkvm_force_reclaim_guest_page() in Linux 7.2 issues hvc #0 with x0 = 0xc600002b (function 43).
-PKVM_FORCE_RECLAIM_GUEST_PAGE = 0xC600_002B
 
 MAX_NESTED_EXCEPTIONS = 4
 BUG_BRK_IMM = 0x800  # asm/brk-imm.h: BUG() is brk #0x800
+# The same abort (PC, FAR) handled as "retry" this many times in a row ends the run: the kernel
+# would re-fault forever (6.1's spurious-fault WARN path, its do_page_fault on a present PTE).
+LIVELOCK_REFAULTS = 8
 
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Which host kernel runs: its extable numbering and its pKVM support."""
+    """Which host kernel runs (its profile) and one fact of its boot.
 
-    numbering: TypeNumbering = NUMBERING_V7
-    pkvm_initialised: bool = True  # ESR.S1PTW on an injected abort means "pKVM stage-2 abort"
-    force_reclaim: bool = True  # __do_kernel_fault can ask EL2 to force-reclaim a guest page
+    `pkvm_initialised` comes from EL2 (the policy): whether the host booted with
+    pKVM initialised, so that is_pkvm_initialized() is true. Everything else is
+    the kernel's own: what its fault.c can do is its profile's host features.
+    """
+
+    profile: KernelProfile = MODEL_DEFAULT
+    pkvm_initialised: bool = True
+
+    @property
+    def numbering(self) -> TypeNumbering:
+        return self.profile.numbering
 
 
 @dataclass
@@ -64,7 +76,23 @@ class HostKernel:
         self.task = Task()
         self.fixups: list[Fixup] = []
         self._depth = 0
+        self._refault: tuple[int, int] | None = None  # (PC, FAR) of the last abort handled as "retry"
+        self._refaults = 0
         self._install()
+
+    # ------------------------------------------------------------ the profile, as fault.c sees it
+    @property
+    def pkvm_marker(self) -> bool:
+        """is_pkvm_stage2_abort() can be true: the kernel has the check and pKVM is initialised."""
+        return self.config.profile.host.pkvm_marker and self.config.pkvm_initialised
+
+    @property
+    def force_reclaim(self) -> bool:
+        return self.config.profile.host.force_reclaim
+
+    @property
+    def oops_style(self) -> OopsStyle:
+        return self.config.profile.oops_style
 
     # ------------------------------------------------------------ setup
     def _install(self) -> None:
@@ -129,19 +157,37 @@ class HostKernel:
         ctx = FaultContext(self, far, esr, regs)
         if ec in (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW):
             self.log("do_mem_abort", f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={regs.pc:#x}", esr=esr.value, far=far)
-            return do_mem_abort(ctx)
+            pc = regs.pc
+            result = do_mem_abort(ctx)
+            return self._count_refault(pc, far, result, retried=isinstance(result, Resume) and regs.pc == pc)
+        self._refault, self._refaults = None, 0
         if from_el0:
             if ec == EC.SVC64:
-                return self.task.syscall(self, regs)
+                    return self.task.syscall(regs)
             if ec == EC.BRK64:
-                return Signal(SIGTRAP, 1, regs.pc, "brk")
-            return Signal(SIGILL, 1, regs.pc, "undefined instruction")
+                return Signal(Sig.SIGTRAP, 1, regs.pc, "brk")
+            return Signal(Sig.SIGILL, 1, regs.pc, "undefined instruction")
         # traps.c: die(str, regs, esr) prints "Internal error: <str>: <esr> [#1]".
         if ec == EC.BRK64:
             if esr.iss & 0xFFFF == BUG_BRK_IMM:
                 return ctx.die(f"Internal error: Oops - BUG: {esr.value:016x} [#1]", bug=True)
             return ctx.die(f"Internal error: Oops - BRK: {esr.value:016x} [#1]")
         return ctx.die(f"Internal error: Oops - Undefined instruction: {esr.value:016x} [#1]")
+
+    def _count_refault(self, pc: int, far: int, result, *, retried: bool):
+        """The same abort handled as "retry" LIVELOCK_REFAULTS times in a row is a livelock outcome."""
+        if not retried:
+            self._refault, self._refaults = None, 0
+            return result
+        if self._refault == (pc, far):
+            self._refaults += 1
+        else:
+            self._refault, self._refaults = (pc, far), 1
+        if self._refaults >= LIVELOCK_REFAULTS:
+            message = f"livelock: the abort at pc={pc:#x} FAR={far:#x} was handled as retry {self._refaults} times in a row ({result.why})"
+            self.log("livelock", message, pc=pc, far=far, count=self._refaults)
+            return Outcome(OutcomeKind.LIVELOCK, message, {"pc": pc, "far": far, "count": self._refaults})
+        return result
 
     def _finish(self, result, regs: PtRegs) -> Outcome | None:
         if isinstance(result, Outcome):
@@ -150,7 +196,7 @@ class HostKernel:
             return self._die_outcome(result)
         if isinstance(result, Signal):
             self.log("signal", f"{signal_name(result.signo)} code={result.code} addr={result.addr:#x} ({result.why})", signal=result)
-            outcome = self.task.deliver(self, regs, result)
+            outcome = self.task.deliver(regs, result, self.sigreturn_va)
             if outcome is not None:
                 return outcome
         elif isinstance(result, Resume):
@@ -187,16 +233,29 @@ class HostKernel:
             return check
         return (check.pfn << 12) | (va & (PAGE_SIZE - 1))
 
+    def user_pte(self, va: int) -> Pte | None:
+        """The stage-1 entry standing for the VMA lookup of a user address."""
+        return self.machine.stage1.lookup(va)
+
     def pkvm_force_reclaim_guest_page(self, phys: int) -> int:
-        """The hypercall, issued with a real `hvc #0`. Returns the errno EL2 put in x1."""
+        """The hypercall, issued with a real `hvc #0` and the profile's function id. Returns x1, signed.
+
+        kvm_host.h kvm_call_hyp_nvhe(): WARN_ON(x0 != SMCCC_RET_SUCCESS), then the
+        result is x1 whatever x0 said. An EL2 that does not serve the call (SMCCC
+        NOT_SUPPORTED) leaves x1 = the argument, which is neither 0 nor -EAGAIN,
+        so the caller falls through to die.
+        """
+        hcall = self.config.profile.host.force_reclaim_hcall
+        if hcall is None:
+            raise RuntimeError(f"{self.config.profile} has no force-reclaim hypercall")
         cpu = self.machine.cpu
-        cpu.set_x(0, PKVM_FORCE_RECLAIM_GUEST_PAGE)
+        cpu.set_x(0, hcall)
         cpu.set_x(1, phys)
         outcome = self.machine.run_nested(self.stubs.hvc, self.stubs.hvc + 4)
         if outcome is not None:
             raise FixupFault(outcome)
         status, ret = cpu.x(0), cpu.x(1)
         if status != 0:
-            self.log("warn", f"WARN: force-reclaim hypercall not supported (x0={status:#x})")
-            return -95  # -EOPNOTSUPP
+            shown = status - (1 << 64) if status >> 63 else status
+            self.log("warn", f"WARN: kvm_call_hyp_nvhe({hcall:#x}) failed: x0={shown}", hcall=hcall, status=status)
         return ret - (1 << 64) if ret >> 63 else ret

@@ -12,17 +12,12 @@ x0 = signo, x1 = handler or 0), rt_sigreturn (139).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from abi.linux import NR_EXIT, NR_RT_SIGACTION, NR_RT_SIGRETURN, Errno, signal_name
 from emu.outcome import Outcome, OutcomeKind
 
 from host.ptregs import PtRegs
-
-if TYPE_CHECKING:
-    from host.fault import Signal
-    from host.kernel import HostKernel
-
-from abi.linux import NR_EXIT, NR_RT_SIGACTION, NR_RT_SIGRETURN, Errno, signal_name
+from host.results import Resume, Signal
 
 ENOSYS = -Errno.ENOSYS
 EINVAL = -Errno.EINVAL
@@ -42,9 +37,7 @@ class Task:
     delivered: list[DeliveredSignal] = field(default_factory=list)
     _saved: list[PtRegs] = field(default_factory=list)
 
-    def syscall(self, kernel: "HostKernel", regs: PtRegs):
-        from host.fault import Resume
-
+    def syscall(self, regs: PtRegs) -> Outcome | Resume:
         nr = regs.x[8]
         if nr == NR_EXIT:
             return Outcome(OutcomeKind.TASK_EXIT, f"task exited with status {regs.x[0]}", regs.x[0])
@@ -68,8 +61,8 @@ class Task:
         regs.set_reg(0, -ENOSYS)
         return Resume(f"unknown syscall {nr}: -ENOSYS")
 
-    def deliver(self, kernel: "HostKernel", regs: PtRegs, sig: "Signal") -> Outcome | None:
-        """force_sig_fault(): run the handler at EL0, or kill the task. Edits `regs` to enter the handler."""
+    def deliver(self, regs: PtRegs, sig: Signal, restorer: int) -> Outcome | None:
+        """force_sig_fault(): run the handler at EL0 (returning to `restorer`), or kill the task. Edits `regs`."""
         if not regs.user_mode:
             return Outcome(OutcomeKind.HOST_OOPS, f"signal {sig.signo} for a kernel context at {regs.pc:#x}")
         handler = self.handlers.get(sig.signo)
@@ -85,6 +78,6 @@ class Task:
         regs.set_reg(1, sig.addr)
         regs.set_reg(2, sig.code)
         regs.set_reg(3, regs.pc)
-        regs.set_reg(30, kernel.sigreturn_va)
+        regs.set_reg(30, restorer)
         regs.pc = handler
         return None

@@ -20,6 +20,7 @@ rather than run with guessed host features.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -145,6 +146,17 @@ def profile_for_version(version: "KernelVersion | tuple[int, int]") -> KernelPro
             return p
     known = ", ".join(f"{p.version[0]}.{p.version[1]}" for p in PROFILES)
     raise ProfileError(f"no kernel profile for Linux {key[0]}.{key[1]} (profiles: {known})")
+
+
+def model_profile(numbering: TypeNumbering | None = None) -> KernelProfile:
+    """MODEL_DEFAULT, or its fault path with our snippets' extables in another numbering.
+
+    Our own guest_asm snippets may be assembled in the 6.1 numbering to exercise
+    the extable decoder; the host's fault path stays the newest kernel's.
+    """
+    if numbering is None or numbering is MODEL_DEFAULT.numbering:
+        return MODEL_DEFAULT
+    return dataclasses.replace(MODEL_DEFAULT, name=f"{MODEL_DEFAULT.name}+{numbering.name}", numbering=numbering)
 
 
 def host_features_of(vm: "Vmlinux") -> HostFeatures:

@@ -134,7 +134,7 @@ def _booted_host(policy: str) -> tuple[Machine, HostKernel, list[int]]:
     m = Machine(phys_size=PHYS_SIZE)
     hyp_policy = POLICIES[policy]
     kernel = HostKernel(
-        m, KernelConfig(pkvm_initialised=hyp_policy.host_pkvm_initialised, force_reclaim=hyp_policy.host_force_reclaim)
+        m, KernelConfig(pkvm_initialised=hyp_policy.host_pkvm_initialised)
     )
     m.load(CODE_VA, STUBS, "rx")
     numbering = kernel.config.numbering

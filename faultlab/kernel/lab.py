@@ -26,6 +26,7 @@ from emu.memory import PAGE_MASK, PAGE_SIZE
 from emu.outcome import RunResult
 from kimage.loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
 from host.kernel import HostKernel, KernelConfig
+from kimage.profiles import profile_for
 from abi.linux import Errno
 from host.real import RealHost
 from hyp.pkvm import Hyp
@@ -83,11 +84,8 @@ class KernelRig:
         kernel = LoadedKernel(vmlinux, extra_memory=extra_memory)
         machine = kernel.machine
         hyp = Hyp(machine, policy)
-        config = KernelConfig(
-            numbering=vmlinux.numbering,
-            pkvm_initialised=hyp.policy.host_pkvm_initialised,
-            force_reclaim=hyp.policy.host_force_reclaim,
-        )
+        # The host side is the kernel's: its profile, checked against the image.
+        config = KernelConfig(profile=profile_for(vmlinux), pkvm_initialised=hyp.policy.host_pkvm_initialised)
         if host == "real":
             host_kernel: HostKernel = RealHost(machine, kernel, config, user_mm=user_mm)
         elif host == "model":

@@ -33,7 +33,7 @@ from emu.syndrome import EC, Esr
 from kimage.loaded import LoadedKernel
 
 from host.extable import Fixup
-from host.fault import Die, Signal
+from host.results import Die, Signal
 from host.kernel import HOST_STUBS_VA, KernelConfig, HostKernel
 from host.ptregs import PtRegs
 from host.tasks import signal_name

@@ -11,7 +11,7 @@ from emu.machine import Machine
 from emu.memory import AccessType, WalkFault
 from emu.outcome import Outcome, OutcomeKind
 
-from host.fault import Die, Signal
+from host.results import Die, Signal
 
 from host.real.boundaries import Boundary, Kind, boundaries_in
 from host.real.printk import read_cstring, strip_level, vsprintf
