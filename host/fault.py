@@ -59,6 +59,7 @@ class HostServices(Protocol):
     def at_s1e1r(self, va: int) -> int | WalkFault: ...
     def pkvm_force_reclaim_guest_page(self, phys: int) -> int: ...
     def user_pte(self, va: int) -> Pte | None: ...
+    def current_has_mm(self) -> bool: ...
 
 
 @dataclass
@@ -220,6 +221,10 @@ def do_page_fault(ctx: FaultContext) -> FaultResult | None:
     """User-address faults and permission/access-flag faults, in fault.c's order."""
     kernel = ctx.kernel
     esr = ctx.esr
+    # fault.c: "If we're in an interrupt or have no user context, we must not take the
+    # fault": a kernel thread (no mm) goes straight to no_context (__do_kernel_fault).
+    if not (ctx.user_mode or kernel.current_has_mm()):
+        return __do_kernel_fault(ctx)
     if is_ttbr0_addr(ctx.far) and is_el1_permission_fault(ctx):
         if is_el1_instruction_abort(esr):
             return ctx.die_kernel_fault("execution of user memory")

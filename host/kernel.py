@@ -233,6 +233,9 @@ class HostKernel:
             return check
         return (check.pfn << 12) | (va & (PAGE_SIZE - 1))
 
+    def current_has_mm(self) -> bool:
+        return self.task.mm
+
     def user_pte(self, va: int) -> Pte | None:
         """The stage-1 entry standing for the VMA lookup of a user address."""
         return self.machine.stage1.lookup(va)

@@ -33,6 +33,13 @@ class DeliveredSignal:
 
 @dataclass
 class Task:
+    """`current`: a kernel thread by default; `mm = True` makes it a user task with an address space.
+
+    Whether `current->mm` exists decides fault.c's do_page_fault (a kernel thread takes no
+    user fault and goes to the exception table at once); EL0 code always runs in a task with an mm.
+    """
+
+    mm: bool = False
     handlers: dict[int, int] = field(default_factory=dict)
     delivered: list[DeliveredSignal] = field(default_factory=list)
     _saved: list[PtRegs] = field(default_factory=list)

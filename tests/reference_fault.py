@@ -311,31 +311,6 @@ def recording_vectors(m: Machine, seen: list) -> None:
         m.add_exit(VBAR + off + (32 if off in (VBAR_CURRENT_SPX, VBAR_LOWER_A64) else 0), handover)
 
 
-@dataclass
-class PrePatchEl2:
-    """EL2 under `inject` is pre-patch pKVM: it does not serve the force-reclaim call (SMCCC NOT_SUPPORTED).
-
-    Interim test-local stand-in until hyp answers this itself under `inject`
-    (issue 10 Build 1). Only the host fault path's call (its hvc stub at
-    `stub`) is refused, so hypercall tests calling EL2 directly keep their
-    served EL2; every other hypercall and every abort goes to `hyp`.
-    """
-
-    hyp: object
-    refused: int
-    stub: int
-
-    def handle_abort(self, machine, abort):
-        return self.hyp.handle_abort(machine, abort)
-
-    def handle_hvc(self, machine, imm):
-        if imm == 0 and machine.cpu.x(0) == self.refused and machine.cpu.pc in (self.stub, self.stub + 4):
-            machine.cpu.set_x(0, (1 << 64) - 1)  # SMCCC_RET_NOT_SUPPORTED; x1 untouched
-            machine.log("hypercall", f"{self.refused:#x} -> x0=-1 (not supported by a pre-patch EL2)")
-            return None
-        return self.hyp.handle_hvc(machine, imm)
-
-
 def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True) -> System:
     """Machine + Hyp(policy) + HostKernel configured as the kernel that goes with that policy."""
     from host.kernel import HostKernel, KernelConfig
@@ -348,8 +323,6 @@ def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBE
     pol = hv.policy if hv else None
     config = KernelConfig(profile=model_profile(numbering), pkvm_initialised=pol.host_pkvm_initialised if pol else False)
     kernel = HostKernel(m, config)
-    if hv is not None and policy == "inject" and config.profile.host.force_reclaim_hcall is not None:
-        m.el2 = PrePatchEl2(hv, config.profile.host.force_reclaim_hcall, kernel.stubs.hvc)
     guest = hv.ownership.create_guest(protected=True) if hv else 0
     return System(m, hv, kernel, guest, pfns)
 

@@ -85,6 +85,7 @@ class HwCase:
     maps: tuple = ()  # (va, perms) pages mapped to fresh frames
     pan: bool = True
     fixup: bool = False  # UACCESS_ERR_ZERO at the first instruction: err -> x0, zero -> x1, resume at +12
+    mm: bool = False  # run in a user task (current->mm): fault.c takes a kernel thread's user fault to no_context
 
 
 def _oops(message: str, far: int) -> Expect:
@@ -119,7 +120,7 @@ HW_CASES = {
     ),
     # EL1, user addresses: do_page_fault
     "el1-exec-user-memory": HwCase(
-        1, "blr x0; ret", USER_RX_VA, _oops("execution of user memory", USER_RX_VA), maps=((USER_RX_VA, "rxu"),)
+        1, "blr x0; ret", USER_RX_VA, _oops("execution of user memory", USER_RX_VA), maps=((USER_RX_VA, "rxu"),), mm=True
     ),
     "el1-pan-load-user-outside-uaccess": HwCase(
         1,
@@ -127,6 +128,7 @@ HW_CASES = {
         USER_DATA_VA,
         _oops("access to user memory outside uaccess routines", USER_DATA_VA),
         maps=((USER_DATA_VA, "rwu"),),
+        mm=True,
     ),
     "el1-load-unmapped-user": HwCase(1, "ldr x1, [x0]; ret", USER_UNMAPPED, _oops("paging request", USER_UNMAPPED)),
     "el1-ldtr-unmapped-user-fixup": HwCase(
@@ -150,6 +152,7 @@ HW_CASES = {
 @pytest.mark.parametrize("case", HW_CASES.values(), ids=HW_CASES.keys())
 def test_hardware_fault_is_routed_as_fault_c_does(case):
     s = make_system("inject")
+    s.kernel.task.mm = case.mm
     for va, perms in case.maps:
         s.machine.map_new(va, 1, perms)
     code = s.load(case.text, USER_CODE_VA if case.el == 0 else CODE_VA, "rxu" if case.el == 0 else "rx")
@@ -176,6 +179,7 @@ def test_uaccess_cpy_on_the_kernel_side_is_outside_uaccess_routines():
     s.machine.map_new(USER_DATA_VA, 1, "rwu")
     code = s.load("ldr x1, [x0]; ret; ret; ret")
     s.add_extable(code, code + 12, ExType.UACCESS_CPY, 1)  # the user side of this copy writes
+    s.kernel.task.mm = True  # a user task's copy: a kernel thread would not reach insn_may_access_user()
     result = s.machine.call(code, USER_DATA_VA)
     check(result, _oops("access to user memory outside uaccess routines", USER_DATA_VA))
 

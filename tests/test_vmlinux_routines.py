@@ -175,7 +175,9 @@ def test_strscpy_last_byte(benches, key, count, before):
     lab.donate(src.pfns[1])
     symbol = ks.kernel_routine("strscpy").symbol_in(lab.vmlinux)
     result = lab.call(symbol, dst.va + 8, start, count)
-    assert result.outcome.kind == "host-oops"
+    # 7.x: no fixup, the injected abort carries pKVM's marker, EL2 (inject) refuses the reclaim: die.
+    # 6.1 knows no marker: AT S1E1R translates, so fault.c calls the fault spurious and retries forever.
+    assert result.outcome.kind == ("host-oops" if lab.vmlinux.version.major >= 7 else "livelock")
     got = lab.read(dst.va + 8, count + 1)
     words = before // 8 * 8  # bytes a word load (zeropad) already stored
     assert got[:words] == text[:words]
