@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from emu.cpu import VectorKind, VectorOffset
 from emu.outcome import Outcome, OutcomeKind
 from emu.syndrome import EC, Esr
+from kimage.alternatives import apply as apply_alternatives
+from kimage.hcalls import TABLE_SYMBOL as HCALL_TABLE, HcallTable
 from kimage.loaded import LoadedKernel
 
 from host.extable import Fixup
@@ -76,6 +78,11 @@ class RealHost(HostKernel):
         self.bugs = BugTable(loaded, self.layout.bug_entry_size)
         self.task_context = TaskContext(loaded, self.layout, user_mm=user_mm)
         self.booted = boot_state(loaded, self.layout)
+        # [booted-like image, issue 10 build 3/6] alternatives patched for abi/cpu.py FEATURES (+ protected-mode
+        # KVM iff pKVM boots), and the image's host hypercall table for EL2 to serve ids by name.
+        self.alternatives = apply_alternatives(loaded, protected=config.pkvm_initialised)
+        self.booted.append(self.alternatives.summary())
+        self.hcalls = HcallTable.read(loaded.vmlinux) if HCALL_TABLE in loaded.symbols else None
         self.do_mem_abort = loaded.resolve("do_mem_abort")
         self._run = None
         self._frames: list[_Frame] = []
