@@ -81,8 +81,10 @@ class Lab:
             self.machine,
             KernelConfig(
                 numbering=self.numbering,
-                pkvm_initialised=self.policy.host_pkvm_initialised,
-                force_reclaim=self.policy.host_force_reclaim,
+                pkvm_initialised=self.policy.pkvm_initialised,
+                # The host is the newest kernel (7.x), which has the force-reclaim path;
+                # whether EL2 serves the call is the policy's business. (Kernel profiles replace this.)
+                force_reclaim=True,
             ),
         )
         self.symbols: dict[str, int] = {}

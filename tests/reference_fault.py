@@ -322,8 +322,8 @@ def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBE
     pol = hv.policy if hv else None
     config = KernelConfig(
         numbering=numbering,
-        pkvm_initialised=pol.host_pkvm_initialised if pol else False,
-        force_reclaim=pol.host_force_reclaim if pol else False,
+        pkvm_initialised=pol.pkvm_initialised if pol else False,
+        force_reclaim=hv is not None,  # the newest host (7.x) has the force-reclaim path; EL2 may refuse it
     )
     kernel = HostKernel(m, config)
     guest = hv.ownership.create_guest(protected=True) if hv else 0

@@ -85,8 +85,11 @@ class KernelRig:
         hyp = Hyp(machine, policy)
         config = KernelConfig(
             numbering=vmlinux.numbering,
-            pkvm_initialised=hyp.policy.host_pkvm_initialised,
-            force_reclaim=hyp.policy.host_force_reclaim,
+            pkvm_initialised=hyp.policy.pkvm_initialised,
+            # As Lab: the host model has 7.x's force-reclaim path whatever the vmlinux
+            # (6.1's fault.c lacks it; kernel profiles will say so, with the reference
+            # models told the same - see issue 10). EL2 may refuse the call (policy).
+            force_reclaim=True,
         )
         if host == "real":
             host_kernel: HostKernel = RealHost(machine, kernel, config, user_mm=user_mm)
@@ -96,7 +99,7 @@ class KernelRig:
             raise KernelUsageError(f"unknown host {host!r} (model or real)")
         host = host_kernel
         host.add_extable(vmlinux.extable, vmlinux.numbering)
-        if hyp.policy.host_pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
+        if hyp.policy.pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
             # is_pkvm_initialized() in the real code agrees with the host model's config.
             kernel.enable_static_key(PKVM_STATIC_KEY)
         # pKVM fills the host stage 2 lazily; pre-filling what is mapped now keeps the
