@@ -1,14 +1,18 @@
 """The policy "fate" table of the reference models: what one access to a guest-owned page leads to.
 
-EL2's decision (panic, reclaim, inject) and, for an injected abort, how
+EL2's action (panic, reclaim, inject) and, for an injected abort, how
 the host copes with it given how the faulting access is annotated. The
 models in faultlab/reference/ ask `fate` for every access that
-touches the guest page; nothing here knows the emulator.
+touches the guest page; nothing here knows the emulator or hyp/. The
+traits are this module's own table keyed by policy name: a policy it does
+not list has no reference, and sweep cases under it are unjudged.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 RETURNED = "returned"
 HYP_PANIC = "hyp-panic"
@@ -16,18 +20,46 @@ HOST_OOPS = "host-oops"
 TASK_KILLED = "task-killed"
 
 
+class El2Action(enum.Enum):
+    """What EL2 does about a host access to a guest's page (before the host sees anything)."""
+
+    PANIC = "panic"  # hypervisor BUG
+    INJECT = "inject"  # an abort is injected into the host
+    RECLAIM = "reclaim"  # EL2 reclaims the page and the access retries
+
+
 @dataclass(frozen=True)
 class PolicyTraits:
-    """What the models need to know about a policy: EL2's decision and how the host copes."""
+    """What the models need to know about a policy: EL2's action and how the host copes."""
 
     name: str
-    decision: str  # "panic" | "inject" | "reclaim"
+    action: El2Action
     fatal_syndrome: bool = False  # the injected fault code is one the host does not handle (RME GPF)
-    force_reclaim: bool = False  # the host's __do_kernel_fault asks EL2 to reclaim when no fixup exists
+    force_reclaim: bool = False  # a kernel access with no fixup ends in a force-reclaim (host asks, EL2 serves)
 
-    def __post_init__(self) -> None:
-        if self.decision not in ("panic", "inject", "reclaim"):
-            raise ValueError(f"unknown decision {self.decision!r}")
+
+# The reference models' own table, written from the contracts (docs/facts.md "pKVM at EL2",
+# "Host fault path"; the policy descriptions in the README), not derived from hyp/policies.py.
+# The host is the newest kernel (7.x): its __do_kernel_fault asks EL2 to force-reclaim a
+# marked abort with no fixup, and only 0 / -EAGAIN from EL2 mean "retry".
+_TRAITS = (
+    PolicyTraits("panic", El2Action.PANIC),
+    # EL2 predates the force-reclaim call: NOT_SUPPORTED, so the host dies.
+    PolicyTraits("inject", El2Action.INJECT),
+    PolicyTraits("inject-reclaim", El2Action.INJECT, force_reclaim=True),
+    PolicyTraits("reclaim", El2Action.RECLAIM),
+    PolicyTraits("rme-gpc-reclaim", El2Action.RECLAIM),
+    # fault.c fault_info[0x28] "unknown": no fixup is ever tried.
+    PolicyTraits("rme-gpc-el3-inject", El2Action.INJECT, fatal_syndrome=True),
+    # A realm EL2 injects pKVM's marked translation fault to a pKVM host and serves force-reclaim.
+    PolicyTraits("rme-gpc-realm-inject", El2Action.INJECT, force_reclaim=True),
+)
+REFERENCE_TRAITS: Mapping[str, PolicyTraits] = MappingProxyType({t.name: t for t in _TRAITS})
+
+
+def reference_traits(name: str) -> PolicyTraits | None:
+    """The models' traits for the policy called `name`; None: no reference, so runs under it are unjudged."""
+    return REFERENCE_TRAITS.get(name)
 
 
 class Access(enum.Enum):
@@ -49,9 +81,9 @@ class Fate(enum.Enum):
 
 def fate(traits: PolicyTraits, access: Access) -> Fate:
     """What happens to one access to a page the host does not own."""
-    if traits.decision == "panic":
+    if traits.action is El2Action.PANIC:
         return Fate.PANIC
-    if traits.decision == "reclaim":
+    if traits.action is El2Action.RECLAIM:
         return Fate.RECLAIM
     if traits.fatal_syndrome:
         # fault.c fault_info[]: the GPF codes are "unknown": die at EL1, SIGKILL at EL0, fixups or not.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from emu.memory import PAGE_SIZE
-from hyp.policies import POLICIES, FaultShape, Policy
+from hyp.policies import POLICIES, Policy
 
 from faultlab import reference as ref
 from faultlab.lab import Lab
@@ -26,17 +26,17 @@ from faultlab.sweep.spec import Case, CaseRun, RoutineSpec, SweepError
 POISON = tuple(0x2F2F_2F2F_2F2F_2F00 | i for i in range(8))
 
 
-def traits_of(policy: Policy) -> ref.PolicyTraits:
-    """The reference models' view of a policy; refuse combinations they cannot predict."""
-    decision = policy.decide().value
-    fatal = decision == "inject" and policy.shape is FaultShape.GPC
-    if decision == "inject" and not fatal and not policy.host_pkvm_initialised:
-        # The host would not recognise the injected abort as pKVM's and would loop on
-        # the spurious-fault path: no model for that.
-        raise SweepError(f"policy {policy.name}: injection into a host without pKVM support is not modelled")
-    if decision == "reclaim" and not policy.inject_on_failed_reclaim:
-        pass  # reclaim never fails in a sweep: the page is always a guest's
-    return ref.PolicyTraits(policy.name, decision, fatal, policy.host_force_reclaim)
+class Unjudged(SweepError):
+    """The reference models have no traits for this policy: its cases can be run but not judged."""
+
+
+def traits_of(policy: Policy | str) -> ref.PolicyTraits:
+    """The reference models' own view of a policy, looked up by name (never derived from hyp's class)."""
+    name = policy if isinstance(policy, str) else policy.name
+    traits = ref.reference_traits(name)
+    if traits is None:
+        raise Unjudged(f"policy {name}: no reference traits (faultlab/reference/policy.py), so its cases are unjudged")
+    return traits
 
 
 def _window_bounds(buf: BenchBuffer, start: int, reach: int) -> tuple[int, int]:
