@@ -43,6 +43,11 @@ def judge(
     if problems:
         return problems
     warnings = [e.message for e in result.events if e.kind == "warn"]
+    if any(e.kind == "hypercall" and e.data.get("status") for e in result.events):
+        # The EL2 refused the host's force-reclaim call (e.g. `inject`, a pre-patch EL2):
+        # kvm_call_hyp_nvhe()'s WARN_ON(res.a0 != SMCCC_RET_SUCCESS) is the kernel's own
+        # expected warning on that path, and the outcome has already been judged.
+        warnings = warnings[1:]
     if warnings:
         problems.append(f"the host warned: {warnings[0]}")  # e.g. a spurious-fault path nobody expected
     touched = any(e.kind == "protected-access" for e in result.events)
