@@ -311,8 +311,10 @@ def recording_vectors(m: Machine, seen: list) -> None:
         m.add_exit(VBAR + off + (32 if off in (VBAR_CURRENT_SPX, VBAR_LOWER_A64) else 0), handover)
 
 
-def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True) -> System:
-    """Machine + Hyp(policy) + HostKernel configured as the kernel that goes with that policy."""
+def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True,
+                force_reclaim: bool = True) -> System:
+    """Machine + Hyp(policy) + HostKernel: pKVM initialised as the policy says; force_reclaim: the host
+    kernel has the force-reclaim path (7.x, the default) or not (6.1)."""
     from host.kernel import HostKernel, KernelConfig
     from hyp.pkvm import Hyp
 
@@ -323,7 +325,7 @@ def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBE
     config = KernelConfig(
         numbering=numbering,
         pkvm_initialised=pol.pkvm_initialised if pol else False,
-        force_reclaim=hv is not None,  # the newest host (7.x) has the force-reclaim path; EL2 may refuse it
+        force_reclaim=force_reclaim and hv is not None,
     )
     kernel = HostKernel(m, config)
     guest = hv.ownership.create_guest(protected=True) if hv else 0
