@@ -46,6 +46,11 @@ class Policy:
     def serves(self, hcall: str) -> bool:
         return hcall not in self.unserved
 
+    @property
+    def serves_force_reclaim(self) -> bool:
+        """Whether EL2 has the 2026 series' force-reclaim hypercall (docs/kernels.md names this)."""
+        return self.serves(FORCE_RECLAIM_HCALL)
+
     def __repr__(self) -> str:
         return f"<policy {self.name}>"
 
@@ -112,6 +117,7 @@ class RmeGpcReclaim(Policy):
     summary = "RME: the granule-protection fault goes to EL3, a realm-world EL2 reclaims the granule and retries"
     trap = Trap.GPF
     pkvm_initialised = False
+    unserved = frozenset({FORCE_RECLAIM_HCALL})  # not pKVM: no force-reclaim call
 
     def on_protected_access(self, el2: El2, access: ProtectedAccess) -> Outcome | None:
         if el2.reclaim(access) is Errno.SUCCESS:
@@ -126,6 +132,7 @@ class RmeGpcEl3Inject(Policy):
     summary = "RME: EL3 injects the granule-protection fault into the host; no pKVM marker in the syndrome"
     trap = Trap.GPF
     pkvm_initialised = False
+    unserved = frozenset({FORCE_RECLAIM_HCALL})  # not pKVM: no force-reclaim call
 
     def on_protected_access(self, el2: El2, access: ProtectedAccess) -> Outcome | None:
         return el2.inject(access, el3_gpf_syndrome(access.abort))

@@ -98,8 +98,6 @@ ON_PROTECTED = {
     "rme-gpc-el3-inject": ("oops", "oops"),
     "rme-gpc-realm-inject": ("fixup", "fixup"),  # pKVM's marked abort, composed by a realm EL2
 }
-# EL2s that predate the force-reclaim patch answer its hypercall with SMCCC NOT_SUPPORTED.
-PREDATES_FORCE_RECLAIM = {"panic", "inject"}
 OUTCOME_KIND = {"panic": "hyp-panic", "oops": "host-oops"}
 
 # Python-side transitions: name -> argument kinds ("pfn", "nr", "handle", "gfn").
@@ -304,7 +302,7 @@ class HypSystemMachine(RuleBasedStateMachine):
         fid &= ~SMCCC_HINT
         by_id = {HCALL_BY_NAME[n].function_id: n for n in HCALL_RESULTS}
         name = by_id.get(fid)
-        if name is None or (name == "__pkvm_force_reclaim_guest_page" and self.policy in PREDATES_FORCE_RECLAIM):
+        if name is None:
             return None
         if name == "__pkvm_force_reclaim_guest_page" and not POLICIES[self.policy].serves_force_reclaim:
             return None  # a pre-patch EL2 has no such call: NOT_SUPPORTED

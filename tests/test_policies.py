@@ -46,7 +46,8 @@ def test_registry_is_read_only():
 
 
 @pytest.mark.parametrize("name, served", [("panic", False), ("inject", False), ("inject-reclaim", True),
-                                          ("reclaim", True), ("rme-gpc-realm-inject", True)])
+                                          ("reclaim", True), ("rme-gpc-reclaim", False),
+                                          ("rme-gpc-el3-inject", False), ("rme-gpc-realm-inject", True)])
 def test_force_reclaim_hypercall_served_only_by_a_patched_el2(name, served):
     s = make_system(name)
     pfn = s.data_pfns[1]
