@@ -30,7 +30,7 @@ import pytest
 from kimage.extable_format import ExType
 from faultlab.sweep import kernel as ks
 from faultlab import sweep
-from faultlab.cli.kernel import main as kernel_main
+from faultlab.cli.main import main as kernel_main
 from faultlab.kernel.lab import KernelLab, VmlinuxShelf
 from faultlab.lab import Lab, LabError
 from faultlab.runner import RunError, run

@@ -2,7 +2,9 @@
 
 The rig that runs their routines (`KernelRig`) and its Lab adapter live in
 faultlab/kernel/lab.py; the boundary sweeps over real routines in
-faultlab/sweep/kernel.py. Bad input is one line on stderr and exit code 2.
+faultlab/sweep/kernel.py. Bad input (`KernelUsageError`, an unreadable
+vmlinux, an unknown suite) is one line on stderr and exit code 2, as every
+command's (faultlab/cli/main.py).
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ from faultlab.kernel.lab import KernelRig, KernelUsageError, Protected  # noqa: 
 from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
 from faultlab.kernel.fetch import SUITES, KernelFetchError, fetch, resolve
 from faultlab.sweep import SweepError
+from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
 from faultlab.cli.sweep import print_summary
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_SWEEP_LENGTH = 4 * 4096
 
 
@@ -270,25 +272,12 @@ def cmd_sweep(args, console: Console) -> int:
         )
     if args.json:
         sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
-        return EXIT_OK if summary.ok else EXIT_FAILED
+        return EXIT_OK if summary.ok else EXIT_UNEXPECTED
     _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}]")
     print_summary(summary, console)
     for item in looseness(vm, routine.name):
         _say(console, f"  looser than the reference (allowed): {item.what}")
-    return EXIT_OK if summary.ok else EXIT_FAILED
-
-
-def _guarded(handler):
-    """Bad input becomes one line on stderr and exit code 2, whoever wires the command in."""
-
-    def run(args, console: Console) -> int:
-        try:
-            return handler(args, console)
-        except (KernelUsageError, VmlinuxError, KernelFetchError, UnknownPolicy, SweepError) as exc:
-            print(f"faultlab: error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-
-    return run
+    return EXIT_OK if summary.ok else EXIT_UNEXPECTED
 
 
 def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
@@ -297,11 +286,11 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     sub = kernel.add_subparsers(dest="kernel_command", required=True)
     f = sub.add_parser("fetch", help="download a Debian cloud-arm64 debug vmlinux into the user cache")
     f.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)} (default bookworm)")
-    f.set_defaults(func=_guarded(cmd_fetch))
+    f.set_defaults(func=cmd_fetch)
     i = sub.add_parser("info", help="version, extable entries by type and the functions that own them")
     i.add_argument("vmlinux", nargs="?", help="a vmlinux path or a suite name (default: $FAULTLAB_VMLINUX)")
     i.add_argument("--json", action="store_true")
-    i.set_defaults(func=_guarded(cmd_info))
+    i.set_defaults(func=cmd_info)
     c = sub.add_parser("call", help="run one kernel function at EL1 under a policy, with buffers and protected pages")
     c.add_argument("vmlinux", help="a vmlinux path or a suite name")
     c.add_argument("symbol", help="function symbol (or symbol+offset, or an address)")
@@ -316,7 +305,7 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--dump", action="append", metavar="ADDR:LEN", help="print memory after the call")
     c.add_argument("--budget", default="2000000", help="instructions per run segment")
     c.add_argument("--trace", action="store_true", help="print every executed instruction")
-    c.set_defaults(func=_guarded(cmd_call))
+    c.set_defaults(func=cmd_call)
     w = sub.add_parser("sweep", help="move a guest page across a real routine's buffers under every policy; check the reference contract")
     w.add_argument("vmlinux", help="a vmlinux path or a suite name")
     w.add_argument("symbol", help=f"one of {', '.join(KERNEL_ROUTINES)} (or sized_strscpy)")
@@ -326,17 +315,6 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--limit", metavar="N", help="run at most N cases")
     w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    w.set_defaults(func=_guarded(cmd_sweep))
+    w.set_defaults(func=cmd_sweep)
     return kernel
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m faultlab.cli.kernel kernel info sid`) until the main CLI wires this in."""
-    parser = argparse.ArgumentParser(prog="faultlab")
-    add_kernel_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args, Console(highlight=False, width=200))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,4 @@
-"""The `faultlab` command line.
-
-Exit codes: 0 success; 1 an expectation failed (matrix/run/sweep); 2 bad input
-(unreadable or invalid scenario, bad arguments, unknown routine or symbol);
-3 internal error (a bug in faultlab: please report it).
-"""
+"""The `faultlab` command line; exit codes in faultlab/cli/errors.py."""
 from __future__ import annotations
 
 import argparse
@@ -15,19 +10,19 @@ from rich.console import Console
 from emu.syndrome import Esr
 from hyp.policies import POLICIES, UnknownPolicy
 
+from kimage.elf import VmlinuxError
+
 from faultlab import report
+from faultlab.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNEXPECTED, UsageError
 from faultlab.cli.kernel import add_kernel_commands
-from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.cli.sweep import add_sweep_command
+from faultlab.kernel.fetch import KernelFetchError
+from faultlab.kernel.lab import KernelUsageError, VmlinuxShelf
+from faultlab.sweep import SweepError
 from faultlab.runner import RunError, run
 from faultlab.scenario import Scenario, ScenarioError, load
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    pass
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 
 
 def builtin_scenarios() -> list[Path]:
@@ -159,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args, console)
-    except (UsageError, ScenarioError, RunError, UnknownPolicy) as exc:
+    except (UsageError, ScenarioError, RunError, UnknownPolicy, KernelUsageError, VmlinuxError, KernelFetchError, SweepError) as exc:
         print(f"faultlab: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -36,7 +36,6 @@ from hyp.policies import POLICIES
 from faultlab import reference as ref
 from faultlab import sweep
 from faultlab.kernel.lab import KernelLab
-from faultlab.cli.sweep import summary_json
 from faultlab.sweep import (
     ROUTINES,
     Bench,
@@ -373,8 +372,8 @@ def _run_parallel(vm: Vmlinux, spec: RoutineSpec, plan: Plan | None, todo: list[
 
 
 def summary_record(summary: SweepSummary, vm: Vmlinux, spec: RoutineSpec, policies: Sequence[str]) -> dict:
-    """`faultlab sweep --json`'s summary object (cli.sweep.summary_json), plus which kernel and symbol ran."""
-    record = summary_json(summary)
+    """`faultlab sweep --json`'s summary object (`SweepSummary.as_json`), plus which kernel and symbol ran."""
+    record = summary.as_json()
     record.update(
         symbol=spec.symbol,
         vmlinux=str(vm.path),
