@@ -10,12 +10,13 @@ from kasm import AsmError
 from kimage.elf import VmlinuxError
 from emu.outcome import RunResult
 from guest_asm import SOURCE_DIR
-from host.tasks import signal_name
+from abi.linux import signal_name
 
 from faultlab.kernel.lab import KernelLab, VmlinuxShelf
 from faultlab.kernel.fetch import KernelFetchError
 from faultlab.lab import Lab, LabError
 from faultlab.oracle import Verdict, judge, snapshot
+from faultlab.oracle import GuestIntegrity
 from faultlab.scenario import Expectation, Scenario, ScenarioError
 
 
@@ -33,31 +34,34 @@ class RunRecord:
     lab: Lab = field(repr=False)
 
     @property
+    def judged(self) -> bool:
+        """The scenario states an expectation for this policy (else the run is reported as unjudged)."""
+        return self.scenario.judged(self.policy)
+
+    @property
     def passed(self) -> bool:
-        return not self.failures
+        """Judged and as expected: an unjudged run never passes."""
+        return self.judged and not self.failures
+
+    @property
+    def unexpected(self) -> bool:
+        return bool(self.failures)
 
     def expected_summary(self) -> dict:
         exp = self.scenario.expectation(self.policy)
-        out = {k: getattr(exp, k) for k in ("outcome", "x0", "guest", "signal", "message", "confidentiality") if getattr(exp, k) is not None}
+        out = {k: str(getattr(exp, k)) if k == "outcome" else getattr(exp, k) for k in ("outcome", "x0", "guest", "signal", "message", "confidentiality") if getattr(exp, k) is not None}
         if exp.regs:
             out["regs"] = dict(exp.regs)
         return out
 
     def as_dict(self) -> dict:
-        v = self.verdict
+        """One JSON record: the verdict's structured fields, what was expected and how it compared."""
         return {
             "scenario": self.scenario.name,
             "policy": self.policy,
-            "outcome": v.outcome,
-            "detail": v.detail,
-            "guest_integrity": v.guest_integrity,
-            "confidentiality": v.confidentiality,
-            "architectural": v.architectural,
-            "x0": v.x0,
-            "fixups": list(v.fixups),
-            "signals": v.as_dict()["signals"],
-            "reclaims": v.reclaims,
+            **self.verdict.as_dict(),
             "expected": self.expected_summary(),
+            "judged": self.judged,
             "passed": self.passed,
             "failures": self.failures,
         }
@@ -169,11 +173,16 @@ def run(scenario: Scenario, policy: str, *, trace: bool = False, kernels: Vmlinu
     r = scenario.routine
     result = lab.call(r.symbol, *args, el=r.el, pan=r.pan, budget=r.budget, trace=trace)
     verdict = judge(lab, result, before)
-    failures = compare(scenario.expectation(policy), verdict, lab)
+    failures = compare(scenario.expectation(policy), verdict, lab, scenario.path)
     return RunRecord(scenario, policy, verdict, failures, result, lab)
 
 
-def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
+def compare(exp: Expectation, v: Verdict, lab: Lab, path: str = "<scenario>") -> list[str]:
+    """How the verdict differs from the expectation, one line each (empty: as expected).
+
+    An expectation that cannot be evaluated (a memory address that does not
+    resolve) is the scenario's error, raised as ScenarioError, not a failure.
+    """
     failures = []
     if exp.outcome is not None and exp.outcome != v.outcome:
         failures.append(f"outcome: expected {exp.outcome}, got {v.outcome} ({v.detail})")
@@ -183,10 +192,8 @@ def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
         got = v.regs.get(reg)
         if got != want & MASK64:
             failures.append(f"{reg}: expected {want & MASK64:#x}, got {got:#x}")
-    if exp.guest is not None:
-        state = v.guest_integrity.split(":")[0]
-        if state != exp.guest:
-            failures.append(f"guest: expected {exp.guest}, got {v.guest_integrity}")
+    if exp.guest is not None and v.guest is not GuestIntegrity(exp.guest):
+        failures.append(f"guest: expected {exp.guest}, got {v.guest_text()}")
     if exp.signal is not None:
         names = [signal_name(s[0]) for s in v.signals]
         if exp.signal == "none" and names:
@@ -196,15 +203,14 @@ def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
     if exp.message is not None and exp.message not in v.detail:
         failures.append(f"message: expected to contain {exp.message!r}, got {v.detail!r}")
     if exp.confidentiality is not None and (exp.confidentiality == "leak") != v.leaked:
-        failures.append(f"confidentiality: expected {exp.confidentiality}, got {v.confidentiality}")
-    for at, want in exp.memory:
+        failures.append(f"confidentiality: expected {exp.confidentiality}, got {v.confidentiality_text()}")
+    for m in exp.memory:
         try:
-            got = lab.read(evaluate(at, lab), len(want))
+            got = lab.read(evaluate(m.at, lab), len(m.data))
         except Exception as exc:  # an unmapped address in an expectation is the scenario's error
-            failures.append(f"memory at {at}: {exc}")
-            continue
-        if got != want:
-            failures.append(f"memory at {at}: expected {want.hex()}, got {got.hex()}")
+            raise ScenarioError(path, m.line, "memory", f"at {m.at!r}: {exc}") from None
+        if got != m.data:
+            failures.append(f"memory at {m.at}: expected {m.data.hex()}, got {got.hex()}")
     return failures
 
 

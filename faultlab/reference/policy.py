@@ -61,3 +61,23 @@ def fate(traits: PolicyTraits, access: Access) -> Fate:
     if access is Access.FIXUP:
         return Fate.FIXUP  # __do_kernel_fault tries the fixup before anything else
     return Fate.RECLAIM if traits.force_reclaim else Fate.OOPS
+
+
+# The reference models' own view of each policy, keyed by name and written out independently of
+# hyp/policies.py (a model that derived it from the policy object would agree with any bug there).
+REFERENCE_TRAITS: dict[str, PolicyTraits] = {
+    t.name: t
+    for t in (
+        PolicyTraits("panic", "panic"),
+        PolicyTraits("inject", "inject"),
+        PolicyTraits("inject-reclaim", "inject", force_reclaim=True),
+        PolicyTraits("reclaim", "reclaim"),
+        PolicyTraits("rme-gpc-reclaim", "reclaim"),
+        PolicyTraits("rme-gpc-el3-inject", "inject", fatal_syndrome=True),
+    )
+}
+
+
+def reference_traits(name: str) -> PolicyTraits | None:
+    """The traits the models predict with, or None: a sweep case under such a policy is unjudged."""
+    return REFERENCE_TRAITS.get(name)

@@ -38,7 +38,7 @@ _leaks = leaks  # the name tests/test_sweeps.py imports
 __all__ = [
     "FILL_DST", "FILL_SRC", "GUEST_ASM", "KERNEL_FILES", "MAX_SHOWN", "POISON", "ROUTINES", "USER_FILES", "Bench",
     "BenchBuffer", "BufferSpec", "Case", "CaseRun", "Failure", "Plan", "ProgressFn", "RoutineSpec", "SweepError",
-    "SweepSummary", "cases", "full_product", "judge", "leaks", "routine", "run_case", "run_sweep", "traits_of",
+    "SweepSummary", "cases", "check_policies", "full_product", "judge", "leaks", "routine", "run_case", "run_sweep", "traits_of",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -62,10 +62,7 @@ def run_sweep(
     """
     spec = routine(name)
     names = list(POLICIES) if policies is None else list(policies)
-    for p in names:
-        if p not in POLICIES:
-            raise SweepError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
-        traits_of(POLICIES[p])
+    check_policies(names)
     todo = list(cases(spec, full, names))
     if limit is not None:
         todo = todo[:limit]
@@ -79,11 +76,26 @@ def run_sweep(
     return summary
 
 
+def check_policies(names: Sequence[str]) -> None:
+    """Refuse unknown policy names (a known policy without reference traits runs as unjudged)."""
+    for p in names:
+        if p not in POLICIES:
+            raise SweepError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+
+
 def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None, offset: int = 0, total: int | None = None) -> SweepSummary:
-    """Run the cases in order; the summary counts outcomes and keeps the failures (shared with kernel sweeps)."""
+    """Run the cases in order; the summary counts outcomes and keeps the failures (shared with kernel sweeps).
+
+    A case under a policy the reference models have no traits for cannot be
+    judged: it is counted as unjudged (never as passed) and not run.
+    """
     summary = SweepSummary(spec.name)
     total = len(todo) if total is None else total
     for i, case in enumerate(todo, 1):
+        if ref.reference_traits(case.policy) is None:
+            summary.cases += 1
+            summary.unjudged += 1
+            continue
         try:
             run = run_case(bench, spec, case)
             problems, kind = run.problems, run.outcome

@@ -49,7 +49,9 @@ def _window_bounds(buf: BenchBuffer, start: int, reach: int) -> tuple[int, int]:
 def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> CaseRun:
     """Lay one case out in the policy's Lab, run it, and judge it against the reference."""
     lab = bench.lab(case.policy)
-    traits = traits_of(POLICIES[case.policy])
+    traits = ref.reference_traits(case.policy)
+    if traits is None:
+        raise SweepError(f"policy {case.policy}: the reference models have no traits for it (the case is unjudged)")
     rng = random.Random(case.seed)
     bufs = {b.name: bench.buffer(case.policy, spec, b.name) for b in spec.buffers}
     starts: dict[str, int] = {}

@@ -45,7 +45,6 @@ from faultlab.sweep import (
     SweepError,
     SweepSummary,
     cases,
-    traits_of,
 )
 
 from abi.arch import PAGE_SIZE
@@ -306,10 +305,7 @@ ProgressFn = Callable[[int, int], None]
 
 
 def plan_cases(spec: RoutineSpec, full: bool, policies: Sequence[str], limit: int | None = None) -> list[Case]:
-    for p in policies:
-        if p not in POLICIES:
-            raise SweepError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
-        traits_of(POLICIES[p])
+    sweep.check_policies(policies)
     todo = list(cases(spec, full, list(policies)))
     return todo if limit is None else todo[:limit]
 
