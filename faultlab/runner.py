@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from abi.arch import MASK64
 from kasm import AsmError
@@ -12,7 +13,7 @@ from emu.outcome import RunResult
 from guest_asm import SOURCE_DIR
 from abi.linux import signal_name
 
-from faultlab.kernel.lab import KernelLab, VmlinuxShelf
+from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.kernel.fetch import KernelFetchError
 from faultlab.lab import Lab, LabError
 from faultlab.oracle import Verdict, judge, snapshot
@@ -70,8 +71,13 @@ class RunRecord:
 _TERM = re.compile(r"\s*([+-]?)\s*([A-Za-z_]\w*(?:\.(?:user|alias))?|0[xX][0-9a-fA-F]+|\d+)\s*")
 
 
-def evaluate(expr: str | int, lab: Lab) -> int:
-    """`buf`, `buf.user`, `buf.alias`, a symbol, integers, joined by + and -."""
+def evaluate(expr: str | int, lab: Lab, names: Mapping[str, int] | None = None) -> int:
+    """The one address-expression parser (scenario args and memory, `faultlab kernel call`'s ADDR arguments).
+
+    Terms joined by + and -: integers, `buf` (a buffer's linear-map address),
+    `buf.user`, `buf.alias`, extra `names` (e.g. the kernel CLI's `ubuf`),
+    and symbols (assembled snippets, then the lab's vmlinux).
+    """
     if isinstance(expr, int):
         return expr & MASK64
     pos, total = 0, 0
@@ -81,16 +87,18 @@ def evaluate(expr: str | int, lab: Lab) -> int:
     while pos < len(text):
         m = _TERM.match(text, pos)
         if not m or (pos and not m.group(1)):
-            raise RunError(f"cannot parse argument {expr!r} at {text[pos:]!r}")
+            raise RunError(f"not an integer or address expression: {expr!r} (at {text[pos:]!r})")
         sign = -1 if m.group(1) == "-" else 1
-        total += sign * _term(m.group(2), lab, expr)
+        total += sign * _term(m.group(2), lab, expr, names or {})
         pos = m.end()
     return total & MASK64
 
 
-def _term(term: str, lab: Lab, expr: str) -> int:
+def _term(term: str, lab: Lab, expr: str, names: Mapping[str, int]) -> int:
     if term[0].isdigit():
         return int(term, 0)
+    if term in names:
+        return names[term]
     name, _, view = term.partition(".")
     if name in lab.regions:
         region = lab.regions[name]
@@ -98,9 +106,12 @@ def _term(term: str, lab: Lab, expr: str) -> int:
         if va is None:
             raise RunError(f"buffer '{name}' has no {view} mapping (set {view} = true) in {expr!r}")
         return va
-    if name in lab.symbols and not view:
-        return lab.symbols[name]
-    raise RunError(f"unknown name '{term}' in {expr!r} (buffers: {', '.join(lab.regions) or 'none'})")
+    if not view:
+        try:
+            return lab.symbol(name)
+        except LabError:
+            pass
+    raise RunError(f"unknown name '{term}' in {expr!r} (buffers: {', '.join([*lab.regions, *names]) or 'none'})")
 
 
 def routine_path(scenario: Scenario, name: str) -> Path:
@@ -115,7 +126,7 @@ def setup(scenario: Scenario, policy: str, *, kernels: VmlinuxShelf | None = Non
     """The scenario's lab under `policy`: buffers, the routine, then the guest's pages.
 
     A vmlinux routine boots the named kernel (a suite's cached download or a
-    path, relative to the scenario file) in a `KernelLab`; `kernels` lets a
+    path, relative to the scenario file) in a `Lab.with_vmlinux`; `kernels` lets a
     caller that runs many scenarios open each vmlinux once.
     """
     r = scenario.routine
@@ -145,7 +156,7 @@ def setup(scenario: Scenario, policy: str, *, kernels: VmlinuxShelf | None = Non
     return lab
 
 
-def _kernel_lab(scenario: Scenario, policy: str, kernels: VmlinuxShelf) -> KernelLab:
+def _kernel_lab(scenario: Scenario, policy: str, kernels: VmlinuxShelf) -> Lab:
     r = scenario.routine
     if r.el != 1:
         raise RunError(f"{scenario.path}: routine.el: a vmlinux routine runs at EL1, not EL{r.el}")

@@ -312,22 +312,14 @@ def recording_vectors(m: Machine, seen: list) -> None:
 
 
 def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True) -> System:
-    """Machine + Hyp(policy) + HostKernel configured as the kernel that goes with that policy."""
-    from host.kernel import HostKernel, KernelConfig
-    from hyp.pkvm import Hyp
+    """Machine + Hyp(policy) + HostKernel configured as the kernel that goes with that policy (faultlab.stack.compose)."""
+    from faultlab.stack import compose
 
     m = Machine(phys_size=16 << 20)
     pfns = m.map_new(DATA_VA, 2, "rw")
-    hv = Hyp(m, policy) if hyp else None
-    pol = hv.policy if hv else None
-    config = KernelConfig(
-        numbering=numbering,
-        pkvm_initialised=pol.host_pkvm_initialised if pol else False,
-        force_reclaim=pol.host_force_reclaim if pol else False,
-    )
-    kernel = HostKernel(m, config)
-    guest = hv.ownership.create_guest(protected=True) if hv else 0
-    return System(m, hv, kernel, guest, pfns)
+    stack = compose(m, policy if hyp else None, numbering=numbering)
+    guest = stack.hyp.ownership.create_guest(protected=True) if hyp else 0
+    return System(m, stack.hyp, stack.host, guest, pfns)
 
 
 def enter_sync(system: System, *, el: int, esr: int, far: int, pc: int, pan: bool = True):

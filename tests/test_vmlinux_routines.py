@@ -31,7 +31,7 @@ from kimage.extable_format import ExType
 from faultlab.sweep import kernel as ks
 from faultlab import sweep
 from faultlab.cli.main import main as kernel_main
-from faultlab.kernel.lab import KernelLab, VmlinuxShelf
+from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.lab import Lab, LabError
 from faultlab.runner import RunError, run
 from faultlab.scenario import load, parse
@@ -114,11 +114,11 @@ def test_fixups_are_the_kernels_own(benches, key):
 
 
 # ------------------------------------------------------------------ the documented looseness, case by case
-def _kernel_lab(benches, key: str, policy: str) -> KernelLab:
+def _kernel_lab(benches, key: str, policy: str) -> Lab:
     return benches(key).lab(policy)
 
 
-def _two_pages(lab: KernelLab, name: str, fill: int, *, user: bool = False):
+def _two_pages(lab: Lab, name: str, fill: int, *, user: bool = False):
     region = lab.alloc(f"{name}{len(lab.regions)}", 2, user=user)
     lab.write(region.va, bytes([fill]) * 2 * PAGE)
     return region
@@ -317,13 +317,13 @@ def _differential(bench: ks.KernelBench, ours: sweep.Bench, name: str, todo: lis
     return gaps
 
 
-# ------------------------------------------------------------------ KernelLab is a Lab
+# ------------------------------------------------------------------ a lab around a vmlinux is a Lab
 @pytest.mark.kernel
 def test_kernel_lab_has_every_lab_attribute():
-    """The oracle, runner and sweep read Lab's attributes: a KernelLab must carry all of them."""
-    kernel_lab = KernelLab(open_kernel("6.1"), "inject")
+    """The oracle, runner and sweep read Lab's attributes: a lab around a vmlinux must carry all of them."""
+    kernel_lab = Lab.with_vmlinux(open_kernel("6.1"), "inject")
     assert set(vars(Lab("inject"))) <= set(vars(kernel_lab))
-    assert kernel_lab.kernel is kernel_lab.rig.host and kernel_lab.machine is kernel_lab.rig.machine
+    assert kernel_lab.kernel is kernel_lab.stack.host and kernel_lab.machine is kernel_lab.image.machine
     with pytest.raises(LabError, match="unknown symbol 'no_such_symbol_xyz'"):
         kernel_lab.symbol("no_such_symbol_xyz")
 

@@ -1,7 +1,7 @@
 """`faultlab kernel fetch|info|call|sweep`: real Debian arm64 kernels from the command line.
 
-The rig that runs their routines (`KernelRig`) and its Lab adapter live in
-faultlab/kernel/lab.py; the boundary sweeps over real routines in
+`call` runs on a `Lab` around the booted vmlinux (faultlab/stack.py wires it,
+`KernelRig` in faultlab/kernel/lab.py remembers the protected pages); the boundary sweeps over real routines in
 faultlab/sweep/kernel.py. Bad input (`KernelUsageError`, an unreadable
 vmlinux, an unknown suite) is one line on stderr and exit code 2, as every
 command's (faultlab/cli/main.py).
@@ -16,14 +16,16 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kimage.elf import Vmlinux, VmlinuxError
+from abi.arch import PAGE_SIZE
 from emu.machine import MachineError
-from kimage.loaded import LoadedKernel
-from hyp.policies import POLICIES, UnknownPolicy
+from hyp.policies import POLICIES
+from kimage.elf import Vmlinux
 
 from faultlab.kernel.lab import KernelRig, KernelUsageError, Protected  # noqa: F401  (KernelRig/Protected: public here too)
+from faultlab.lab import Lab
+from faultlab.runner import RunError, evaluate
 from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
-from faultlab.kernel.fetch import SUITES, KernelFetchError, fetch, resolve
+from faultlab.kernel.fetch import SUITES, fetch, resolve
 from faultlab.sweep import SweepError
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
 from faultlab.cli.sweep import print_summary
@@ -56,27 +58,20 @@ def _size(text: str) -> int:
 
 
 class _Names:
-    """What argument expressions may name: buf, ubuf (once mapped), kernel symbols."""
+    """ADDR arguments: `faultlab.runner.evaluate` over the lab's buffers (buf, ubuf) and the kernel's symbols."""
 
-    def __init__(self, kernel: LoadedKernel) -> None:
-        self.kernel = kernel
-        self.values: dict[str, int] = {}
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.values: dict[str, int] = {}  # ubuf: the user view of its buffer
 
     def value(self, text: str) -> int:
-        m = re.fullmatch(r"\s*([A-Za-z_.][\w.]*)?\s*(?:([+-])\s*(0x[0-9a-fA-F]+|\d+))?\s*", text)
-        if not m or not m.group(1):
-            return _int(text, "integer or address expression")
-        name, sign, offset = m.groups()
-        if name in self.values:
-            base = self.values[name]
-        elif name in ("buf", "ubuf"):
-            raise KernelUsageError(f"{name!r} is used but not mapped: add --{'buffer' if name == 'buf' else 'user-buffer'} SIZE")
-        elif name in self.kernel.symbols:
-            base = self.kernel.symbols.lookup(name).addr
-        else:
-            raise KernelUsageError(f"unknown name {name!r} (an integer, buf[+N], ubuf[+N] or a kernel symbol)")
-        delta = int(offset, 0) if offset else 0
-        return (base - delta if sign == "-" else base + delta) & (2**64 - 1)
+        for name, flag in (("buf", "--buffer"), ("ubuf", "--user-buffer")):
+            if re.search(rf"(?<![\w.]){name}(?![\w.])", text) and name not in self.lab.regions:
+                raise KernelUsageError(f"{name!r} is used but not mapped: add {flag} SIZE")
+        try:
+            return evaluate(text, self.lab, self.values)
+        except RunError as exc:
+            raise KernelUsageError(str(exc)) from None
 
 
 def _write_spec(text: str) -> tuple[str, bytes]:
@@ -172,15 +167,15 @@ def cmd_call(args, console: Console) -> int:
     writes = [_write_spec(w) for w in args.write or []]
     vm = _open(args.vmlinux)
     rig = KernelRig.boot(vm, args.policy)
-    kernel = rig.kernel
+    lab, kernel = rig.lab, rig.kernel
     target = kernel.resolve(args.symbol)
     kernel.check_intact(target)
-    names = _Names(kernel)
+    names = _Names(lab)
     if buffer_size:
-        names.values["buf"] = kernel.alloc_buffer(buffer_size)
-        _say(console, f"buf  = {names.values['buf']:#x} ({buffer_size} bytes, kernel linear map)")
+        buf = lab.alloc("buf", -(-buffer_size // PAGE_SIZE))
+        _say(console, f"buf  = {buf.va:#x} ({buffer_size} bytes, kernel linear map)")
     if user_size:
-        names.values["ubuf"] = kernel.map_user(user_size)
+        names.values["ubuf"] = lab.alloc("ubuf", -(-user_size // PAGE_SIZE), user=True).user_va
         _say(console, f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
     for where, data in writes:
         try:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from emu.syndrome import Esr
 from hyp.policies import POLICIES, UnknownPolicy
 
 from kimage.elf import VmlinuxError

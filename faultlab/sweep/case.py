@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from emu.memory import PAGE_SIZE
-from hyp.policies import POLICIES, FaultShape, Policy
+from hyp.policies import FaultShape, Policy
 
 from faultlab import reference as ref
 from faultlab.lab import Lab

@@ -3,7 +3,7 @@
 The sweep engine of faultlab/sweep/ does the work: the same cases (sizes,
 which buffer holds the guest page, where the page boundary falls, the other
 buffers' alignment, the policy), the same memory layout and judge. What
-changes is the bench: `KernelBench` gives each policy a `KernelLab` (a booted
+changes is the bench: `KernelBench` gives each policy a `Lab.with_vmlinux` (a booted
 vmlinux), so `run_case` calls the kernel's own symbol and the kernel's own
 `__ex_table` decides the fixups.
 
@@ -35,7 +35,7 @@ from hyp.policies import POLICIES
 
 from faultlab import reference as ref
 from faultlab import sweep
-from faultlab.kernel.lab import KernelLab
+from faultlab.lab import Lab
 from faultlab.sweep import (
     ROUTINES,
     Bench,
@@ -289,14 +289,14 @@ class KernelBench(Bench):
         self.vmlinux = vmlinux
         self.boots = 0
 
-    def lab(self, policy: str) -> KernelLab:
+    def lab(self, policy: str) -> Lab:
         lab = self.labs.get(policy)
         if lab is not None and len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS:
             del self.labs[policy]
             for key in [k for k in self.buffers if k[0] == policy]:
                 del self.buffers[key]
         if policy not in self.labs:
-            self.labs[policy] = KernelLab(self.vmlinux, policy)
+            self.labs[policy] = Lab.with_vmlinux(self.vmlinux, policy)
             self.boots += 1
         return self.labs[policy]
 
