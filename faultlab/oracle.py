@@ -15,9 +15,9 @@ from emu.outcome import OutcomeKind, RunResult
 from abi.linux import signal_name
 from hyp.ownership import PageState
 
+from faultlab import leak
 from faultlab.lab import Lab
 
-WINDOW = 4  # bytes of guest data that count as a leak when found together
 
 
 @dataclass
@@ -170,24 +170,15 @@ def _integrity(lab: Lab) -> tuple[int, int, GuestIntegrity]:
     return 0, 0, GuestIntegrity.INTACT
 
 
-def _windows(data: bytes) -> set[bytes]:
-    return {data[i : i + WINDOW] for i in range(len(data) - WINDOW + 1)}
-
-
 def _leak(lab: Lab, result: RunResult, before: Snapshot) -> str | None:
-    """Where guest data reached host-visible state (a register, a host frame), or None."""
-    private = [p for p in lab.guest_pages if not p.shared_back]
+    """Where guest data reached host-visible state (faultlab/leak.py's rule), or None."""
+    private = [leak.grams(p.secret) for p in lab.guest_pages if not p.shared_back]
     if not private:
         return None
-    secret: set[bytes] = set()
-    for page in private:
-        secret |= _windows(page.secret)
-    for name, value in result.regs.items():
-        if name.startswith("x") and _windows(value.to_bytes(8, "little")) & secret:
-            return f"{name}={value:#018x}"
+    for reg, value in leak.in_registers(result.regs, private)[:1]:
+        return f"{reg}={value:#018x}"
     for pfn, old in before.frames.items():
-        new = lab.machine.phys.read(pfn << 12, 4096)
-        if new != old and _windows(new) & (secret - _windows(old)):
+        if leak.new_in_memory(old, lab.machine.phys.read(pfn << 12, 4096), private):
             return f"host frame {pfn:#x}"
     return None
 

@@ -38,7 +38,7 @@ _leaks = leaks  # the name tests/test_sweeps.py imports
 __all__ = [
     "FILL_DST", "FILL_SRC", "GUEST_ASM", "KERNEL_FILES", "MAX_SHOWN", "POISON", "ROUTINES", "USER_FILES", "Bench",
     "BenchBuffer", "BufferSpec", "Case", "CaseRun", "Failure", "Plan", "ProgressFn", "RoutineSpec", "SweepError",
-    "SweepSummary", "cases", "check_policies", "full_product", "judge", "leaks", "routine", "run_case", "run_sweep", "traits_of",
+    "SweepSummary", "cases", "check_policies", "full_product", "judge", "leaks", "routine", "run_case", "run_parallel", "run_sweep", "traits_of",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -69,7 +69,7 @@ def run_sweep(
     summary = SweepSummary(spec.name, full_product=full_product(spec, len(names)) if full else 0)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
-        summary.merge(_run_parallel(spec.name, todo, jobs, progress))
+        summary.merge(run_parallel(spec.name, todo, jobs, progress, _worker, (spec.name,)))
     else:
         summary.merge(run_cases(spec, todo, bench or Bench(), progress))
     summary.seconds = time.monotonic() - started
@@ -110,20 +110,27 @@ def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: P
     return summary
 
 
-def _worker(args: tuple[str, list[Case]]) -> SweepSummary:
-    name, todo = args
+def _worker(job: tuple[str, list[Case]]) -> SweepSummary:
+    name, todo = job
     return run_cases(routine(name), todo, Bench(), None)
 
 
-def _run_parallel(name: str, todo: list[Case], jobs: int, progress: ProgressFn | None) -> SweepSummary:
+def run_parallel(
+    name: str, todo: list[Case], jobs: int, progress: ProgressFn | None, worker: Callable[[tuple], SweepSummary], context: tuple = ()
+) -> SweepSummary:
+    """The one parallel runner (guest_asm and kernel sweeps): `worker((*context, chunk))` in `jobs` processes.
+
+    Interleaved chunks keep the workers' loads alike (cases are ordered by
+    size); each worker builds its own bench from `context` (picklable: names
+    and paths, not labs).
+    """
     import multiprocessing
 
-    # Interleaved chunks keep the workers' loads alike (cases are ordered by size).
     chunks = [todo[i::jobs] for i in range(jobs)]
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     summary = SweepSummary(name)
     with ctx.Pool(jobs) as pool:
-        for part in pool.imap_unordered(_worker, [(name, c) for c in chunks if c]):
+        for part in pool.imap_unordered(worker, [(*context, c) for c in chunks if c]):
             summary.merge(part)
             if progress is not None:
                 progress(summary.cases, len(todo))

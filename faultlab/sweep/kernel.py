@@ -25,7 +25,6 @@ different deviation:
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
@@ -270,9 +269,8 @@ def kernel_spec(vm: Vmlinux, name: str, plan: Plan | None = None) -> RoutineSpec
 # =========================================================================== running
 
 
-# A lab is rebooted after this many donations: hyp/ownership.py's per-transition scan of
-# every guest mapping makes each case slower as reclaimed pages pile up (measured: 1.7 ms
-# per case at first, 26 ms after 6000 reclaim-and-donate cycles); a boot costs ~0.1 s.
+# A lab is rebooted after this many donations: a cheap bound on what one lab accumulates
+# (guest pages, the transition log) over a long sweep; a boot costs ~0.1 s.
 RECYCLE_AFTER_DONATIONS = 1000
 
 
@@ -343,24 +341,10 @@ def sweep_kernel(
     todo = plan_cases(spec, full or plan is not None, names, limit)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
-        summary = _run_parallel(vm, spec, plan, todo, jobs, progress)
+        summary = sweep.run_parallel(spec.name, todo, jobs, progress, _worker, (str(vm.path), spec.name, plan))
     else:
         summary = run_cases(spec, todo, bench or KernelBench(vm), progress)
     summary.seconds = time.monotonic() - started
-    return summary
-
-
-def _run_parallel(vm: Vmlinux, spec: RoutineSpec, plan: Plan | None, todo: list[Case], jobs: int, progress: ProgressFn | None) -> SweepSummary:
-    import multiprocessing
-
-    chunks = [todo[i::jobs] for i in range(jobs)]
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    summary = SweepSummary(spec.name)
-    with ctx.Pool(jobs) as pool:
-        for part in pool.imap_unordered(_worker, [(str(vm.path), spec.name, plan, c) for c in chunks if c]):
-            summary.merge(part)
-            if progress is not None:
-                progress(summary.cases, len(todo))
     return summary
 
 
