@@ -21,7 +21,7 @@ from emu.machine import MachineError
 from hyp.policies import POLICIES
 from kimage.elf import Vmlinux
 
-from faultlab.kernel.lab import KernelRig, KernelUsageError, Protected  # noqa: F401  (KernelRig/Protected: public here too)
+from faultlab.kernel.lab import KernelRig, KernelUsageError
 from faultlab.lab import Lab
 from faultlab.runner import RunError, evaluate
 from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel

@@ -33,7 +33,6 @@ from faultlab.sweep.plan import cases, full_product
 from faultlab.sweep.routines import ROUTINES
 from faultlab.sweep.spec import FILL_DST, FILL_SRC, MAX_SHOWN, BufferSpec, Case, CaseRun, Failure, Plan, RoutineSpec, SweepError, SweepSummary
 
-_leaks = leaks  # the name tests/test_sweeps.py imports
 
 __all__ = [
     "FILL_DST", "FILL_SRC", "GUEST_ASM", "KERNEL_FILES", "MAX_SHOWN", "POISON", "ROUTINES", "USER_FILES", "Bench",
