@@ -37,6 +37,7 @@ from hyp.hypercalls import HCALL_BY_NAME
 from hyp.ownership import Ownership, PageState
 from hyp.pkvm import Hyp
 from faultlab.stack import compose
+from hyp.policies import POLICIES
 from reference_fault import EFAULT, SMCCC_NOT_SUPPORTED, SMCCC_VENDOR_HYP_FAST64, neg, u64
 
 PHYS_SIZE = 256 << 10  # 64 frames: the invariant check runs over all of them after every step
