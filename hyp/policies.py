@@ -10,14 +10,17 @@ whose features belong to the kernel being run):
   fault.c's is_pkvm_stage2_abort() can ever be true (EL2 is pKVM);
 - `serves(hcall)`: which host hypercalls EL2 implements.
 
-`POLICIES` is the registry the CLI and scenarios read. A test or a tool that
-adds a policy builds its own mapping with `with_policies(...)` and passes it on,
-so nothing global changes.
+`POLICIES` is the built-in registry. `known()` is the one every lookup reads
+(the CLI, scenarios, sweeps): the built-in one, or, inside `with registered(p):`,
+the built-in one plus `p` - so a test or a tool adds a policy in a few lines,
+for as long as it needs it, and nothing outlives the `with`. `with_policies(...)`
+builds such a mapping without activating it.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import MappingProxyType
-from typing import ClassVar, Iterable, Mapping
+from typing import ClassVar, Iterable, Iterator, Mapping
 
 from abi.linux import Errno
 from emu.outcome import Outcome
@@ -179,8 +182,29 @@ class UnknownPolicy(ValueError):
     pass
 
 
-def policy(name: str, registry: Mapping[str, Policy] | None = None) -> Policy:
-    table = POLICIES if registry is None else registry
+_active: list[Mapping[str, Policy]] = [POLICIES]  # a stack: the innermost `registered` is on top
+
+
+def known() -> Mapping[str, Policy]:
+    """The policies lookups see now: the built-in ones, plus any added by an enclosing `registered`."""
+    return _active[-1]
+
+
+@contextmanager
+def registered(*extra: Policy) -> Iterator[Mapping[str, Policy]]:
+    """Make `extra` known (to the CLI, scenarios, sweeps) until the `with` ends."""
+    _active.append(with_policies(*extra, base=known()))
+    try:
+        yield known()
+    finally:
+        _active.pop()
+
+
+def policy(name: "str | Policy", registry: Mapping[str, Policy] | None = None) -> Policy:
+    """The policy called `name` (a Policy object is returned as it is)."""
+    if isinstance(name, Policy):
+        return name
+    table = known() if registry is None else registry
     try:
         return table[name]
     except KeyError:

@@ -313,23 +313,23 @@ def recording_vectors(m: Machine, seen: list) -> None:
 
 def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True,
                 force_reclaim: bool = True) -> System:
-    """Machine + Hyp(policy) + HostKernel: pKVM initialised as the policy says; force_reclaim: the host
-    kernel has the force-reclaim path (7.x, the default) or not (6.1)."""
-    from host.kernel import HostKernel, KernelConfig
-    from hyp.pkvm import Hyp
+    """Machine + Hyp(policy) + HostKernel wired by faultlab.stack.compose: pKVM initialised as the policy
+    says; force_reclaim: the host kernel has the force-reclaim path (7.x, the default) or not (6.1)."""
+    from faultlab.stack import compose
+    from host.kernel import KernelConfig
+    from hyp.policies import policy as policy_by_name
 
     m = Machine(phys_size=16 << 20)
     pfns = m.map_new(DATA_VA, 2, "rw")
-    hv = Hyp(m, policy) if hyp else None
-    pol = hv.policy if hv else None
+    pol = policy_by_name(policy) if hyp else None
     config = KernelConfig(
         numbering=numbering,
         pkvm_initialised=pol.pkvm_initialised if pol else False,
-        force_reclaim=force_reclaim and hv is not None,
+        force_reclaim=force_reclaim and pol is not None,
     )
-    kernel = HostKernel(m, config)
-    guest = hv.ownership.create_guest(protected=True) if hv else 0
-    return System(m, hv, kernel, guest, pfns)
+    stack = compose(m, pol, config, numbering=numbering)
+    guest = stack.hyp.ownership.create_guest(protected=True) if hyp else 0
+    return System(m, stack.hyp, stack.host, guest, pfns)
 
 
 def enter_sync(system: System, *, el: int, esr: int, far: int, pc: int, pan: bool = True):

@@ -213,9 +213,9 @@ def test_locking_boundaries_record_their_arguments():
 SCENARIOS = sorted((__import__("pathlib").Path(__file__).parent.parent / "scenarios" / "kernel").glob("*.toml"))
 # Where the kernel's own code and the Python model (which follows 7.x's fault.c) disagree: pinned, reported.
 KNOWN_DISAGREEMENTS = {
-    ("linux-6.1-c-gup-kernel-alias", "inject"): ("host-oops", "livelock"),
-    ("linux-6.1-c-gup-kernel-alias", "inject-reclaim"): ("returned", "livelock"),
-    ("linux-6.1-c-gup-kernel-alias", "rme-gpc-realm-inject"): ("returned", "livelock"),  # same syndrome as inject-reclaim
+    ("linux-c-gup-kernel-alias@bookworm", "inject"): ("host-oops", "livelock"),
+    ("linux-c-gup-kernel-alias@bookworm", "inject-reclaim"): ("returned", "livelock"),
+    ("linux-c-gup-kernel-alias@bookworm", "rme-gpc-realm-inject"): ("returned", "livelock"),  # same syndrome as inject-reclaim
 }
 
 
@@ -226,15 +226,15 @@ def test_seed_scenarios_real_vs_model(path):
     from faultlab.scenario import load
     from hyp.policies import POLICIES
 
-    scenario = load(path)
-    vmlinux("6.1" if "6_1" in path.stem else "7.2")  # skip when missing
     real, model = VmlinuxShelf("real"), VmlinuxShelf("model")
-    for policy in POLICIES:
-        m = run_scenario(scenario, policy, kernels=model).verdict
-        r = run_scenario(scenario, policy, kernels=real).verdict
-        known = KNOWN_DISAGREEMENTS.get((scenario.name, policy))
-        if known:
-            assert (m.outcome, r.outcome) == known, (policy, m.detail, r.detail)
-            continue
-        for field in ("outcome", "detail", "x0", "fixups", "signals", "guest_integrity", "reclaims"):
-            assert getattr(r, field) == getattr(m, field), (policy, field, getattr(m, field), getattr(r, field))
+    for scenario in load(path).variants():  # one per kernel the file names
+        vmlinux("6.1" if scenario.routine.source == "bookworm" else "7.2")  # skip when missing
+        for policy in POLICIES:
+            m = run_scenario(scenario, policy, kernels=model).verdict
+            r = run_scenario(scenario, policy, kernels=real).verdict
+            known = KNOWN_DISAGREEMENTS.get((scenario.name, policy))
+            if known:
+                assert (m.outcome, r.outcome) == known, (policy, m.detail, r.detail)
+                continue
+            for field in ("outcome", "detail", "x0", "fixups", "signals", "guest", "guest_pages_lost", "reclaims"):
+                assert getattr(r, field) == getattr(m, field), (scenario.name, policy, field, getattr(m, field), getattr(r, field))

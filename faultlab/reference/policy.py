@@ -93,3 +93,4 @@ def fate(traits: PolicyTraits, access: Access) -> Fate:
     if access is Access.FIXUP:
         return Fate.FIXUP  # __do_kernel_fault tries the fixup before anything else
     return Fate.RECLAIM if traits.force_reclaim else Fate.OOPS
+

@@ -12,8 +12,9 @@ from typing import Mapping
 
 from emu.memory import PAGE_SIZE
 from guest_asm import SOURCE_DIR
-from hyp.policies import POLICIES
+from hyp.policies import known as known_policies
 
+from faultlab import leak
 from faultlab.lab import Lab, Region
 from faultlab.sweep.spec import BufferSpec, RoutineSpec
 
@@ -68,12 +69,12 @@ class Bench:
         """The runs of n guest bytes worth looking for in registers (not one byte repeated)."""
         key = (secret, n)
         if key not in self._grams:
-            self._grams[key] = frozenset(secret[i : i + n] for i in range(len(secret) - n + 1) if len(set(secret[i : i + n])) > 1)
+            self._grams[key] = leak.grams(secret, n)
         return self._grams[key]
 
     def lab(self, policy: str) -> Lab:
         if policy not in self.labs:
-            lab = Lab(POLICIES[policy])
+            lab = Lab(known_policies()[policy])
             for name in KERNEL_FILES:
                 lab.load_asm(GUEST_ASM / name, text=self.sources.get(name))
             for name in USER_FILES:

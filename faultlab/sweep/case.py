@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from emu.memory import PAGE_SIZE
-from hyp.policies import POLICIES, Policy
+from hyp.policies import Policy
 
 from faultlab import reference as ref
 from faultlab.lab import Lab
@@ -49,7 +49,7 @@ def _window_bounds(buf: BenchBuffer, start: int, reach: int) -> tuple[int, int]:
 def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> CaseRun:
     """Lay one case out in the policy's Lab, run it, and judge it against the reference."""
     lab = bench.lab(case.policy)
-    traits = traits_of(POLICIES[case.policy])
+    traits = traits_of(case.policy)
     rng = random.Random(case.seed)
     bufs = {b.name: bench.buffer(case.policy, spec, b.name) for b in spec.buffers}
     starts: dict[str, int] = {}

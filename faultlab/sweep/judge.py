@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
+from faultlab import leak
 from faultlab import reference as ref
 from faultlab.sweep.spec import MAX_SHOWN, Case, RoutineSpec
 
-_GUEST_RANGE = re.compile(rb"[\x80-\xff]")  # the guest's byte values; host buffers hold 0x01-0x7f
 
 
 def judge(
@@ -81,14 +81,11 @@ def leaks(
     reclaimed: set[str] = frozenset(),
     images: Mapping[str, tuple[bytes, bytes]] | None = None,
 ) -> list[str]:
-    """Confidentiality: guest bytes in host-owned memory, runs of guest bytes in registers.
+    """Confidentiality by faultlab/leak.py's rule: guest bytes in host-owned memory, runs of guest bytes in registers.
 
-    Memory: a byte in 0x80-0xff (the guest's range; host buffers hold 0x01-0x7f)
-    that neither the model's images nor, failing those, the memory before the
-    run explain. Registers: `leak_window` consecutive bytes that occur in a
-    guest page (`grams`); values with the top 16 bits set - kernel pointers,
-    small negative numbers - are skipped, and runs of one repeated byte are
-    not in `grams`.
+    Memory: a guest-range byte that neither the model's images nor, failing
+    those, the memory before the run explain. Registers: `leak_window`
+    consecutive bytes of a guest page (`grams`), kernel pointers excepted.
     """
     problems = []
     for name, data in got.items():
@@ -98,19 +95,11 @@ def leaks(
         if w.guest is not None and name not in reclaimed:
             parts = [(0, w.guest[0] - w.va), (w.guest[1] - w.va, len(data))]
         for lo, hi in parts:
-            for m in _GUEST_RANGE.finditer(data, lo, hi):
-                i = m.start()
-                if data[i] not in (explain[0][i], explain[1][i]):
-                    problems.append(f"{name}: guest-range byte {data[i]:#04x} in host memory at {w.va + i:#x}")
-                    break
+            i = leak.unexplained_guest_byte(data, explain, lo, hi)
+            if i is not None:
+                problems.append(f"{name}: guest-range byte {data[i]:#04x} in host memory at {w.va + i:#x}")
     n = spec.leak_window
-    if grams:
-        for i in range(31):
-            value = regs[f"x{i}"]
-            if value >> 48 == 0xFFFF:
-                continue
-            raw = value.to_bytes(8, "little")
-            if any(raw[j : j + n] in g for j in range(9 - n) for g in grams):
-                problems.append(f"x{i} = {value:#018x} holds a run of {n} guest bytes")
+    for reg, value in leak.in_registers(regs, grams, n):
+        problems.append(f"{reg} = {value:#018x} holds a run of {n} guest bytes")
     return problems
 
