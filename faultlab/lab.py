@@ -13,16 +13,19 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kasm import Image, assemble, assemble_file
-from kimage.extable_format import NUMBERING_V7, TypeNumbering
+from abi.linux import Errno
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE, Perms
 from emu.outcome import RunResult
 from host.kernel import HostKernel, KernelConfig
-from kimage.profiles import model_profile
-from abi.linux import Errno
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
+from kasm import Image, assemble, assemble_file
+from kimage.elf import Vmlinux, VmlinuxError
+from kimage.extable_format import NUMBERING_V7, TypeNumbering
+from kimage.loaded import LoadedKernel
+
+from faultlab.stack import Stack, boot_vmlinux, compose
 
 KERNEL_TEXT_BASE = 0xFFFF_8000_0800_0000
 TEXT_SLOT = 0x10_0000
@@ -30,6 +33,9 @@ LINEAR_BASE = 0xFFFF_0000_0000_0000  # PAGE_OFFSET: linear VA = LINEAR_BASE + PA
 ALIAS_BASE = 0xFFFF_8000_2000_0000  # vmap/kmap-style second kernel mappings
 USER_BASE = 0x0000_0000_1000_0000
 GUEST_GFN_BASE = 0x8_0000
+# Where a lab around a real kernel assembles extra snippets: clear of both Debian images
+# (6.1 links at 0xffff800008000000, 7.x at 0xffff800080000000) and of the alias area.
+VMLINUX_LAB_TEXT_BASE = 0xFFFF_8000_4000_0000
 
 
 class LabError(ValueError):
@@ -66,9 +72,21 @@ class GuestPage:
 
 @dataclass
 class Lab:
-    policy: Policy
+    """The machine, pKVM and the host wired by `faultlab.stack.compose`, plus buffers, code and the guest.
+
+    `Lab(policy)` composes a fresh machine; `Lab.with_vmlinux(vm, policy)`
+    holds a booted real kernel (`image`), whose symbols `symbol` and `call`
+    then resolve and run. `host_config` replaces the host that goes with the
+    policy (e.g. a kernel profile's).
+    """
+
+    policy: Policy | str
     numbering: TypeNumbering = NUMBERING_V7
     phys_size: int = 64 << 20
+    host_config: KernelConfig | None = None
+    stack: Stack | None = None  # already composed (a booted vmlinux's); else composed here on a fresh machine
+    image: LoadedKernel | None = None  # the real kernel in `stack`'s machine, if any
+    text_base: int = KERNEL_TEXT_BASE
     machine: Machine = field(init=False)
     hyp: Hyp = field(init=False)
     kernel: HostKernel = field(init=False)
@@ -76,22 +94,31 @@ class Lab:
     def __post_init__(self) -> None:
         if isinstance(self.policy, str):
             self.policy = policy_by_name(self.policy)
-        self.machine = Machine(phys_size=self.phys_size)
-        self.hyp = Hyp(self.machine, self.policy)
-        self.kernel = HostKernel(
-            self.machine,
-            # Our snippets run under the model's default kernel profile; EL2 says how the host booted.
-            KernelConfig(profile=model_profile(self.numbering), pkvm_initialised=self.policy.host_pkvm_initialised),
-        )
+        if self.stack is None:
+            self.stack = compose(Machine(phys_size=self.phys_size), self.policy, self.host_config, numbering=self.numbering)
+        self.machine, self.hyp, self.kernel = self.stack.machine, self.stack.hyp, self.stack.host
+        self.phys_size = self.machine.phys.size
         self.symbols: dict[str, int] = {}
         self.images: list[Image] = []
         self.regions: dict[str, Region] = {}
         self.guest_pages: list[GuestPage] = []
         self._guest: int | None = None
-        self._next_text = KERNEL_TEXT_BASE
+        self._next_text = self.text_base
         self._next_user = USER_BASE
         self._next_alias = ALIAS_BASE
         self._next_gfn = GUEST_GFN_BASE
+
+    @classmethod
+    def with_vmlinux(
+        cls, vmlinux: Vmlinux, policy: str | Policy, host_config: KernelConfig | None = None, *, host: str = "model", user_mm: bool = False
+    ) -> "Lab":
+        """A lab whose machine holds `vmlinux`, booted and wired by `boot_vmlinux`: `call` runs its own symbols."""
+        image, stack = boot_vmlinux(vmlinux, policy, host_config, host=host, user_mm=user_mm)
+        return cls(stack.policy, numbering=vmlinux.numbering, stack=stack, image=image, text_base=VMLINUX_LAB_TEXT_BASE)
+
+    @property
+    def vmlinux(self) -> Vmlinux | None:
+        return None if self.image is None else self.image.vmlinux
 
     # --------------------------------------------------------------- code
     def load_asm(self, source: str | Path, *, text: str | None = None) -> Image:
@@ -118,11 +145,17 @@ class Lab:
         return image
 
     def symbol(self, name: str) -> int:
-        try:
+        """Assembled snippets first, then the real kernel's symbols ('name' or 'name+0x10')."""
+        if name in self.symbols:
             return self.symbols[name]
-        except KeyError:
-            known = ", ".join(sorted(self.symbols)) or "none"
-            raise LabError(f"unknown symbol '{name}' (known: {known})") from None
+        if self.image is not None:
+            try:
+                return self.image.resolve(name)
+            except VmlinuxError as exc:
+                vm = self.image.vmlinux
+                raise LabError(f"{exc} in {vm.path.name} (Linux {vm.version})") from None
+        known = ", ".join(sorted(self.symbols)) or "none"
+        raise LabError(f"unknown symbol '{name}' (known: {known})")
 
     # --------------------------------------------------------------- memory
     def linear_va(self, pfn: int) -> int:
@@ -165,15 +198,23 @@ class Lab:
             self._guest = self.hyp.ownership.create_guest(protected=True)
         return self._guest
 
-    def donate(self, pfn: int, *, share_back: bool = False, seed: int = 0) -> GuestPage:
-        """Give a frame to the protected guest, which fills it with its own data (and may share it back)."""
+    def donate(self, pfn: int, *, share_back: bool = False, seed: int = 0, keep_contents: bool = False) -> GuestPage:
+        """Give a frame to the protected guest, which fills it with its own data (and may share it back).
+
+        The one donation path of every user. `keep_contents`: the guest keeps
+        what the page holds (`faultlab kernel call --protect`, where the
+        caller wrote the bytes the routine should meet).
+        """
         gfn = self._next_gfn
         self._next_gfn += 1
         result = self.hyp.ownership.host_donate_guest(pfn, self.guest, gfn)
         if result is not Errno.SUCCESS:
             raise LabError(f"cannot donate pfn {pfn:#x} to the guest: {result}")
-        secret = guest_secret(pfn, seed)
-        self.machine.phys.write(pfn << 12, secret)  # the guest writes its page
+        if keep_contents:
+            secret = self.machine.phys.read(pfn << 12, PAGE_SIZE)
+        else:
+            secret = guest_secret(pfn, seed)
+            self.machine.phys.write(pfn << 12, secret)  # the guest writes its page
         page = GuestPage(pfn, gfn, secret)
         if share_back:
             result = self.hyp.ownership.guest_share_host(self.guest, gfn)
@@ -186,7 +227,13 @@ class Lab:
 
     # --------------------------------------------------------------- running
     def call(self, target: str | int, *args: int, el: int = 1, **kw) -> RunResult:
+        """Run `target` with x0.. = args; the real kernel's code through `LoadedKernel.call` (which resets `current`)."""
         addr = self.symbol(target) if isinstance(target, str) else target
+        if self.image is not None and self.image.in_image(addr):
+            try:
+                return self.image.call(addr, *args, el=el, **kw)
+            except VmlinuxError as exc:
+                raise LabError(str(exc)) from None
         return self.machine.call(addr, *args, el=el, **kw)
 
 

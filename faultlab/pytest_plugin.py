@@ -4,6 +4,9 @@ Registered through the `pytest11` entry point, so `pytest scenarios/` (or any
 path holding scenario `.toml` files) runs them. A file is a scenario when it
 has a `[routine]` table; other TOML files are left alone.
 
+A (scenario, policy) for which the scenario states no expectation is
+skipped as unjudged, never passed. A scenario naming several kernels
+(`vmlinux = ["bookworm", "sid"]`) gives one item per kernel and policy.
 Scenarios whose routine is a vmlinux symbol are marked `kernel` and skip,
 with the reason (how to fetch the kernel), when that vmlinux is not on this
 machine; one `VmlinuxShelf` per session opens each vmlinux once.
@@ -41,11 +44,12 @@ class ScenarioFile(pytest.File):
             scenario = load(self.path)
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
-        for policy in scenario.policies:
-            item = ScenarioItem.from_parent(self, name=f"{scenario.name}[{policy}]", scenario=scenario, policy=policy)
-            if scenario.routine.kind == "vmlinux":
-                item.add_marker(pytest.mark.kernel)
-            yield item
+        for variant in scenario.variants():  # one per kernel of a `vmlinux = [...]` list
+            for policy in variant.policies:
+                item = ScenarioItem.from_parent(self, name=f"{variant.name}[{policy}]", scenario=variant, policy=policy)
+                if variant.routine.kind == "vmlinux":
+                    item.add_marker(pytest.mark.kernel)
+                yield item
 
 
 class ScenarioFailure(Exception):
@@ -66,6 +70,8 @@ class ScenarioItem(pytest.Item):
             pytest.skip(f"{self.scenario.path}: {missing}")
 
     def runtest(self) -> None:
+        if not self.scenario.judged(self.policy):
+            pytest.skip(f"unjudged: {self.scenario.path} states no expectation for policy {self.policy}")
         try:
             record = run(self.scenario, self.policy, kernels=_shelf(self.config))
         except RunError as exc:
@@ -82,7 +88,7 @@ class ScenarioItem(pytest.Item):
         v = record.verdict
         lines = [f"{self.scenario.path}: {self.scenario.name} under {self.policy}"]
         lines += [f"  expected/got: {f}" for f in record.failures]
-        lines.append(f"  verdict: {v.outcome} ({v.detail}); guest {v.guest_integrity}; confidentiality {v.confidentiality}")
+        lines.append(f"  verdict: {v.outcome} ({v.detail}); guest {v.guest_text()}; confidentiality {v.confidentiality_text()}")
         lines.append("  last events:")
         lines += [f"    {e}" for e in record.result.events[-12:]]
         return "\n".join(lines)

@@ -9,37 +9,39 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from host.tasks import signal_name
+from abi.linux import signal_name
+from emu.outcome import OutcomeKind
 
+from faultlab.oracle import Architectural, GuestIntegrity
 from faultlab.runner import RunRecord
 
 _STYLE = {
-    "returned": "green",
-    "fixed-up": "green",
-    "signal": "green",
-    "task-killed": "yellow",
-    "host-oops": "red",
-    "host-bug": "red",
-    "hyp-panic": "bold red",
-    "budget-exceeded": "magenta",
-}
+    OutcomeKind.RETURNED: "green",
+    OutcomeKind.FIXED_UP: "green",
+    OutcomeKind.SIGNAL: "green",
+    OutcomeKind.TASK_KILLED: "yellow",
+    OutcomeKind.HOST_OOPS: "red",
+    OutcomeKind.HOST_BUG: "red",
+    OutcomeKind.HYP_PANIC: "bold red",
+}  # anything else (budget, timeout, livelock...): magenta
 
 
 def cell(record: RunRecord) -> Text:
     v = record.verdict
     text = Text()
-    text.append(v.outcome, style=_STYLE.get(v.outcome, "white"))
+    text.append(str(v.outcome), style=_STYLE.get(v.outcome, "magenta"))
     if v.signals:
         text.append(" " + signal_name(v.signals[-1][0]))
-    guest = v.guest_integrity.split(":")[0]
-    if guest != "n/a":
-        text.append(f"\nguest {guest}", style="green" if guest == "intact" else "red")
+    if v.guest is not GuestIntegrity.NOT_APPLICABLE:
+        text.append(f"\nguest {v.guest}", style="green" if v.guest is GuestIntegrity.INTACT else "red")
     if v.leaked:
         text.append("\nLEAK", style="bold red")
-    if v.architectural.startswith("no"):
+    if v.architectural is Architectural.NO:
         text.append("\nsyndrome not arch.", style="dim")
-    if not record.passed:
+    if record.unexpected:
         text.append("\nUNEXPECTED", style="bold reverse red")
+    elif not record.judged:
+        text.append("\nUNJUDGED", style="bold yellow")
     return text
 
 
@@ -56,12 +58,24 @@ def matrix_table(records: list[RunRecord], policies: list[str]) -> Table:
     return table
 
 
+def summary_line(records: list[RunRecord]) -> str:
+    """`N runs, A as expected, B unexpected, C unjudged` (a run without an expectation is never counted as passed)."""
+    passed = sum(r.passed for r in records)
+    unexpected = sum(r.unexpected for r in records)
+    unjudged = sum(not r.judged and not r.unexpected for r in records)
+    return f"{len(records)} runs, {passed} as expected, {unexpected} unexpected, {unjudged} unjudged"
+
+
 def print_matrix(records: list[RunRecord], policies: list[str], console: Console) -> None:
     console.print(matrix_table(records, policies))
-    failed = [r for r in records if not r.passed]
-    console.print(f"{len(records)} runs, {len(records) - len(failed)} as expected, {len(failed)} unexpected")
-    for r in failed:
-        console.print(f"UNEXPECTED {r.scenario.name} under {r.policy}: " + "; ".join(r.failures), style="red", markup=False, highlight=False)
+    console.print(summary_line(records), markup=False, highlight=False)
+    for r in records:
+        if r.unexpected:
+            console.print(f"UNEXPECTED {r.scenario.name} under {r.policy}: " + "; ".join(r.failures), style="red", markup=False, highlight=False)
+    unjudged = sorted({r.policy for r in records if not r.judged})
+    for policy in unjudged:
+        names = ", ".join(r.scenario.name for r in records if r.policy == policy and not r.judged)
+        console.print(f"UNJUDGED under {policy} (no expectation stated): {names}", style="yellow", markup=False, highlight=False)
 
 
 def write_json(records: Iterable[RunRecord], out: TextIO) -> None:
@@ -70,12 +84,17 @@ def write_json(records: Iterable[RunRecord], out: TextIO) -> None:
 
 
 def junit_xml(records: list[RunRecord]) -> str:
-    suite = ET.Element("testsuite", name="faultlab", tests=str(len(records)), failures=str(sum(not r.passed for r in records)))
+    unjudged = [r for r in records if not r.judged and not r.unexpected]
+    suite = ET.Element(
+        "testsuite", name="faultlab", tests=str(len(records)), failures=str(sum(r.unexpected for r in records)), skipped=str(len(unjudged))
+    )
     for r in records:
         case = ET.SubElement(suite, "testcase", classname=f"faultlab.{r.scenario.name}", name=r.policy)
         out = ET.SubElement(case, "system-out")
         out.text = json.dumps(r.as_dict(), sort_keys=True)
-        if not r.passed:
+        if not r.judged:
+            ET.SubElement(case, "skipped", message=f"unjudged: {r.scenario.path} states no expectation for policy {r.policy}")
+        elif r.unexpected:
             fail = ET.SubElement(case, "failure", message="; ".join(r.failures))
             fail.text = "\n".join(str(e) for e in r.result.events[-20:])
     return ET.tostring(suite, encoding="unicode")
@@ -113,13 +132,15 @@ def print_run(record: RunRecord, console: Console, *, trace: bool) -> None:
     console.print("[dim]-- verdict --[/dim]")
     for key, value in (
         ("outcome", f"{v.outcome}: {v.detail}"),
-        ("guest", v.guest_integrity),
-        ("confidentiality", v.confidentiality),
-        ("architectural", v.architectural),
+        ("guest", v.guest_text()),
+        ("confidentiality", v.confidentiality_text()),
+        ("architectural", v.architectural_text()),
     ):
         console.print(f"{key:16} {value}", markup=False, highlight=False)
     if record.failures:
         for f in record.failures:
             console.print("UNEXPECTED " + f, style="red", markup=False, highlight=False)
+    elif not record.judged:
+        console.print(f"[yellow]unjudged[/yellow]: the scenario states no expectation for {record.policy}")
     else:
         console.print("[green]as expected[/green]")

@@ -4,18 +4,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from abi.arch import MASK64
 from kasm import AsmError
 from kimage.elf import VmlinuxError
 from emu.outcome import RunResult
+from hyp.policies import Policy
 from guest_asm import SOURCE_DIR
-from host.tasks import signal_name
+from abi.linux import signal_name
 
-from faultlab.kernel.lab import KernelLab, VmlinuxShelf
+from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.kernel.fetch import KernelFetchError
 from faultlab.lab import Lab, LabError
 from faultlab.oracle import Verdict, judge, snapshot
+from faultlab.oracle import GuestIntegrity
 from faultlab.scenario import Expectation, Scenario, ScenarioError
 
 
@@ -33,31 +36,34 @@ class RunRecord:
     lab: Lab = field(repr=False)
 
     @property
+    def judged(self) -> bool:
+        """The scenario states an expectation for this policy (else the run is reported as unjudged)."""
+        return self.scenario.judged(self.policy)
+
+    @property
     def passed(self) -> bool:
-        return not self.failures
+        """Judged and as expected: an unjudged run never passes."""
+        return self.judged and not self.failures
+
+    @property
+    def unexpected(self) -> bool:
+        return bool(self.failures)
 
     def expected_summary(self) -> dict:
         exp = self.scenario.expectation(self.policy)
-        out = {k: getattr(exp, k) for k in ("outcome", "x0", "guest", "signal", "message", "confidentiality") if getattr(exp, k) is not None}
+        out = {k: str(getattr(exp, k)) if k == "outcome" else getattr(exp, k) for k in ("outcome", "x0", "guest", "signal", "message", "confidentiality") if getattr(exp, k) is not None}
         if exp.regs:
             out["regs"] = dict(exp.regs)
         return out
 
     def as_dict(self) -> dict:
-        v = self.verdict
+        """One JSON record: the verdict's structured fields, what was expected and how it compared."""
         return {
             "scenario": self.scenario.name,
             "policy": self.policy,
-            "outcome": v.outcome,
-            "detail": v.detail,
-            "guest_integrity": v.guest_integrity,
-            "confidentiality": v.confidentiality,
-            "architectural": v.architectural,
-            "x0": v.x0,
-            "fixups": list(v.fixups),
-            "signals": v.as_dict()["signals"],
-            "reclaims": v.reclaims,
+            **self.verdict.as_dict(),
             "expected": self.expected_summary(),
+            "judged": self.judged,
             "passed": self.passed,
             "failures": self.failures,
         }
@@ -66,8 +72,13 @@ class RunRecord:
 _TERM = re.compile(r"\s*([+-]?)\s*([A-Za-z_]\w*(?:\.(?:user|alias))?|0[xX][0-9a-fA-F]+|\d+)\s*")
 
 
-def evaluate(expr: str | int, lab: Lab) -> int:
-    """`buf`, `buf.user`, `buf.alias`, a symbol, integers, joined by + and -."""
+def evaluate(expr: str | int, lab: Lab, names: Mapping[str, int] | None = None) -> int:
+    """The one address-expression parser (scenario args and memory, `faultlab kernel call`'s ADDR arguments).
+
+    Terms joined by + and -: integers, `buf` (a buffer's linear-map address),
+    `buf.user`, `buf.alias`, extra `names` (e.g. the kernel CLI's `ubuf`),
+    and symbols (assembled snippets, then the lab's vmlinux).
+    """
     if isinstance(expr, int):
         return expr & MASK64
     pos, total = 0, 0
@@ -77,16 +88,18 @@ def evaluate(expr: str | int, lab: Lab) -> int:
     while pos < len(text):
         m = _TERM.match(text, pos)
         if not m or (pos and not m.group(1)):
-            raise RunError(f"cannot parse argument {expr!r} at {text[pos:]!r}")
+            raise RunError(f"not an integer or address expression: {expr!r} (at {text[pos:]!r})")
         sign = -1 if m.group(1) == "-" else 1
-        total += sign * _term(m.group(2), lab, expr)
+        total += sign * _term(m.group(2), lab, expr, names or {})
         pos = m.end()
     return total & MASK64
 
 
-def _term(term: str, lab: Lab, expr: str) -> int:
+def _term(term: str, lab: Lab, expr: str, names: Mapping[str, int]) -> int:
     if term[0].isdigit():
         return int(term, 0)
+    if term in names:
+        return names[term]
     name, _, view = term.partition(".")
     if name in lab.regions:
         region = lab.regions[name]
@@ -94,9 +107,12 @@ def _term(term: str, lab: Lab, expr: str) -> int:
         if va is None:
             raise RunError(f"buffer '{name}' has no {view} mapping (set {view} = true) in {expr!r}")
         return va
-    if name in lab.symbols and not view:
-        return lab.symbols[name]
-    raise RunError(f"unknown name '{term}' in {expr!r} (buffers: {', '.join(lab.regions) or 'none'})")
+    if not view:
+        try:
+            return lab.symbol(name)
+        except LabError:
+            pass
+    raise RunError(f"unknown name '{term}' in {expr!r} (buffers: {', '.join([*lab.regions, *names]) or 'none'})")
 
 
 def routine_path(scenario: Scenario, name: str) -> Path:
@@ -107,11 +123,11 @@ def routine_path(scenario: Scenario, name: str) -> Path:
     raise RunError(f"routine file '{name}' not found next to {scenario.path} or in the guest_asm library")
 
 
-def setup(scenario: Scenario, policy: str, *, kernels: VmlinuxShelf | None = None) -> Lab:
+def setup(scenario: Scenario, policy: "str | Policy", *, kernels: VmlinuxShelf | None = None) -> Lab:
     """The scenario's lab under `policy`: buffers, the routine, then the guest's pages.
 
     A vmlinux routine boots the named kernel (a suite's cached download or a
-    path, relative to the scenario file) in a `KernelLab`; `kernels` lets a
+    path, relative to the scenario file) in a `Lab.with_vmlinux`; `kernels` lets a
     caller that runs many scenarios open each vmlinux once.
     """
     r = scenario.routine
@@ -141,7 +157,7 @@ def setup(scenario: Scenario, policy: str, *, kernels: VmlinuxShelf | None = Non
     return lab
 
 
-def _kernel_lab(scenario: Scenario, policy: str, kernels: VmlinuxShelf) -> KernelLab:
+def _kernel_lab(scenario: Scenario, policy: "str | Policy", kernels: VmlinuxShelf) -> Lab:
     r = scenario.routine
     if r.el != 1:
         raise RunError(f"{scenario.path}: routine.el: a vmlinux routine runs at EL1, not EL{r.el}")
@@ -158,7 +174,9 @@ def vmlinux_missing(scenario: Scenario, kernels: VmlinuxShelf | None = None) -> 
     return (kernels or VmlinuxShelf()).missing(scenario.routine.source, Path(scenario.path).parent)
 
 
-def run(scenario: Scenario, policy: str, *, trace: bool = False, kernels: VmlinuxShelf | None = None) -> RunRecord:
+def run(scenario: Scenario, policy: "str | Policy", *, trace: bool = False, kernels: VmlinuxShelf | None = None) -> RunRecord:
+    """`policy`: a name, or a Policy object (its name is the key of the scenario's expectations)."""
+    name = policy if isinstance(policy, str) else policy.name
     try:
         lab = setup(scenario, policy, kernels=kernels)
         args = [evaluate(a, lab) for a in scenario.routine.args]
@@ -169,11 +187,16 @@ def run(scenario: Scenario, policy: str, *, trace: bool = False, kernels: Vmlinu
     r = scenario.routine
     result = lab.call(r.symbol, *args, el=r.el, pan=r.pan, budget=r.budget, trace=trace)
     verdict = judge(lab, result, before)
-    failures = compare(scenario.expectation(policy), verdict, lab)
-    return RunRecord(scenario, policy, verdict, failures, result, lab)
+    failures = compare(scenario.expectation(name), verdict, lab, scenario.path)
+    return RunRecord(scenario, name, verdict, failures, result, lab)
 
 
-def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
+def compare(exp: Expectation, v: Verdict, lab: Lab, path: str = "<scenario>") -> list[str]:
+    """How the verdict differs from the expectation, one line each (empty: as expected).
+
+    An expectation that cannot be evaluated (a memory address that does not
+    resolve) is the scenario's error, raised as ScenarioError, not a failure.
+    """
     failures = []
     if exp.outcome is not None and exp.outcome != v.outcome:
         failures.append(f"outcome: expected {exp.outcome}, got {v.outcome} ({v.detail})")
@@ -183,10 +206,8 @@ def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
         got = v.regs.get(reg)
         if got != want & MASK64:
             failures.append(f"{reg}: expected {want & MASK64:#x}, got {got:#x}")
-    if exp.guest is not None:
-        state = v.guest_integrity.split(":")[0]
-        if state != exp.guest:
-            failures.append(f"guest: expected {exp.guest}, got {v.guest_integrity}")
+    if exp.guest is not None and v.guest is not GuestIntegrity(exp.guest):
+        failures.append(f"guest: expected {exp.guest}, got {v.guest_text()}")
     if exp.signal is not None:
         names = [signal_name(s[0]) for s in v.signals]
         if exp.signal == "none" and names:
@@ -196,15 +217,14 @@ def compare(exp: Expectation, v: Verdict, lab: Lab) -> list[str]:
     if exp.message is not None and exp.message not in v.detail:
         failures.append(f"message: expected to contain {exp.message!r}, got {v.detail!r}")
     if exp.confidentiality is not None and (exp.confidentiality == "leak") != v.leaked:
-        failures.append(f"confidentiality: expected {exp.confidentiality}, got {v.confidentiality}")
-    for at, want in exp.memory:
+        failures.append(f"confidentiality: expected {exp.confidentiality}, got {v.confidentiality_text()}")
+    for m in exp.memory or ():
         try:
-            got = lab.read(evaluate(at, lab), len(want))
+            got = lab.read(evaluate(m.at, lab), len(m.data))
         except Exception as exc:  # an unmapped address in an expectation is the scenario's error
-            failures.append(f"memory at {at}: {exc}")
-            continue
-        if got != want:
-            failures.append(f"memory at {at}: expected {want.hex()}, got {got.hex()}")
+            raise ScenarioError(path, m.line, "memory", f"at {m.at!r}: {exc}") from None
+        if got != m.data:
+            failures.append(f"memory at {m.at}: expected {m.data.hex()}, got {got.hex()}")
     return failures
 
 

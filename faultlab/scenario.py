@@ -6,16 +6,19 @@ located by scanning the source for the table and key they concern.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from hyp.policies import POLICIES
+from abi.linux import signal_number
+from emu.outcome import OutcomeKind
+from hyp.policies import known as known_policies
 
 ROUTINE_KINDS = ("file", "asm", "vmlinux")
-OUTCOMES = ("returned", "fixed-up", "signal", "task-killed", "host-oops", "host-bug", "hyp-panic", "budget-exceeded")
+# Every ending a scenario run can meet (nested-return is the emulator's internal marker).
+OUTCOMES = tuple(k.value for k in OutcomeKind if k is not OutcomeKind.NESTED_RETURN)
 EXPECT_KEYS = ("outcome", "x0", "regs", "guest", "signal", "message", "memory", "confidentiality")
 GUEST_STATES = ("intact", "reclaimed", "changed", "n/a")
 
@@ -52,15 +55,27 @@ class Routine:
 
 
 @dataclass(frozen=True)
+class MemoryExpectation:
+    at: str  # an address expression ("buf + 4090")
+    data: bytes
+    line: int  # where the scenario file states it, for errors in `at`
+
+
+@dataclass(frozen=True)
 class Expectation:
-    outcome: str | None = None
+    outcome: OutcomeKind | None = None
     x0: int | None = None
     regs: dict[str, int] = field(default_factory=dict)
     guest: str | None = None
-    signal: str | None = None
+    signal: str | None = None  # a name abi.linux knows (SIGSEGV), or "none"
     message: str | None = None
-    memory: tuple[tuple[str, bytes], ...] = ()
+    memory: tuple[MemoryExpectation, ...] | None = None  # None: not stated; () stated empty (overrides)
     confidentiality: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """States nothing: a run judged against it would pass whatever happened."""
+        return all(getattr(self, k) in (None, (), {}) for k in self.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -73,14 +88,48 @@ class Scenario:
     buffers: tuple[Buffer, ...]
     expect_all: Expectation
     expect_by_policy: dict[str, Expectation]
+    # vmlinux = [k1, k2]: the kernels it runs on, and [expect.<policy>.<kernel>] overrides
+    kernels: tuple[str, ...] = ()
+    expect_by_kernel: dict[tuple[str, str], Expectation] = field(default_factory=dict)
+
+    def variants(self) -> list["Scenario"]:
+        """One scenario per kernel named in a `vmlinux = [...]` list (rows `<name>@<kernel>`); else itself."""
+        if not self.kernels:
+            return [self]
+        return [self.on_kernel(k) for k in self.kernels]
+
+    def on_kernel(self, kernel: str) -> "Scenario":
+        by_policy = dict(self.expect_by_policy)
+        for (policy, k), own in self.expect_by_kernel.items():
+            if k == kernel:
+                by_policy[policy] = _merge(by_policy.get(policy, Expectation()), own)
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}@{kernel}",
+            routine=dataclasses.replace(self.routine, source=kernel),
+            expect_by_policy=by_policy,
+            kernels=(),
+            expect_by_kernel={},
+        )
+
+    def judged(self, policy: str) -> bool:
+        """Whether the scenario states any expectation for `policy` (else its runs are unjudged, never passed)."""
+        return policy in self.expect_by_policy or not self.expect_all.empty
 
     def expectation(self, policy: str) -> Expectation:
         """Per-policy keys override the common ones."""
-        common, own = self.expect_all, self.expect_by_policy.get(policy)
-        if own is None:
-            return common
-        merged = {k: getattr(own, k) if getattr(own, k) not in (None, (), {}) else getattr(common, k) for k in common.__dataclass_fields__}
-        return Expectation(**merged)
+        own = self.expect_by_policy.get(policy)
+        return self.expect_all if own is None else _merge(self.expect_all, own)
+
+
+def _merge(base: Expectation, own: Expectation) -> Expectation:
+    """`own`'s keys override `base`'s, key by key."""
+    return Expectation(**{k: getattr(own, k) if _stated(getattr(own, k)) else getattr(base, k) for k in base.__dataclass_fields__})
+
+
+def _stated(value) -> bool:
+    # None (and an empty regs table) means "not stated"; memory = [] is stated: it clears an inherited list.
+    return value is not None and value != {}
 
 
 class _Locator:
@@ -158,10 +207,10 @@ class _Validator:
         self.unknown(data, None, {"name", "description", "policies", "routine", "buffer", "expect"})
         name = self.typed(data, None, "name", str, required=True)
         description = self.typed(data, None, "description", str, "")
-        policies = self.typed(data, None, "policies", list, list(POLICIES))
+        policies = self.typed(data, None, "policies", list, list(known_policies()))
         for p in policies:
-            if p not in POLICIES:
-                raise self.fail(None, "policies", f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+            if p not in known_policies():
+                raise self.fail(None, "policies", f"unknown policy {p!r} (known: {', '.join(known_policies())})")
         routine = self.routine(self.typed(data, None, "routine", dict, required=True))
         raw_buffers = self.typed(data, None, "buffer", list, [])
         buffers = tuple(self.buffer(b, i) for i, b in enumerate(raw_buffers))
@@ -174,8 +223,16 @@ class _Validator:
         per_policy = {k: v for k, v in expect.items() if isinstance(v, dict) and k not in EXPECT_KEYS}
         common = {k: v for k, v in expect.items() if k not in per_policy}
         for p in per_policy:
-            if p not in POLICIES:
-                raise self.fail(f"expect.{p}", None, f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+            if p not in known_policies():
+                raise self.fail(f"expect.{p}", None, f"unknown policy {p!r} (known: {', '.join(known_policies())})")
+        kernels = self.kernels(data["routine"])
+        # [expect.<policy>.<kernel>]: the dict values of a policy table that are not expectation keys.
+        by_kernel: dict[tuple[str, str], Expectation] = {}
+        for p, table in per_policy.items():
+            for k in [k for k, v in table.items() if isinstance(v, dict) and k not in EXPECT_KEYS]:
+                if k not in kernels:
+                    raise self.fail(f"expect.{p}.{k}", None, f"{k!r} is not one of the scenario's kernels (vmlinux = {list(kernels)})")
+                by_kernel[(p, k)] = self.expectation(table.pop(k), f"expect.{p}.{k}", names)
         return Scenario(
             name=name,
             description=description,
@@ -185,7 +242,18 @@ class _Validator:
             buffers=buffers,
             expect_all=self.expectation(common, "expect", names),
             expect_by_policy={p: self.expectation(v, f"expect.{p}", names) for p, v in per_policy.items()},
+            kernels=kernels,
+            expect_by_kernel=by_kernel,
         )
+
+    def kernels(self, t: dict) -> tuple[str, ...]:
+        """`vmlinux = ["bookworm", "sid"]`: the kernels a scenario runs on (empty for one string or no vmlinux)."""
+        value = t.get("vmlinux")
+        if not isinstance(value, list):
+            return ()
+        if not value or not all(isinstance(k, str) and k for k in value) or len(set(value)) != len(value):
+            raise self.fail("routine", "vmlinux", "a suite or path, or a list of distinct ones")
+        return tuple(value)
 
     def routine(self, t: dict) -> Routine:
         self.unknown(t, "routine", {*ROUTINE_KINDS, "symbol", "el", "args", "pan", "budget"})
@@ -207,7 +275,7 @@ class _Validator:
             raise self.fail("routine", "budget", "must be positive")
         return Routine(
             kind=kind,
-            source=self.typed(t, "routine", kind, str),
+            source=self._source(t, kind),
             symbol=self.typed(t, "routine", "symbol", str, required=True),
             el=el,
             args=tuple(args),
@@ -216,6 +284,12 @@ class _Validator:
             line=self.loc.line("routine", kind) + self.is_block("routine", kind),
             block=bool(self.is_block("routine", kind)),
         )
+
+    def _source(self, t: dict, kind: str) -> str:
+        """The routine's file, text or vmlinux; of a vmlinux list the first (`kernels` checks the list)."""
+        if kind == "vmlinux" and isinstance(t[kind], list):
+            return t[kind][0] if t[kind] and isinstance(t[kind][0], str) else ""
+        return self.typed(t, "routine", kind, str)
 
     def is_block(self, table: str, key: str) -> int:
         """1 when the value starts a multi-line string block (its text begins on the next line)."""
@@ -263,6 +337,9 @@ class _Validator:
         outcome = self.typed(t, tname, "outcome", str)
         if outcome is not None and outcome not in OUTCOMES:
             raise self.fail(tname, "outcome", f"unknown outcome {outcome!r} (known: {', '.join(OUTCOMES)})")
+        signal = self.typed(t, tname, "signal", str)
+        if signal is not None and signal != "none" and signal_number(signal) is None:
+            raise self.fail(tname, "signal", f"unknown signal {signal!r} (a name such as SIGSEGV, or none)")
         guest = self.typed(t, tname, "guest", str)
         if guest is not None and guest not in GUEST_STATES:
             raise self.fail(tname, "guest", f"unknown guest state {guest!r} (known: {', '.join(GUEST_STATES)})")
@@ -270,19 +347,26 @@ class _Validator:
         for r, v in regs.items():
             if not re.fullmatch(r"x([0-9]|[12][0-9]|30)", r) or isinstance(v, bool) or not isinstance(v, int):
                 raise self.fail(tname, "regs", f"{r} = {v!r}: expected x0..x30 = integer")
-        memory = []
+        memory: list[MemoryExpectation] = []
+        memory_line = self.loc.line(tname, "memory")
+        memory_given = "memory" in t
         for m in self.typed(t, tname, "memory", list, []):
             if not isinstance(m, dict) or set(m) != {"at", "hex"} or not all(isinstance(m[k], str) for k in m):
                 raise self.fail(tname, "memory", "each entry is { at = \"buf + N\", hex = \"...\" }")
             try:
-                memory.append((m["at"], bytes.fromhex(m["hex"].replace(" ", ""))))
+                memory.append(MemoryExpectation(m["at"], bytes.fromhex(m["hex"].replace(" ", "")), memory_line))
             except ValueError:
                 raise self.fail(tname, "memory", f"not hex bytes: {m['hex']!r}") from None
+            for name in re.findall(r"(?<![\w.])[A-Za-z_]\w*", m["at"]):  # memory is read in the scenario's buffers
+                if name not in buffers:
+                    raise self.fail(tname, "memory", f"{m['at']!r} names {name!r}, which is not a buffer (buffers: {', '.join(buffers) or 'none'})")
         conf = self.typed(t, tname, "confidentiality", str)
         if conf not in (None, "ok", "leak"):
             raise self.fail(tname, "confidentiality", "ok or leak")
         x0 = self.typed(t, tname, "x0", int)
-        return Expectation(outcome, None if x0 is None else x0 & ((1 << 64) - 1), regs, guest, self.typed(t, tname, "signal", str), self.typed(t, tname, "message", str), tuple(memory), conf)
+        return Expectation(
+            None if outcome is None else OutcomeKind(outcome), None if x0 is None else x0 & ((1 << 64) - 1), regs, guest, signal, self.typed(t, tname, "message", str), tuple(memory) if memory_given else None, conf
+        )
 
 
 def _tname(types) -> str:

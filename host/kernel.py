@@ -24,7 +24,7 @@ from kimage.profiles import MODEL_DEFAULT, KernelProfile
 from host.extable import Extable, Fixup, FixupFault
 from host.fault import FaultContext, do_mem_abort
 from host.ptregs import PtRegs
-from host.results import Die, Resume, Signal
+from host.results import LIVELOCK_AFTER, Die, Resume, Signal, livelock_message
 from host.tasks import Task
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ MAX_NESTED_EXCEPTIONS = 4
 BUG_BRK_IMM = 0x800  # asm/brk-imm.h: BUG() is brk #0x800
 # The same abort (PC, FAR) handled as "retry" this many times in a row ends the run: the kernel
 # would re-fault forever (6.1's spurious-fault WARN path, its do_page_fault on a present PTE).
-LIVELOCK_REFAULTS = 8
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class HostKernel:
         return ctx.die(f"Internal error: Oops - Undefined instruction: {esr.value:016x} [#1]")
 
     def _count_refault(self, pc: int, far: int, result, *, retried: bool):
-        """The same abort handled as "retry" LIVELOCK_REFAULTS times in a row is a livelock outcome."""
+        """The same abort handled as "retry" LIVELOCK_AFTER times in a row is a livelock outcome."""
         if not retried:
             self._refault, self._refaults = None, 0
             return result
@@ -183,9 +182,9 @@ class HostKernel:
             self._refaults += 1
         else:
             self._refault, self._refaults = (pc, far), 1
-        if self._refaults >= LIVELOCK_REFAULTS:
-            message = f"livelock: the abort at pc={pc:#x} FAR={far:#x} was handled as retry {self._refaults} times in a row ({result.why})"
-            self.log("livelock", message, pc=pc, far=far, count=self._refaults)
+        if self._refaults >= LIVELOCK_AFTER:
+            message = livelock_message(pc, far, self._refaults)
+            self.log("livelock", f"{message} ({result.why})", pc=pc, far=far, count=self._refaults)
             return Outcome(OutcomeKind.LIVELOCK, message, {"pc": pc, "far": far, "count": self._refaults})
         return result
 

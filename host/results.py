@@ -53,3 +53,11 @@ class Die:
 
 
 FaultResult = Resume | Signal | Die
+
+
+LIVELOCK_AFTER = 8  # the same abort (pc, FAR) this many times in a row is a livelock
+
+
+def livelock_message(pc: int, far: int, count: int) -> str:
+    """One wording for the model and the real host, so their verdicts compare equal."""
+    return f"the access at pc={pc:#x} faulted {count} times in a row on FAR={far:#x}: the host retries it forever"

@@ -119,10 +119,6 @@ class OwnershipView:
         vm = find_vm(self._vms, handle)
         return bool(vm and vm.dying)
 
-    def is_protected(self, handle: int) -> bool:
-        vm = find_vm(self._vms, handle)
-        return bool(vm and vm.protected)
-
     def guest_state(self, handle: int, gfn: int) -> PageState | None:
         """The guest's state at gfn (NOPAGE when nothing is there), or None for an unknown VM."""
         vm = find_vm(self._vms, handle)

@@ -1,14 +1,18 @@
-"""`Hyp`: the pKVM model at EL2 for one machine - ownership, host stage 2, hypercalls, policy."""
+"""`Hyp`: the pKVM model at EL2 for one machine - ownership, host stage 2, hypercalls, policy.
+
+It implements the EL2 services of hyp/el2.py that policies compose.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emu.outcome import Outcome
-
 from abi.linux import Errno
+from emu.outcome import Outcome, OutcomeKind
+
 from hyp.abort import handle_host_mem_abort
-from hyp.hypercalls import FORCE_RECLAIM_GUEST_PAGE, HCALL_BY_NAME, SMCCC_CALL_HINTS, SMCCC_RET_NOT_SUPPORTED, dispatch
-from hyp.inject import Injection
+from hyp.el2 import Decision, ProtectedAccess, Syndrome
+from hyp.hypercalls import HCALL_BY_NAME, SMCCC_RET_NOT_SUPPORTED, dispatch
+from hyp.inject import Injection, inject_host_abort
 from hyp.ownership import Ownership
 from hyp.policies import Policy, policy as policy_by_name
 from hyp.stage2 import HostStage2
@@ -41,7 +45,7 @@ class Hyp:
     def handle_abort(self, machine: "Machine", abort: "MemoryAbort") -> Outcome | None:
         self.forget_setup()
         try:
-            return handle_host_mem_abort(self, machine, abort)
+            return handle_host_mem_abort(self, self.policy, abort)
         finally:
             self._log_transitions()
 
@@ -51,11 +55,8 @@ class Hyp:
         regs = [cpu.x(i) for i in range(8)]
         if imm != 0:
             status, results, name = SMCCC_RET_NOT_SUPPORTED, [], f"hvc #{imm}"
-        elif regs[0] & ~SMCCC_CALL_HINTS == FORCE_RECLAIM_GUEST_PAGE and not self.policy.serves_force_reclaim:
-            # A pre-patch EL2 has no such call: SMCCC NOT_SUPPORTED, as for any unknown id.
-            status, results, name = SMCCC_RET_NOT_SUPPORTED, [], "__pkvm_force_reclaim_guest_page (not served by this EL2)"
         else:
-            status, results, name = dispatch(self, regs)
+            status, results, name = dispatch(self, self.policy, regs)
         cpu.set_x(0, status)
         for i, value in enumerate(results, start=1):
             cpu.set_x(i, value)
@@ -64,7 +65,24 @@ class Hyp:
         self._log_transitions()
         return None
 
-    # actions shared by hypercalls and policies ---------------------------
+    # services policies compose (hyp/el2.py) ------------------------------
+    def _decide(self, decision: Decision) -> None:
+        self.machine.log("decision", f"policy {self.policy.name}: {decision.value}", policy=self.policy.name, decision=decision.value)
+
+    def panic(self, access: ProtectedAccess, why: str) -> Outcome:
+        self._decide(Decision.PANIC)
+        return Outcome(OutcomeKind.HYP_PANIC, f"hypervisor BUG: {why} at pc={access.abort.pc:#x}", access.abort)
+
+    def reclaim(self, access: ProtectedAccess) -> Errno:
+        self._decide(Decision.RECLAIM)
+        return self.force_reclaim(access.pfn, requested_by="el2")
+
+    def inject(self, access: ProtectedAccess, syndrome: Syndrome) -> Outcome | None:
+        self._decide(Decision.INJECT)
+        injection, outcome = inject_host_abort(self.machine, access.abort, syndrome)
+        self.injections.append(injection)
+        return outcome
+
     def force_reclaim(self, pfn: int, *, requested_by: str) -> Errno:
         result = self.ownership.host_force_reclaim_guest_page(pfn)
         self._log_transitions()  # the transition first: the reclaim event summarises its effect
@@ -75,7 +93,7 @@ class Hyp:
         """Issue a hypercall from Python (scenario setup): same handler as `hvc #0`."""
         hcall = HCALL_BY_NAME[name]
         self.forget_setup()
-        status, results, _ = dispatch(self, [hcall.function_id, *args])
+        status, results, _ = dispatch(self, self.policy, [hcall.function_id, *args])
         self._log_transitions()
         return status, results
 

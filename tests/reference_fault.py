@@ -311,20 +311,28 @@ def recording_vectors(m: Machine, seen: list) -> None:
         m.add_exit(VBAR + off + (32 if off in (VBAR_CURRENT_SPX, VBAR_LOWER_A64) else 0), handover)
 
 
-def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True) -> System:
-    """Machine + Hyp(policy) + HostKernel configured as the kernel that goes with that policy."""
-    from host.kernel import HostKernel, KernelConfig
+def make_system(policy: str = "inject-reclaim", numbering: TypeNumbering = NUMBERING_V7, *, hyp: bool = True,
+                force_reclaim: bool = True) -> System:
+    """Machine + Hyp(policy) + HostKernel wired by faultlab.stack.compose: pKVM initialised as the policy
+    says; the host is the model's default kernel (7.x), or with force_reclaim=False the same fault path
+    without the force-reclaim call (a pKVM host from before the series, e.g. Android's)."""
+    import dataclasses
+
+    from faultlab.stack import compose
+    from host.kernel import KernelConfig
+    from hyp.policies import policy as policy_by_name
     from kimage.profiles import model_profile
-    from hyp.pkvm import Hyp
 
     m = Machine(phys_size=16 << 20)
     pfns = m.map_new(DATA_VA, 2, "rw")
-    hv = Hyp(m, policy) if hyp else None
-    pol = hv.policy if hv else None
-    config = KernelConfig(profile=model_profile(numbering), pkvm_initialised=pol.host_pkvm_initialised if pol else False)
-    kernel = HostKernel(m, config)
-    guest = hv.ownership.create_guest(protected=True) if hv else 0
-    return System(m, hv, kernel, guest, pfns)
+    pol = policy_by_name(policy) if hyp else None
+    profile = model_profile(numbering)
+    if not force_reclaim:
+        profile = dataclasses.replace(profile, host=dataclasses.replace(profile.host, force_reclaim_hcall=None))
+    config = KernelConfig(profile=profile, pkvm_initialised=pol.pkvm_initialised if pol else False)
+    stack = compose(m, pol, config, numbering=numbering)
+    guest = stack.hyp.ownership.create_guest(protected=True) if hyp else 0
+    return System(m, stack.hyp, stack.host, guest, pfns)
 
 
 def enter_sync(system: System, *, el: int, esr: int, far: int, pc: int, pan: bool = True):

@@ -111,13 +111,13 @@ def test_matrix_json_has_one_object_per_run(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["policy"] for r in rows] == list(POLICIES)
     for r in rows:
-        assert {"scenario", "policy", "outcome", "detail", "guest_integrity", "confidentiality", "architectural", "expected", "passed"} <= set(r)
-        assert r["passed"] is True
+        assert {"scenario", "policy", "outcome", "detail", "guest_integrity", "confidentiality", "leak_where", "architectural", "non_architectural", "expected", "judged", "passed"} <= set(r)
+        assert r["passed"] is True and r["judged"] is True
     by = {r["policy"]: r for r in rows}
     assert by["inject-reclaim"]["outcome"] == "fixed-up" and by["inject-reclaim"]["guest_integrity"] == "intact"
-    assert by["reclaim"]["guest_integrity"].startswith("reclaimed")
+    assert by["reclaim"]["guest_integrity"] == "reclaimed" and by["reclaim"]["guest_pages_lost"] == 1
     assert by["panic"]["outcome"] == "hyp-panic"
-    assert by["inject"]["architectural"] == "no: S1PTW"
+    assert by["inject"]["architectural"] == "no" and by["inject"]["non_architectural"] == ["S1PTW"]
 
 
 def test_matrix_junit_and_failing_expectation(tmp_path, capsys):

@@ -424,6 +424,8 @@ POLICY_EXPECTATIONS = {
     "reclaim": (("returned", 0, False), ("returned", 0, False)),
     "rme-gpc-reclaim": (("returned", 0, False), ("returned", 0, False)),
     "rme-gpc-el3-inject": (("host-oops", GPF_LINE, True), ("host-oops", GPF_LINE, True)),
+    # a realm EL2 injects pKVM's marked abort and serves force-reclaim: as inject-reclaim
+    "rme-gpc-realm-inject": (("returned", 0, False), ("returned", neg(EFAULT), True)),
 }
 
 

@@ -31,11 +31,12 @@ from conftest import CODE_VA, DATA_VA, assemble
 from kimage.extable_format import ExtableEntry, ExType, pack_err_zero
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE
-from host.kernel import HostKernel, KernelConfig
+from host.kernel import HostKernel
 from abi.linux import Errno
 from hyp.hypercalls import HCALL_BY_NAME
 from hyp.ownership import Ownership, PageState
 from hyp.pkvm import Hyp
+from faultlab.stack import compose
 from hyp.policies import POLICIES
 from reference_fault import EFAULT, SMCCC_NOT_SUPPORTED, SMCCC_VENDOR_HYP_FAST64, neg, u64
 
@@ -96,6 +97,7 @@ ON_PROTECTED = {
     "reclaim": ("reclaim", "fixup"),
     "rme-gpc-reclaim": ("reclaim", "oops"),
     "rme-gpc-el3-inject": ("oops", "oops"),
+    "rme-gpc-realm-inject": ("fixup", "fixup"),  # pKVM's marked abort, composed by a realm EL2
 }
 OUTCOME_KIND = {"panic": "hyp-panic", "oops": "host-oops"}
 
@@ -132,10 +134,7 @@ def _booted_host(policy: str) -> tuple[Machine, HostKernel, list[int]]:
     the pool frames' contents, which boot zeroes.
     """
     m = Machine(phys_size=PHYS_SIZE)
-    hyp_policy = POLICIES[policy]
-    kernel = HostKernel(
-        m, KernelConfig(pkvm_initialised=hyp_policy.host_pkvm_initialised)
-    )
+    kernel = compose(m, policy).host  # each example then puts a fresh Hyp on it (HypSystemMachine.boot)
     m.load(CODE_VA, STUBS, "rx")
     numbering = kernel.config.numbering
     kaccess = numbering.number(ExType.KACCESS_ERR_ZERO)

@@ -140,9 +140,9 @@ def test_61_warns_spurious_translation_fault_and_livelocks(policy):
     assert warns and all("Ignoring spurious kernel translation fault at virtual address" in w.message for w in warns)
     assert all(w.data["where"].startswith("arch/arm64/mm/fault.c:") for w in warns)
     assert all("PA" in e.message for e in kinds(real, "at"))  # AT S1E1R succeeds: stage 1 maps the page
-    # DISAGREEMENT (model follows 7.x): the Python model says oops / reclaim for 6.1.
+    # The Python model follows 6.1's profile (no marker, no force-reclaim): it agrees.
     model, _ = run("6.1", policy, "memcpy", "model")
-    assert model.outcome.kind == ("host-oops" if policy == "inject" else "returned")
+    assert model.outcome.kind == "livelock" and model.outcome.message == real.outcome.message
 
 
 # ------------------------------------------------------------------ task context: a user task with an mm
@@ -170,7 +170,9 @@ def test_el0_stage2_abort_72_signals_61_livelocks():
     model, _ = run("7.2", "inject", "el0_load", "model")
     assert model.outcome.kind == "task-killed"
     real61, _ = run("6.1", "inject", "el0_load", user_mm=True)
-    assert real61.outcome.kind == "livelock"  # DISAGREEMENT: the model says SIGSEGV for 6.1 too
+    assert real61.outcome.kind == "livelock"
+    model61, _ = run("6.1", "inject", "el0_load", "model")  # EL0 code runs in a task with an mm
+    assert model61.outcome.kind == "livelock" and model61.outcome.message == real61.outcome.message
 
 
 # ------------------------------------------------------------------ boundaries reached with their arguments
@@ -212,10 +214,7 @@ def test_locking_boundaries_record_their_arguments():
 # ------------------------------------------------------------------ every seed scenario, real vs model
 SCENARIOS = sorted((__import__("pathlib").Path(__file__).parent.parent / "scenarios" / "kernel").glob("*.toml"))
 # Where the kernel's own code and the Python model (which follows 7.x's fault.c) disagree: pinned, reported.
-KNOWN_DISAGREEMENTS = {
-    ("linux-6.1-c-gup-kernel-alias", "inject"): ("host-oops", "livelock"),
-    ("linux-6.1-c-gup-kernel-alias", "inject-reclaim"): ("returned", "livelock"),
-}
+KNOWN_DISAGREEMENTS: dict[tuple[str, str], tuple[str, str]] = {}  # none left: the model follows each kernel's profile
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
@@ -225,15 +224,15 @@ def test_seed_scenarios_real_vs_model(path):
     from faultlab.scenario import load
     from hyp.policies import POLICIES
 
-    scenario = load(path)
-    vmlinux("6.1" if "6_1" in path.stem else "7.2")  # skip when missing
     real, model = VmlinuxShelf("real"), VmlinuxShelf("model")
-    for policy in POLICIES:
-        m = run_scenario(scenario, policy, kernels=model).verdict
-        r = run_scenario(scenario, policy, kernels=real).verdict
-        known = KNOWN_DISAGREEMENTS.get((scenario.name, policy))
-        if known:
-            assert (m.outcome, r.outcome) == known, (policy, m.detail, r.detail)
-            continue
-        for field in ("outcome", "detail", "x0", "fixups", "signals", "guest_integrity", "reclaims"):
-            assert getattr(r, field) == getattr(m, field), (policy, field, getattr(m, field), getattr(r, field))
+    for scenario in load(path).variants():  # one per kernel the file names
+        vmlinux("6.1" if scenario.routine.source == "bookworm" else "7.2")  # skip when missing
+        for policy in POLICIES:
+            m = run_scenario(scenario, policy, kernels=model).verdict
+            r = run_scenario(scenario, policy, kernels=real).verdict
+            known = KNOWN_DISAGREEMENTS.get((scenario.name, policy))
+            if known:
+                assert (m.outcome, r.outcome) == known, (policy, m.detail, r.detail)
+                continue
+            for field in ("outcome", "detail", "x0", "fixups", "signals", "guest", "guest_pages_lost", "reclaims"):
+                assert getattr(r, field) == getattr(m, field), (scenario.name, policy, field, getattr(m, field), getattr(r, field))

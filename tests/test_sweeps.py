@@ -18,7 +18,7 @@ from faultlab.sweep import (
     POISON,
     ROUTINES,
     Bench,
-    _leaks,
+    leaks,
     cases,
     full_product,
     run_case,
@@ -179,13 +179,13 @@ def test_leak_check_finds_guest_bytes():
     spec = ROUTINES["__arch_copy_from_user"]
     window = ref.Window("dst", 0x1000, bytes([0x41]) * 64)
     regs = {f"x{i}": POISON[i % 8] for i in range(31)}
-    assert _leaks(spec, regs, {"dst": window.data}, {"dst": window}, grams) == []
+    assert leaks(spec, regs, {"dst": window.data}, {"dst": window}, grams) == []
     leaked = dict(regs, x5=int.from_bytes(secret[100:108], "little") >> 16)  # six guest bytes in a register
-    assert any("x5" in p for p in _leaks(spec, leaked, {"dst": window.data}, {"dst": window}, grams))
+    assert any("x5" in p for p in leaks(spec, leaked, {"dst": window.data}, {"dst": window}, grams))
     pointer = dict(regs, x6=0xFFFF_0000_0000_0000 | int.from_bytes(secret[200:206], "little"))
-    assert _leaks(spec, pointer, {"dst": window.data}, {"dst": window}, grams) == [], "kernel pointers are skipped"
+    assert leaks(spec, pointer, {"dst": window.data}, {"dst": window}, grams) == [], "kernel pointers are skipped"
     memory = bytes([0x41]) * 10 + secret[:1] + bytes([0x41]) * 53
-    assert any("guest-range byte" in p for p in _leaks(spec, regs, {"dst": memory}, {"dst": window}, grams))
+    assert any("guest-range byte" in p for p in leaks(spec, regs, {"dst": memory}, {"dst": window}, grams))
 
 
 DIFFERENTIAL = ["full_name_hash", "hashlen_string", "strscpy", "__arch_copy_from_user", "strncpy_from_user", "get_user_8", "vmm_main"]

@@ -29,7 +29,8 @@ from kimage.extable_format import NUMBERING_V6_1, NUMBERING_V7, ExtableEntry, Ex
 from emu.memory import PAGE_SIZE
 from kimage.cache import load_cached, store_cached
 from faultlab.kernel import fetch as kernels
-from faultlab.cli.kernel import KernelRig, main as kernel_main
+from faultlab.cli.kernel import KernelRig
+from faultlab.cli.main import main as kernel_main
 from hyp.ownership import PageState
 
 MASK64 = (1 << 64) - 1

@@ -1,8 +1,10 @@
 """`faultlab kernel fetch|info|call|sweep`: real Debian arm64 kernels from the command line.
 
-The rig that runs their routines (`KernelRig`) and its Lab adapter live in
-faultlab/kernel/lab.py; the boundary sweeps over real routines in
-faultlab/sweep/kernel.py. Bad input is one line on stderr and exit code 2.
+`call` runs on a `Lab` around the booted vmlinux (faultlab/stack.py wires it,
+`KernelRig` in faultlab/kernel/lab.py remembers the protected pages); the boundary sweeps over real routines in
+faultlab/sweep/kernel.py. Bad input (`KernelUsageError`, an unreadable
+vmlinux, an unknown suite) is one line on stderr and exit code 2, as every
+command's (faultlab/cli/main.py).
 """
 from __future__ import annotations
 
@@ -14,18 +16,20 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kimage.elf import Vmlinux, VmlinuxError
+from abi.arch import PAGE_SIZE
 from emu.machine import MachineError
-from kimage.loaded import LoadedKernel
-from hyp.policies import POLICIES, UnknownPolicy
+from hyp.policies import known as known_policies
+from kimage.elf import Vmlinux
 
-from faultlab.kernel.lab import KernelRig, KernelUsageError, Protected  # noqa: F401  (KernelRig/Protected: public here too)
+from faultlab.kernel.lab import KernelRig, KernelUsageError
+from faultlab.lab import Lab
+from faultlab.runner import RunError, evaluate
 from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
-from faultlab.kernel.fetch import SUITES, KernelFetchError, fetch, resolve
+from faultlab.kernel.fetch import SUITES, fetch, resolve
 from faultlab.sweep import SweepError
+from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
 from faultlab.cli.sweep import print_summary
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_SWEEP_LENGTH = 4 * 4096
 
 
@@ -54,27 +58,20 @@ def _size(text: str) -> int:
 
 
 class _Names:
-    """What argument expressions may name: buf, ubuf (once mapped), kernel symbols."""
+    """ADDR arguments: `faultlab.runner.evaluate` over the lab's buffers (buf, ubuf) and the kernel's symbols."""
 
-    def __init__(self, kernel: LoadedKernel) -> None:
-        self.kernel = kernel
-        self.values: dict[str, int] = {}
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.values: dict[str, int] = {}  # ubuf: the user view of its buffer
 
     def value(self, text: str) -> int:
-        m = re.fullmatch(r"\s*([A-Za-z_.][\w.]*)?\s*(?:([+-])\s*(0x[0-9a-fA-F]+|\d+))?\s*", text)
-        if not m or not m.group(1):
-            return _int(text, "integer or address expression")
-        name, sign, offset = m.groups()
-        if name in self.values:
-            base = self.values[name]
-        elif name in ("buf", "ubuf"):
-            raise KernelUsageError(f"{name!r} is used but not mapped: add --{'buffer' if name == 'buf' else 'user-buffer'} SIZE")
-        elif name in self.kernel.symbols:
-            base = self.kernel.symbols.lookup(name).addr
-        else:
-            raise KernelUsageError(f"unknown name {name!r} (an integer, buf[+N], ubuf[+N] or a kernel symbol)")
-        delta = int(offset, 0) if offset else 0
-        return (base - delta if sign == "-" else base + delta) & (2**64 - 1)
+        for name, flag in (("buf", "--buffer"), ("ubuf", "--user-buffer")):
+            if re.search(rf"(?<![\w.]){name}(?![\w.])", text) and name not in self.lab.regions:
+                raise KernelUsageError(f"{name!r} is used but not mapped: add {flag} SIZE")
+        try:
+            return evaluate(text, self.lab, self.values)
+        except RunError as exc:
+            raise KernelUsageError(str(exc)) from None
 
 
 def _write_spec(text: str) -> tuple[str, bytes]:
@@ -162,23 +159,23 @@ def cmd_info(args, console: Console) -> int:
 
 
 def cmd_call(args, console: Console) -> int:
-    if args.policy not in POLICIES:
-        raise KernelUsageError(f"unknown policy {args.policy!r} (known: {', '.join(POLICIES)})")
+    if args.policy not in known_policies():
+        raise KernelUsageError(f"unknown policy {args.policy!r} (known: {', '.join(known_policies())})")
     budget = _int(args.budget, "instruction budget")
     buffer_size = _size(args.buffer) if args.buffer else None
     user_size = _size(args.user_buffer) if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
     vm = _open(args.vmlinux)
     rig = KernelRig.boot(vm, args.policy)
-    kernel = rig.kernel
+    lab, kernel = rig.lab, rig.kernel
     target = kernel.resolve(args.symbol)
     kernel.check_intact(target)
-    names = _Names(kernel)
+    names = _Names(lab)
     if buffer_size:
-        names.values["buf"] = kernel.alloc_buffer(buffer_size)
-        _say(console, f"buf  = {names.values['buf']:#x} ({buffer_size} bytes, kernel linear map)")
+        buf = lab.alloc("buf", -(-buffer_size // PAGE_SIZE))
+        _say(console, f"buf  = {buf.va:#x} ({buffer_size} bytes, kernel linear map)")
     if user_size:
-        names.values["ubuf"] = kernel.map_user(user_size)
+        names.values["ubuf"] = lab.alloc("ubuf", -(-user_size // PAGE_SIZE), user=True).user_va
         _say(console, f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
     for where, data in writes:
         try:
@@ -240,10 +237,10 @@ def _lengths(text: str) -> range:
 
 
 def cmd_sweep(args, console: Console) -> int:
-    policies = args.policy or list(POLICIES)
+    policies = args.policy or list(known_policies())
     for p in policies:
-        if p not in POLICIES:
-            raise KernelUsageError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+        if p not in known_policies():
+            raise KernelUsageError(f"unknown policy {p!r} (known: {', '.join(known_policies())})")
     lengths = _lengths(args.lengths) if args.lengths else None
     jobs = _int(args.jobs, "number of jobs")
     limit = _int(args.limit, "case limit") if args.limit else None
@@ -270,25 +267,12 @@ def cmd_sweep(args, console: Console) -> int:
         )
     if args.json:
         sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
-        return EXIT_OK if summary.ok else EXIT_FAILED
+        return EXIT_OK if summary.ok else EXIT_UNEXPECTED
     _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}]")
     print_summary(summary, console)
     for item in looseness(vm, routine.name):
         _say(console, f"  looser than the reference (allowed): {item.what}")
-    return EXIT_OK if summary.ok else EXIT_FAILED
-
-
-def _guarded(handler):
-    """Bad input becomes one line on stderr and exit code 2, whoever wires the command in."""
-
-    def run(args, console: Console) -> int:
-        try:
-            return handler(args, console)
-        except (KernelUsageError, VmlinuxError, KernelFetchError, UnknownPolicy, SweepError) as exc:
-            print(f"faultlab: error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-
-    return run
+    return EXIT_OK if summary.ok else EXIT_UNEXPECTED
 
 
 def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
@@ -297,11 +281,11 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     sub = kernel.add_subparsers(dest="kernel_command", required=True)
     f = sub.add_parser("fetch", help="download a Debian cloud-arm64 debug vmlinux into the user cache")
     f.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)} (default bookworm)")
-    f.set_defaults(func=_guarded(cmd_fetch))
+    f.set_defaults(func=cmd_fetch)
     i = sub.add_parser("info", help="version, extable entries by type and the functions that own them")
     i.add_argument("vmlinux", nargs="?", help="a vmlinux path or a suite name (default: $FAULTLAB_VMLINUX)")
     i.add_argument("--json", action="store_true")
-    i.set_defaults(func=_guarded(cmd_info))
+    i.set_defaults(func=cmd_info)
     c = sub.add_parser("call", help="run one kernel function at EL1 under a policy, with buffers and protected pages")
     c.add_argument("vmlinux", help="a vmlinux path or a suite name")
     c.add_argument("symbol", help="function symbol (or symbol+offset, or an address)")
@@ -310,13 +294,13 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--user-buffer", metavar="SIZE", help="map a user buffer, named ubuf")
     c.add_argument("--write", action="append", metavar="ADDR=TEXT", help="write TEXT (or hex:BYTES) at ADDR before the call")
     c.add_argument("--protect", action="append", metavar="ADDR", help="donate the page holding ADDR to a guest (repeatable)")
-    c.add_argument("--policy", default="inject-reclaim", help=f"EL2 policy ({', '.join(POLICIES)})")
+    c.add_argument("--policy", default="inject-reclaim", help=f"EL2 policy ({', '.join(known_policies())})")
     c.add_argument("--static-key", action="append", metavar="NAME", help="enable a static key before the call")
     c.add_argument("--stub", action="append", metavar="NAME[=RET]", help="make a callee return RET (default 0) at once")
     c.add_argument("--dump", action="append", metavar="ADDR:LEN", help="print memory after the call")
     c.add_argument("--budget", default="2000000", help="instructions per run segment")
     c.add_argument("--trace", action="store_true", help="print every executed instruction")
-    c.set_defaults(func=_guarded(cmd_call))
+    c.set_defaults(func=cmd_call)
     w = sub.add_parser("sweep", help="move a guest page across a real routine's buffers under every policy; check the reference contract")
     w.add_argument("vmlinux", help="a vmlinux path or a suite name")
     w.add_argument("symbol", help=f"one of {', '.join(KERNEL_ROUTINES)} (or sized_strscpy)")
@@ -326,17 +310,6 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--limit", metavar="N", help="run at most N cases")
     w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    w.set_defaults(func=_guarded(cmd_sweep))
+    w.set_defaults(func=cmd_sweep)
     return kernel
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m faultlab.cli.kernel kernel info sid`) until the main CLI wires this in."""
-    parser = argparse.ArgumentParser(prog="faultlab")
-    add_kernel_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args, Console(highlight=False, width=200))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

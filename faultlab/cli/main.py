@@ -1,9 +1,4 @@
-"""The `faultlab` command line.
-
-Exit codes: 0 success; 1 an expectation failed (matrix/run/sweep); 2 bad input
-(unreadable or invalid scenario, bad arguments, unknown routine or symbol);
-3 internal error (a bug in faultlab: please report it).
-"""
+"""The `faultlab` command line; exit codes in faultlab/cli/errors.py."""
 from __future__ import annotations
 
 import argparse
@@ -12,22 +7,21 @@ from pathlib import Path
 
 from rich.console import Console
 
-from emu.syndrome import Esr
-from hyp.policies import POLICIES, UnknownPolicy
+from hyp.policies import UnknownPolicy, known as known_policies
+
+from kimage.elf import VmlinuxError
 
 from faultlab import report
+from faultlab.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNEXPECTED, UsageError
 from faultlab.cli.kernel import add_kernel_commands
-from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.cli.sweep import add_sweep_command
+from faultlab.kernel.fetch import KernelFetchError
+from faultlab.kernel.lab import KernelUsageError, VmlinuxShelf
+from faultlab.sweep import SweepError
 from faultlab.runner import RunError, run
 from faultlab.scenario import Scenario, ScenarioError, load
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    pass
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 
 
 def builtin_scenarios() -> list[Path]:
@@ -52,15 +46,15 @@ def _scenario_files(paths: list[str]) -> list[Path]:
 
 def _policies(asked: list[str] | None, scenario: Scenario | None = None) -> list[str]:
     for p in asked or []:
-        if p not in POLICIES:
-            raise UsageError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
+        if p not in known_policies():
+            raise UsageError(f"unknown policy {p!r} (known: {', '.join(known_policies())})")
     if asked:
         return list(asked)
-    return list(scenario.policies) if scenario else list(POLICIES)
+    return list(scenario.policies) if scenario else list(known_policies())
 
 
 def cmd_matrix(args, console: Console) -> int:
-    scenarios = [load(f) for f in _scenario_files(args.paths)]
+    scenarios = [v for f in _scenario_files(args.paths) for v in load(f).variants()]
     policies = _policies(args.policy)
     kernels = VmlinuxShelf(args.host)  # each vmlinux is parsed once for the whole matrix
     records = []
@@ -74,26 +68,27 @@ def cmd_matrix(args, console: Console) -> int:
         report.print_matrix(records, policies, console)
     if args.junit:
         Path(args.junit).write_text(report.junit_xml(records))
-    return EXIT_OK if all(r.passed for r in records) else EXIT_UNEXPECTED
+    # Unjudged runs are shown and counted but do not fail the command: only unexpected ones do.
+    return EXIT_UNEXPECTED if any(r.unexpected for r in records) else EXIT_OK
 
 
 def cmd_run(args, console: Console) -> int:
-    sc = load(args.file)
+    scenario = load(args.file)
     status = EXIT_OK
     kernels = VmlinuxShelf(args.host)
-    for p in _policies(args.policy, sc):
+    for sc, p in [(v, p) for v in scenario.variants() for p in _policies(args.policy, v)]:
         record = run(sc, p, trace=args.trace, kernels=kernels)
         if args.json:
             report.write_json([record], sys.stdout)
         else:
             report.print_run(record, console, trace=args.trace)
-        status = status if record.passed else EXIT_UNEXPECTED
+        status = EXIT_UNEXPECTED if record.unexpected else status
     return status
 
 
 def cmd_list(args, console: Console) -> int:
     console.print("[bold]policies[/bold]")
-    for p in POLICIES.values():
+    for p in known_policies().values():
         console.print(f"  {p.name:20} {p.summary}", highlight=False)
     console.print("[bold]built-in scenarios[/bold]")
     for f in builtin_scenarios():
@@ -159,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args, console)
-    except (UsageError, ScenarioError, RunError, UnknownPolicy) as exc:
+    except (UsageError, ScenarioError, RunError, UnknownPolicy, KernelUsageError, VmlinuxError, KernelFetchError, SweepError) as exc:
         print(f"faultlab: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """`faultlab sweep ROUTINE`: move the protected boundary across a routine's buffers, with progress.
 
-JSON (`--json`): one summary object per routine:
-{"routine", "cases", "passed", "failures": [{"case", "problems"}], "outcomes": {kind: count}, "seconds"}
+JSON (`--json`): one summary object per routine (`SweepSummary.as_json`):
+{"routine", "cases", "passed", "unjudged", "failures": [{"case", "problems"}], "outcomes": {kind: count}, "seconds"}
 `faultlab kernel sweep` emits the same shape for a real kernel's routine.
 """
 from __future__ import annotations
@@ -11,25 +11,16 @@ import sys
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED, UsageError
 from faultlab.sweep import ROUTINES, SweepError, SweepSummary, run_sweep
-
-
-def summary_json(summary: SweepSummary) -> dict:
-    return {
-        "routine": summary.routine,
-        "cases": summary.cases,
-        "passed": summary.ok,
-        "failures": [{"case": str(f.case), "problems": list(f.problems)} for f in summary.failures],
-        "outcomes": dict(sorted(summary.outcomes.items())),
-        "seconds": round(summary.seconds, 3),
-    }
 
 
 def print_summary(summary: SweepSummary, console) -> None:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items()))
     style = "green" if summary.ok else "red"
     console.print(
-        f"{summary.routine}: {summary.cases} cases, {len(summary.failures)} failures "
+        f"{summary.routine}: {summary.cases} cases, {len(summary.failures)} failures"
+        f"{f', {summary.unjudged} unjudged' if summary.unjudged else ''} "
         f"in {summary.seconds:.1f} s ({summary.rate:.0f} cases/s) [{kinds}]",
         style=style,
         markup=False,
@@ -42,8 +33,6 @@ def print_summary(summary: SweepSummary, console) -> None:
 
 
 def cmd_sweep(args, console) -> int:
-    from faultlab.cli.main import EXIT_OK, EXIT_UNEXPECTED, UsageError
-
     names = list(ROUTINES) if args.routine == "all" else [args.routine]
     if args.routine != "all" and args.routine not in ROUTINES:
         raise UsageError(f"unknown routine {args.routine!r} (known: all, {', '.join(ROUTINES)})")
@@ -67,7 +56,7 @@ def cmd_sweep(args, console) -> int:
             raise UsageError(str(exc)) from None
         ok = ok and summary.ok
         if args.json:
-            sys.stdout.write(json.dumps(summary_json(summary), sort_keys=True) + "\n")
+            sys.stdout.write(json.dumps(summary.as_json(), sort_keys=True) + "\n")
         else:
             print_summary(summary, console)
     return EXIT_OK if ok else EXIT_UNEXPECTED

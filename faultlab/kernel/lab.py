@@ -1,17 +1,10 @@
-"""Real kernels in the lab: `KernelRig` (a vmlinux + pKVM + the host fault path) and `KernelLab`.
+"""Real kernels in the lab: `KernelRig` (`faultlab kernel call`'s view of a lab) and `VmlinuxShelf`.
 
-`KernelRig.boot(vmlinux, policy)` puts a vmlinux in a machine together with
-the pKVM model (`hyp.Hyp`) and the host fault path (`host.HostKernel`), with
-the kernel's own `__ex_table` in the host's extable, so a real routine's
-faults on protected pages take the same path as our own snippets: EL2 policy,
-injection, the host's `do_mem_abort`, and the fixup the kernel itself
-declared.
-
-`KernelLab` is the one adapter between that rig and everything built on
-`Lab` (scenarios, the oracle, the sweep engine): the same buffers (linear map,
-user and alias views), the same guest donations, the same `call`, but the
-routine named is a symbol of the vmlinux and runs through `LoadedKernel.call`
-(which resets `current` and refuses code whose pages were mapped over).
+A lab around a real kernel is a `Lab` like any other (`Lab.with_vmlinux`,
+wired by faultlab/stack.py `boot_vmlinux`): the same buffers, the same guest
+donations, the same oracle; `call` runs the vmlinux's own symbols.
+`KernelRig` adds what the command line shows: the pages it protected and a
+one-line report on each after the call.
 
 `VmlinuxShelf` opens each vmlinux once per owner (a test session, a CLI
 command): a parsed-and-relocated image costs ~0.3 s, a boot from it ~0.1 s.
@@ -21,28 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kimage.elf import Vmlinux, VmlinuxError
 from emu.memory import PAGE_MASK, PAGE_SIZE
 from emu.outcome import RunResult
-from kimage.loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
 from host.kernel import HostKernel, KernelConfig
-from kimage.profiles import profile_for
-from abi.linux import Errno
-from host.real import RealHost
 from hyp.pkvm import Hyp
-from hyp.policies import Policy, policy as policy_by_name
+from hyp.policies import Policy
+from kimage.elf import Vmlinux
+from kimage.loaded import LoadedKernel
 
 from faultlab.kernel.fetch import SUITES, KernelFetchError, find_cached
-from faultlab.lab import ALIAS_BASE as LAB_ALIAS_BASE
-from faultlab.lab import GUEST_GFN_BASE as LAB_GUEST_GFN_BASE
-from faultlab.lab import USER_BASE as LAB_USER_BASE
 from faultlab.lab import Lab, LabError
-
-PKVM_STATIC_KEY = "kvm_protected_mode_initialized"
-GUEST_GFN_BASE = 0x10
-# Where a KernelLab assembles extra snippets: clear of both Debian images
-# (6.1 links at 0xffff800008000000, 7.x at 0xffff800080000000) and of Lab's alias area.
-KERNEL_LAB_TEXT_BASE = 0xFFFF_8000_4000_0000
+from faultlab.stack import HOSTS
 
 
 class KernelUsageError(ValueError):
@@ -51,7 +33,7 @@ class KernelUsageError(ValueError):
 
 @dataclass(frozen=True)
 class Protected:
-    """A page donated to a guest, with its contents at donation time (for the integrity check)."""
+    """A page donated to the guest, with its contents at donation time (for the integrity check)."""
 
     va: int
     pfn: int
@@ -62,11 +44,9 @@ class Protected:
 
 @dataclass
 class KernelRig:
-    """A real kernel's image + the pKVM model + the host fault path, on one machine."""
+    """A `Lab` holding a booted vmlinux, with the pages `protect` gave to the guest."""
 
-    kernel: LoadedKernel
-    hyp: Hyp
-    host: HostKernel
+    lab: Lab
     protected: list[Protected] = field(default_factory=list)
 
     @classmethod
@@ -74,51 +54,41 @@ class KernelRig:
         cls,
         vmlinux: Vmlinux,
         policy: str | Policy = "inject-reclaim",
+        host_config: KernelConfig | None = None,
         *,
-        extra_memory: int = DEFAULT_EXTRA_MEMORY,
         host: str = "model",
         user_mm: bool = False,
     ) -> "KernelRig":
         """`host="model"`: injected aborts go to the Python fault.c (host/fault.py);
         `host="real"`: to the image's own do_mem_abort (host/real; `user_mm` gives `current` an mm)."""
-        kernel = LoadedKernel(vmlinux, extra_memory=extra_memory)
-        machine = kernel.machine
-        hyp = Hyp(machine, policy)
-        # The host side is the kernel's: its profile, checked against the image.
-        config = KernelConfig(profile=profile_for(vmlinux), pkvm_initialised=hyp.policy.host_pkvm_initialised)
-        if host == "real":
-            host_kernel: HostKernel = RealHost(machine, kernel, config, user_mm=user_mm)
-        elif host == "model":
-            host_kernel = HostKernel(machine, config)
-        else:
+        if host not in HOSTS:
             raise KernelUsageError(f"unknown host {host!r} (model or real)")
-        host = host_kernel
-        host.add_extable(vmlinux.extable, vmlinux.numbering)
-        if hyp.policy.host_pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
-            # is_pkvm_initialized() in the real code agrees with the host model's config.
-            kernel.enable_static_key(PKVM_STATIC_KEY)
-        # pKVM fills the host stage 2 lazily; pre-filling what is mapped now keeps the
-        # event log about the routine (the kernel image alone is ~7-10k frames).
-        for pte in list(machine.stage1.ptes.values()):
-            if hyp.ownership.host_may_access(pte.pfn):
-                hyp.stage2.idmap(pte.pfn)
-        return cls(kernel, hyp, host)
+        return cls(Lab.with_vmlinux(vmlinux, policy, host_config, host=host, user_mm=user_mm))
+
+    @property
+    def kernel(self) -> LoadedKernel:
+        return self.lab.image
 
     @property
     def machine(self):
-        return self.kernel.machine
+        return self.lab.machine
+
+    @property
+    def hyp(self) -> Hyp:
+        return self.lab.hyp
+
+    @property
+    def host(self) -> HostKernel:
+        return self.lab.kernel
 
     def protect(self, va: int) -> Protected:
-        """Donate the frame behind `va` to a new protected guest (the host loses access to it)."""
+        """Donate the frame behind `va` to the guest, contents kept (Lab.donate: the one donation path)."""
         pfn = self.kernel.pfn_of(va & PAGE_MASK)
-        before = self.machine.phys.read(pfn << 12, PAGE_SIZE)
-        handle = self.hyp.ownership.create_guest(protected=True)
-        gfn = GUEST_GFN_BASE + len(self.protected)
-        result = self.hyp.ownership.host_donate_guest(pfn, handle, gfn)
-        if result is not Errno.SUCCESS:
-            raise KernelUsageError(f"cannot donate the page at {va:#x} (pfn {pfn:#x}) to a guest: {result}")
-        self.machine.stage2_changed()
-        prot = Protected(va & PAGE_MASK, pfn, handle, gfn, before)
+        try:
+            page = self.lab.donate(pfn, keep_contents=True)
+        except LabError as exc:
+            raise KernelUsageError(f"cannot donate the page at {va:#x}: {exc}") from None
+        prot = Protected(va & PAGE_MASK, pfn, self.lab.guest, page.gfn, page.secret)
         self.protected.append(prot)
         return prot
 
@@ -134,62 +104,7 @@ class KernelRig:
         return f"guest {prot.handle:#x} gfn {prot.gfn:#x} (pfn {prot.pfn:#x}): {state}, {contents}"
 
     def call(self, target: str | int, *args: int, **kwargs) -> RunResult:
-        return self.kernel.call(target, *args, **kwargs)
-
-
-class KernelLab(Lab):
-    """A `Lab` whose machine holds a booted real kernel: `call` runs the vmlinux's own symbols.
-
-    Everything else is Lab's: `alloc` (linear map = PAGE_OFFSET + PA, as
-    LoadedKernel's buffers), `donate` (the guest fills its page with its own
-    data), `write`/`read`, and the attributes the oracle reads (`kernel` is
-    the host fault-path model, `hyp` the pKVM model).
-    """
-
-    def __init__(self, vmlinux: Vmlinux, policy: str | Policy, *, host: str = "model", user_mm: bool = False) -> None:
-        self.vmlinux = vmlinux
-        self.policy = policy_by_name(policy) if isinstance(policy, str) else policy
-        self.numbering = vmlinux.numbering
-        self.rig = KernelRig.boot(vmlinux, self.policy, host=host, user_mm=user_mm)
-        self.phys_size = self.rig.machine.phys.size
-        self.__post_init__()
-
-    def __post_init__(self) -> None:
-        # Lab's state, on the rig's machine instead of a fresh one.
-        self.machine = self.rig.machine
-        self.hyp = self.rig.hyp
-        self.kernel = self.rig.host
-        self.symbols: dict[str, int] = {}
-        self.images = []
-        self.regions = {}
-        self.guest_pages = []
-        self._guest = None
-        self._next_text = KERNEL_LAB_TEXT_BASE
-        self._next_user = LAB_USER_BASE
-        self._next_alias = LAB_ALIAS_BASE
-        self._next_gfn = LAB_GUEST_GFN_BASE
-
-    @property
-    def loaded(self) -> LoadedKernel:
-        return self.rig.kernel
-
-    def symbol(self, name: str) -> int:
-        """Assembled snippets first, then the vmlinux ('name' or 'name+0x10')."""
-        if name in self.symbols:
-            return self.symbols[name]
-        try:
-            return self.loaded.resolve(name)
-        except VmlinuxError as exc:
-            raise LabError(f"{exc} in {self.vmlinux.path.name} (Linux {self.vmlinux.version})") from None
-
-    def call(self, target: str | int, *args: int, el: int = 1, **kw) -> RunResult:
-        addr = self.symbol(target) if isinstance(target, str) else target
-        if self.loaded.in_image(addr):
-            try:
-                return self.loaded.call(addr, *args, el=el, **kw)
-            except VmlinuxError as exc:
-                raise LabError(str(exc)) from None
-        return self.machine.call(addr, *args, el=el, **kw)
+        return self.lab.call(target, *args, **kwargs)
 
 
 class VmlinuxShelf:
@@ -231,5 +146,5 @@ class VmlinuxShelf:
             self._open[path] = Vmlinux.open(path)
         return self._open[path]
 
-    def lab(self, spec: str | Path, policy: str | Policy, relative_to: Path | None = None) -> KernelLab:
-        return KernelLab(self.open(spec, relative_to), policy, host=self.host)
+    def lab(self, spec: str | Path, policy: str | Policy, relative_to: Path | None = None) -> Lab:
+        return Lab.with_vmlinux(self.open(spec, relative_to), policy, host=self.host)

@@ -79,14 +79,17 @@ from faultlab.reference.names import (
     load_unaligned_zeropad,
     name_hash,
 )
-from faultlab.reference.policy import HOST_OOPS, HYP_PANIC, RETURNED, TASK_KILLED, Access, Fate, PolicyTraits, fate
+from faultlab.reference.policy import (
+    HOST_OOPS, HYP_PANIC, LIVELOCK, NEWEST_HOST, REFERENCE_TRAITS, RETURNED, TASK_KILLED, Access, El2Action, Fate, HostTraits, PolicyTraits,
+    fate, reference_traits,
+)
 from faultlab.reference.strings import strncpy_from_user, strnlen_user, strscpy
 from faultlab.reference.vmm import vmm_main, vmm_pattern, vmm_write
 
 __all__ = [
     "E2BIG", "EAGAIN", "EFAULT", "GOLDEN_RATIO_64", "HOST_OOPS", "HYP_PANIC", "MASK64", "PAGE_SIZE", "REFERENCES",
     "RETURNED", "SIGSEGV", "TASK_KILLED", "Access", "AccessFault", "Expected", "Fate", "ImageFn", "ModelError",
-    "PolicyTraits", "RefCase", "RefMemory", "RegCheck", "RunEnds", "Window", "clear_user", "copy_from_kernel_nofault",
+    "PolicyTraits", "HostTraits", "LIVELOCK", "NEWEST_HOST", "REFERENCE_TRAITS", "El2Action", "reference_traits", "RefCase", "RefMemory", "RegCheck", "RunEnds", "Window", "clear_user", "copy_from_kernel_nofault",
     "copy_from_user", "copy_to_kernel_nofault", "copy_to_user", "dentry_name_cmp", "fate", "fold_hash",
     "full_name_hash", "futex_atomic_add", "get_user", "gup_kernel_copy", "hash_mix", "hashlen_string",
     "load_unaligned_zeropad", "name_hash", "neg", "progress_check", "put_user", "strncpy_from_user", "strnlen_user",

@@ -23,7 +23,7 @@ import os
 import time
 from typing import Callable, Iterable, Sequence
 
-from hyp.policies import POLICIES
+from hyp.policies import known as known_policies
 
 from faultlab import reference as ref
 from faultlab.sweep.bench import GUEST_ASM, KERNEL_FILES, USER_FILES, Bench, BenchBuffer
@@ -33,12 +33,11 @@ from faultlab.sweep.plan import cases, full_product
 from faultlab.sweep.routines import ROUTINES
 from faultlab.sweep.spec import FILL_DST, FILL_SRC, MAX_SHOWN, BufferSpec, Case, CaseRun, Failure, Plan, RoutineSpec, SweepError, SweepSummary
 
-_leaks = leaks  # the name tests/test_sweeps.py imports
 
 __all__ = [
     "FILL_DST", "FILL_SRC", "GUEST_ASM", "KERNEL_FILES", "MAX_SHOWN", "POISON", "ROUTINES", "USER_FILES", "Bench",
     "BenchBuffer", "BufferSpec", "Case", "CaseRun", "Failure", "Plan", "ProgressFn", "RoutineSpec", "SweepError",
-    "SweepSummary", "cases", "full_product", "judge", "leaks", "routine", "run_case", "run_sweep", "traits_of",
+    "SweepSummary", "cases", "check_policies", "full_product", "judge", "leaks", "routine", "run_case", "run_parallel", "run_sweep", "traits_of",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -61,29 +60,41 @@ def run_sweep(
     number of cases (for quick looks from the CLI).
     """
     spec = routine(name)
-    names = list(POLICIES) if policies is None else list(policies)
-    for p in names:
-        if p not in POLICIES:
-            raise SweepError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
-        traits_of(POLICIES[p])
+    names = list(known_policies()) if policies is None else list(policies)
+    check_policies(names)
     todo = list(cases(spec, full, names))
     if limit is not None:
         todo = todo[:limit]
     summary = SweepSummary(spec.name, full_product=full_product(spec, len(names)) if full else 0)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
-        summary.merge(_run_parallel(spec.name, todo, jobs, progress))
+        summary.merge(run_parallel(spec.name, todo, jobs, progress, _worker, (spec.name,)))
     else:
         summary.merge(run_cases(spec, todo, bench or Bench(), progress))
     summary.seconds = time.monotonic() - started
     return summary
 
 
+def check_policies(names: Sequence[str]) -> None:
+    """Refuse unknown policy names (a known policy without reference traits runs as unjudged)."""
+    for p in names:
+        if p not in known_policies():
+            raise SweepError(f"unknown policy {p!r} (known: {', '.join(known_policies())})")
+
+
 def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: ProgressFn | None = None, offset: int = 0, total: int | None = None) -> SweepSummary:
-    """Run the cases in order; the summary counts outcomes and keeps the failures (shared with kernel sweeps)."""
+    """Run the cases in order; the summary counts outcomes and keeps the failures (shared with kernel sweeps).
+
+    A case under a policy the reference models have no traits for cannot be
+    judged: it is counted as unjudged (never as passed) and not run.
+    """
     summary = SweepSummary(spec.name)
     total = len(todo) if total is None else total
     for i, case in enumerate(todo, 1):
+        if ref.reference_traits(case.policy) is None:
+            summary.cases += 1
+            summary.unjudged += 1
+            continue
         try:
             run = run_case(bench, spec, case)
             problems, kind = run.problems, run.outcome
@@ -98,20 +109,27 @@ def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: P
     return summary
 
 
-def _worker(args: tuple[str, list[Case]]) -> SweepSummary:
-    name, todo = args
+def _worker(job: tuple[str, list[Case]]) -> SweepSummary:
+    name, todo = job
     return run_cases(routine(name), todo, Bench(), None)
 
 
-def _run_parallel(name: str, todo: list[Case], jobs: int, progress: ProgressFn | None) -> SweepSummary:
+def run_parallel(
+    name: str, todo: list[Case], jobs: int, progress: ProgressFn | None, worker: Callable[[tuple], SweepSummary], context: tuple = ()
+) -> SweepSummary:
+    """The one parallel runner (guest_asm and kernel sweeps): `worker((*context, chunk))` in `jobs` processes.
+
+    Interleaved chunks keep the workers' loads alike (cases are ordered by
+    size); each worker builds its own bench from `context` (picklable: names
+    and paths, not labs).
+    """
     import multiprocessing
 
-    # Interleaved chunks keep the workers' loads alike (cases are ordered by size).
     chunks = [todo[i::jobs] for i in range(jobs)]
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     summary = SweepSummary(name)
     with ctx.Pool(jobs) as pool:
-        for part in pool.imap_unordered(_worker, [(name, c) for c in chunks if c]):
+        for part in pool.imap_unordered(worker, [(*context, c) for c in chunks if c]):
             summary.merge(part)
             if progress is not None:
                 progress(summary.cases, len(todo))

@@ -7,13 +7,18 @@ pages around its buffers, one page either side).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Mapping
 
 from emu.memory import PAGE_SIZE
 from guest_asm import SOURCE_DIR
-from hyp.policies import POLICIES
+from host.kernel import KernelConfig
+from hyp.policies import known as known_policies
+from kimage.profiles import HostFeatures, model_profile
 
+from faultlab import leak
 from faultlab.lab import Lab, Region
 from faultlab.sweep.spec import BufferSpec, RoutineSpec
 
@@ -54,10 +59,13 @@ class Bench:
     and assembling costs far more than a case.
     """
 
-    def __init__(self, sources: Mapping[str, str] | None = None, *, secret_seed: int = 0) -> None:
+    def __init__(self, sources: Mapping[str, str] | None = None, *, secret_seed: int = 0, host: HostFeatures | None = None) -> None:
         # sources: replacement text for guest_asm files, by file name (tests feed broken routines);
-        # secret_seed: which data the guest keeps in its pages (tests compare runs with two)
+        # secret_seed: which data the guest keeps in its pages (tests compare runs with two);
+        # host: the host kernel's fault-path features (default: the model's kernel), e.g. a real
+        # kernel's, so our routines and that kernel's answer the same question
         self.sources = dict(sources or {})
+        self.host = host
         self.secret_seed = secret_seed
         self.labs: dict[str, Lab] = {}
         self.buffers: dict[tuple[str, str, str], BenchBuffer] = {}
@@ -68,12 +76,17 @@ class Bench:
         """The runs of n guest bytes worth looking for in registers (not one byte repeated)."""
         key = (secret, n)
         if key not in self._grams:
-            self._grams[key] = frozenset(secret[i : i + n] for i in range(len(secret) - n + 1) if len(set(secret[i : i + n])) > 1)
+            self._grams[key] = leak.grams(secret, n)
         return self._grams[key]
 
     def lab(self, policy: str) -> Lab:
         if policy not in self.labs:
-            lab = Lab(POLICIES[policy])
+            pol = known_policies()[policy]
+            config = None
+            if self.host is not None:
+                profile = dataclasses.replace(model_profile(), host=self.host)
+                config = KernelConfig(profile=profile, pkvm_initialised=pol.pkvm_initialised)
+            lab = Lab(pol, host_config=config)
             for name in KERNEL_FILES:
                 lab.load_asm(GUEST_ASM / name, text=self.sources.get(name))
             for name in USER_FILES:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from emu.memory import PAGE_SIZE
-from hyp.policies import POLICIES, FaultShape, Policy
+from hyp.policies import Policy
 
 from faultlab import reference as ref
 from faultlab.lab import Lab
@@ -26,17 +26,23 @@ from faultlab.sweep.spec import Case, CaseRun, RoutineSpec, SweepError
 POISON = tuple(0x2F2F_2F2F_2F2F_2F00 | i for i in range(8))
 
 
-def traits_of(policy: Policy) -> ref.PolicyTraits:
-    """The reference models' view of a policy; refuse combinations they cannot predict."""
-    decision = policy.decide().value
-    fatal = decision == "inject" and policy.shape is FaultShape.GPC
-    if decision == "inject" and not fatal and not policy.host_pkvm_initialised:
-        # The host would not recognise the injected abort as pKVM's and would loop on
-        # the spurious-fault path: no model for that.
-        raise SweepError(f"policy {policy.name}: injection into a host without pKVM support is not modelled")
-    if decision == "reclaim" and not policy.inject_on_failed_reclaim:
-        pass  # reclaim never fails in a sweep: the page is always a guest's
-    return ref.PolicyTraits(policy.name, decision, fatal, policy.host_force_reclaim)
+class Unjudged(SweepError):
+    """The reference models have no traits for this policy: its cases can be run but not judged."""
+
+
+def traits_of(policy: Policy | str) -> ref.PolicyTraits:
+    """The reference models' own view of a policy, looked up by name (never derived from hyp's class)."""
+    name = policy if isinstance(policy, str) else policy.name
+    traits = ref.reference_traits(name)
+    if traits is None:
+        raise Unjudged(f"policy {name}: no reference traits (faultlab/reference/policy.py), so its cases are unjudged")
+    return traits
+
+
+def host_traits(lab: Lab) -> ref.HostTraits:
+    """The reference's view of the host kernel the lab runs: its profile's host features (checked against the image)."""
+    features = lab.kernel.config.profile.host
+    return ref.HostTraits(pkvm_marker=features.pkvm_marker, force_reclaim=features.force_reclaim_hcall is not None)
 
 
 def _window_bounds(buf: BenchBuffer, start: int, reach: int) -> tuple[int, int]:
@@ -49,7 +55,7 @@ def _window_bounds(buf: BenchBuffer, start: int, reach: int) -> tuple[int, int]:
 def run_case(bench: Bench, spec: RoutineSpec, case: Case) -> CaseRun:
     """Lay one case out in the policy's Lab, run it, and judge it against the reference."""
     lab = bench.lab(case.policy)
-    traits = traits_of(POLICIES[case.policy])
+    traits = traits_of(case.policy).for_host(host_traits(lab))
     rng = random.Random(case.seed)
     bufs = {b.name: bench.buffer(case.policy, spec, b.name) for b in spec.buffers}
     starts: dict[str, int] = {}

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
+from faultlab import leak
 from faultlab import reference as ref
 from faultlab.sweep.spec import MAX_SHOWN, Case, RoutineSpec
 
-_GUEST_RANGE = re.compile(rb"[\x80-\xff]")  # the guest's byte values; host buffers hold 0x01-0x7f
 
 
 def judge(
@@ -46,8 +46,13 @@ def judge(
     # spurious-fault path). On the way to a predicted oops it is part of dying: a 7.x host
     # WARNs when EL2 refuses its force-reclaim call (kvm_call_hyp_nvhe), then dies.
     warnings = [e.message for e in result.events if e.kind == "warn"]
-    if warnings and kind != ref.HOST_OOPS:
-        problems.append(f"the host warned: {warnings[0]}")
+    if any(e.kind == "hypercall" and e.data.get("status") for e in result.events):
+        # The EL2 refused the host's force-reclaim call (e.g. `inject`, a pre-patch EL2):
+        # kvm_call_hyp_nvhe()'s WARN_ON(res.a0 != SMCCC_RET_SUCCESS) is the kernel's own
+        # expected warning on that path, and the outcome has already been judged.
+        warnings = warnings[1:]
+    if warnings and kind != ref.LIVELOCK:  # a livelock's WARNs are the spurious-fault path the model predicted
+        problems.append(f"the host warned: {warnings[0]}")  # e.g. a spurious-fault path nobody expected
     touched = any(e.kind == "protected-access" for e in result.events)
     if touched != exp.touched:
         problems.append(f"the run {'touched' if touched else 'did not touch'} the guest page; the model says it {'does' if exp.touched else 'does not'}")
@@ -79,14 +84,11 @@ def leaks(
     reclaimed: set[str] = frozenset(),
     images: Mapping[str, tuple[bytes, bytes]] | None = None,
 ) -> list[str]:
-    """Confidentiality: guest bytes in host-owned memory, runs of guest bytes in registers.
+    """Confidentiality by faultlab/leak.py's rule: guest bytes in host-owned memory, runs of guest bytes in registers.
 
-    Memory: a byte in 0x80-0xff (the guest's range; host buffers hold 0x01-0x7f)
-    that neither the model's images nor, failing those, the memory before the
-    run explain. Registers: `leak_window` consecutive bytes that occur in a
-    guest page (`grams`); values with the top 16 bits set - kernel pointers,
-    small negative numbers - are skipped, and runs of one repeated byte are
-    not in `grams`.
+    Memory: a guest-range byte that neither the model's images nor, failing
+    those, the memory before the run explain. Registers: `leak_window`
+    consecutive bytes of a guest page (`grams`), kernel pointers excepted.
     """
     problems = []
     for name, data in got.items():
@@ -96,19 +98,11 @@ def leaks(
         if w.guest is not None and name not in reclaimed:
             parts = [(0, w.guest[0] - w.va), (w.guest[1] - w.va, len(data))]
         for lo, hi in parts:
-            for m in _GUEST_RANGE.finditer(data, lo, hi):
-                i = m.start()
-                if data[i] not in (explain[0][i], explain[1][i]):
-                    problems.append(f"{name}: guest-range byte {data[i]:#04x} in host memory at {w.va + i:#x}")
-                    break
+            i = leak.unexplained_guest_byte(data, explain, lo, hi)
+            if i is not None:
+                problems.append(f"{name}: guest-range byte {data[i]:#04x} in host memory at {w.va + i:#x}")
     n = spec.leak_window
-    if grams:
-        for i in range(31):
-            value = regs[f"x{i}"]
-            if value >> 48 == 0xFFFF:
-                continue
-            raw = value.to_bytes(8, "little")
-            if any(raw[j : j + n] in g for j in range(9 - n) for g in grams):
-                problems.append(f"x{i} = {value:#018x} holds a run of {n} guest bytes")
+    for reg, value in leak.in_registers(regs, grams, n):
+        problems.append(f"{reg} = {value:#018x} holds a run of {n} guest bytes")
     return problems
 

@@ -3,7 +3,7 @@
 The sweep engine of faultlab/sweep/ does the work: the same cases (sizes,
 which buffer holds the guest page, where the page boundary falls, the other
 buffers' alignment, the policy), the same memory layout and judge. What
-changes is the bench: `KernelBench` gives each policy a `KernelLab` (a booted
+changes is the bench: `KernelBench` gives each policy a `Lab.with_vmlinux` (a booted
 vmlinux), so `run_case` calls the kernel's own symbol and the kernel's own
 `__ex_table` decides the fixups.
 
@@ -26,19 +26,18 @@ different deviation:
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 from kimage.elf import Vmlinux
-from kimage.profiles import Looseness, profile_for_version
-from hyp.policies import POLICIES
+from host.kernel import KernelConfig
+from kimage.profiles import HostFeatures, Looseness, profile_for, profile_for_version
+from hyp.policies import known as known_policies
 
 from faultlab import reference as ref
 from faultlab import sweep
-from faultlab.kernel.lab import KernelLab
-from faultlab.cli.sweep import summary_json
+from faultlab.lab import Lab
 from faultlab.sweep import (
     ROUTINES,
     Bench,
@@ -48,7 +47,6 @@ from faultlab.sweep import (
     SweepError,
     SweepSummary,
     cases,
-    traits_of,
 )
 
 from abi.arch import PAGE_SIZE
@@ -249,9 +247,8 @@ def kernel_spec(vm: Vmlinux, name: str, plan: Plan | None = None) -> RoutineSpec
 # =========================================================================== running
 
 
-# A lab is rebooted after this many donations: hyp/ownership.py's per-transition scan of
-# every guest mapping makes each case slower as reclaimed pages pile up (measured: 1.7 ms
-# per case at first, 26 ms after 6000 reclaim-and-donate cycles); a boot costs ~0.1 s.
+# A lab is rebooted after this many donations: a cheap bound on what one lab accumulates
+# (guest pages, the transition log) over a long sweep; a boot costs ~0.1 s.
 RECYCLE_AFTER_DONATIONS = 1000
 
 
@@ -263,19 +260,26 @@ class KernelBench(Bench):
     spec's reach.
     """
 
-    def __init__(self, vmlinux: Vmlinux, *, secret_seed: int = 0) -> None:
-        super().__init__(secret_seed=secret_seed)
+    def __init__(self, vmlinux: Vmlinux, *, secret_seed: int = 0, host: HostFeatures | None = None) -> None:
+        # host: other fault-path features than the kernel's own profile (a what-if: "this kernel's
+        # routines on another kernel's fault path"); the reference models follow the same host
+        super().__init__(secret_seed=secret_seed, host=host)
         self.vmlinux = vmlinux
         self.boots = 0
 
-    def lab(self, policy: str) -> KernelLab:
+    def lab(self, policy: str) -> Lab:
         lab = self.labs.get(policy)
         if lab is not None and len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS:
             del self.labs[policy]
             for key in [k for k in self.buffers if k[0] == policy]:
                 del self.buffers[key]
         if policy not in self.labs:
-            self.labs[policy] = KernelLab(self.vmlinux, policy)
+            config = None
+            if self.host is not None:
+                pol = known_policies()[policy]
+                profile = dataclasses.replace(profile_for(self.vmlinux), host=self.host)
+                config = KernelConfig(profile=profile, pkvm_initialised=pol.pkvm_initialised)
+            self.labs[policy] = Lab.with_vmlinux(self.vmlinux, policy, config)
             self.boots += 1
         return self.labs[policy]
 
@@ -284,10 +288,7 @@ ProgressFn = Callable[[int, int], None]
 
 
 def plan_cases(spec: RoutineSpec, full: bool, policies: Sequence[str], limit: int | None = None) -> list[Case]:
-    for p in policies:
-        if p not in POLICIES:
-            raise SweepError(f"unknown policy {p!r} (known: {', '.join(POLICIES)})")
-        traits_of(POLICIES[p])
+    sweep.check_policies(policies)
     todo = list(cases(spec, full, list(policies)))
     return todo if limit is None else todo[:limit]
 
@@ -321,28 +322,14 @@ def sweep_kernel(
 ) -> SweepSummary:
     """Sweep one kernel routine: the quick plan, the full one, or `plan` (e.g. from --lengths)."""
     spec = kernel_spec(vm, name, plan)
-    names = list(POLICIES) if policies is None else list(policies)
+    names = list(known_policies()) if policies is None else list(policies)
     todo = plan_cases(spec, full or plan is not None, names, limit)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
-        summary = _run_parallel(vm, spec, plan, todo, jobs, progress)
+        summary = sweep.run_parallel(spec.name, todo, jobs, progress, _worker, (str(vm.path), spec.name, plan))
     else:
         summary = run_cases(spec, todo, bench or KernelBench(vm), progress)
     summary.seconds = time.monotonic() - started
-    return summary
-
-
-def _run_parallel(vm: Vmlinux, spec: RoutineSpec, plan: Plan | None, todo: list[Case], jobs: int, progress: ProgressFn | None) -> SweepSummary:
-    import multiprocessing
-
-    chunks = [todo[i::jobs] for i in range(jobs)]
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    summary = SweepSummary(spec.name)
-    with ctx.Pool(jobs) as pool:
-        for part in pool.imap_unordered(_worker, [(str(vm.path), spec.name, plan, c) for c in chunks if c]):
-            summary.merge(part)
-            if progress is not None:
-                progress(summary.cases, len(todo))
     return summary
 
 
@@ -350,8 +337,8 @@ def _run_parallel(vm: Vmlinux, spec: RoutineSpec, plan: Plan | None, todo: list[
 
 
 def summary_record(summary: SweepSummary, vm: Vmlinux, spec: RoutineSpec, policies: Sequence[str]) -> dict:
-    """`faultlab sweep --json`'s summary object (cli.sweep.summary_json), plus which kernel and symbol ran."""
-    record = summary_json(summary)
+    """`faultlab sweep --json`'s summary object (`SweepSummary.as_json`), plus which kernel and symbol ran."""
+    record = summary.as_json()
     record.update(
         symbol=spec.symbol,
         vmlinux=str(vm.path),

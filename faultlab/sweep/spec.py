@@ -123,6 +123,7 @@ class SweepSummary:
     cases: int = 0
     failures: list[Failure] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
+    unjudged: int = 0  # cases under a policy the reference models have no traits for (counted, never passed)
     seconds: float = 0.0
     full_product: int = 0  # the size of the unsampled cross product, for the docs
 
@@ -136,12 +137,26 @@ class SweepSummary:
 
     def merge(self, other: "SweepSummary") -> None:
         self.cases += other.cases
+        self.unjudged += other.unjudged
         self.failures += other.failures
         for k, v in other.outcomes.items():
             self.outcomes[k] = self.outcomes.get(k, 0) + v
 
+    def as_json(self) -> dict:
+        """`faultlab sweep --json`'s summary object (`faultlab kernel sweep --json` adds the kernel's fields)."""
+        return {
+            "routine": self.routine,
+            "cases": self.cases,
+            "passed": self.ok,
+            "unjudged": self.unjudged,
+            "failures": [{"case": str(f.case), "problems": list(f.problems)} for f in self.failures],
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "seconds": round(self.seconds, 3),
+        }
+
     def __str__(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
-        head = f"{self.routine}: {self.cases} cases, {len(self.failures)} failures, {self.seconds:.1f}s ({self.rate:.0f} cases/s) [{kinds}]"
+        unjudged = f", {self.unjudged} unjudged" if self.unjudged else ""
+        head = f"{self.routine}: {self.cases} cases, {len(self.failures)} failures{unjudged}, {self.seconds:.1f}s ({self.rate:.0f} cases/s) [{kinds}]"
         return "\n".join([head, *(str(f) for f in self.failures[:MAX_SHOWN])])
 

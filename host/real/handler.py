@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING
 from emu.cpu import VectorKind, VectorOffset
 from emu.outcome import Outcome, OutcomeKind
 from emu.syndrome import EC, Esr
+from kimage.alternatives import apply as apply_alternatives
+from kimage.hcalls import TABLE_SYMBOL as HCALL_TABLE, HcallTable
 from kimage.loaded import LoadedKernel
 
 from host.extable import Fixup
-from host.results import Die, Signal
+from host.results import LIVELOCK_AFTER, Die, Signal, livelock_message
 from host.kernel import HOST_STUBS_VA, KernelConfig, HostKernel
 from host.ptregs import PtRegs
 from host.tasks import signal_name
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
     from emu.machine import Machine
 
 LIVELOCK = OutcomeKind.LIVELOCK
-LIVELOCK_AFTER = 8  # the same PC and FAR faulting this many times in a row
 MAX_FRAMES = 8
 RETURN_VA = HOST_STUBS_VA + 0x400  # in HostKernel's vector page: do_mem_abort returns here
 _ABORTS = (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW)
@@ -76,6 +77,11 @@ class RealHost(HostKernel):
         self.bugs = BugTable(loaded, self.layout.bug_entry_size)
         self.task_context = TaskContext(loaded, self.layout, user_mm=user_mm)
         self.booted = boot_state(loaded, self.layout)
+        # [booted-like image, issue 10 build 3/6] alternatives patched for abi/cpu.py FEATURES (+ protected-mode
+        # KVM iff pKVM boots), and the image's host hypercall table for EL2 to serve ids by name.
+        self.alternatives = apply_alternatives(loaded, protected=config.pkvm_initialised)
+        self.booted.append(self.alternatives.summary())
+        self.hcalls = HcallTable.read(loaded.vmlinux) if HCALL_TABLE in loaded.symbols else None
         self.do_mem_abort = loaded.resolve("do_mem_abort")
         self._run = None
         self._frames: list[_Frame] = []
@@ -144,8 +150,8 @@ class RealHost(HostKernel):
         count = self._repeat[1] + 1 if self._repeat[0] == key else 1
         self._repeat = (key, count)
         if count >= LIVELOCK_AFTER:
-            msg = f"the access at pc={regs.pc:#x} ({self.loaded.symbolize(regs.pc)}) faulted {count} times on FAR={far:#x}: the host retries forever"
-            self.log(LIVELOCK, msg)
+            msg = livelock_message(regs.pc, far, count)
+            self.log(LIVELOCK, f"{msg} (at {self.loaded.symbolize(regs.pc)})")
             return Outcome(LIVELOCK, msg, key)
         if len(self._frames) >= MAX_FRAMES:
             self.log("recursive-fault", f"fault at pc={regs.pc:#x} ({self.loaded.symbolize(regs.pc)}) FAR={far:#x} while handling {len(self._frames)} nested faults")
@@ -185,7 +191,7 @@ class RealHost(HostKernel):
             why += ": retry the access"
         for sig in frame.signals:
             self.log("signal", f"{signal_name(sig.signo)} code={sig.code} addr={sig.addr:#x} ({sig.why})", signal=sig)
-            outcome = self.task.deliver(self, regs, sig)
+            outcome = self.task.deliver(regs, sig, self.sigreturn_va)
             if outcome is not None:
                 return outcome
         self.log("resume", f"{why}; eret to {regs.pc:#x}")

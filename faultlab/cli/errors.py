@@ -1,0 +1,16 @@
+"""Exit codes and the usage error of every `faultlab` command (one definition for main, sweep and kernel).
+
+0 success; 1 an expectation or a sweep case failed; 2 bad input (unreadable
+or invalid scenario, bad arguments, unknown routine, symbol or kernel);
+3 internal error (a bug in faultlab).
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit code 2."""
