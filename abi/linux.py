@@ -15,6 +15,7 @@ class Errno(enum.IntEnum):
     SUCCESS = 0
     EPERM = -1
     ENOENT = -2
+    E2BIG = -7
     EAGAIN = -11
     ENOMEM = -12
     EFAULT = -14

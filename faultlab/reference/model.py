@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from abi.arch import MASK64, PAGE_SIZE
+from abi.linux import Errno, Sig
 from faultlab.reference.policy import RETURNED, Access, Fate, PolicyTraits, fate
 
-MASK64 = (1 << 64) - 1
-PAGE_SIZE = 4096
-EFAULT = 14
-EAGAIN = 11
-E2BIG = 7
-SIGSEGV = 11
+# The ABI's numbers (the contracts are written in them), positive as errno.h spells them.
+EFAULT, EAGAIN, E2BIG = -Errno.EFAULT, -Errno.EAGAIN, -Errno.E2BIG
+SIGSEGV = Sig.SIGSEGV
 
 
 def neg(errno: int) -> int:
