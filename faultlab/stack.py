@@ -19,10 +19,12 @@ from typing import Callable
 from emu.machine import Machine
 from host.kernel import HostKernel, KernelConfig
 from host.real import RealHost
+from hyp.hypercalls import HostAbi
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 from kimage.elf import Vmlinux
 from kimage.extable_format import NUMBERING_V7, TypeNumbering
+from kimage.hcalls import TABLE_SYMBOL as HCALL_TABLE, HcallTable
 from kimage.loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
 from kimage.profiles import KernelProfile, model_profile, profile_for
 
@@ -104,6 +106,9 @@ def boot_vmlinux(
     if host == "real":
         make_host = lambda machine, config: RealHost(machine, kernel, config, user_mm=user_mm)  # noqa: E731
     stack = compose(kernel.machine, policy, host_config, numbering=vmlinux.numbering, profile=profile_for(vmlinux), make_host=make_host)
+    # EL2 numbers host hypercalls as this kernel does (its host_hcall[]), for either host. profile_for
+    # has checked the profile's force-reclaim id against the same table.
+    stack.hyp.abi = host_abi_of(vmlinux)
     stack.host.add_extable(vmlinux.extable, vmlinux.numbering)
     if stack.host.config.pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
         # is_pkvm_initialized() in the real code (arch/arm64/include/asm/virt.h) agrees with the host model.
@@ -114,3 +119,10 @@ def boot_vmlinux(
         if stack.hyp.ownership.host_may_access(pte.pfn):
             stack.hyp.stage2.idmap(pte.pfn)
     return kernel, stack
+
+
+def host_abi_of(vmlinux: Vmlinux) -> HostAbi:
+    """The image's host hypercall numbering (`__kvm_nvhe_host_hcall`); none at all without nVHE hyp code."""
+    if HCALL_TABLE not in vmlinux.symbols:
+        return HostAbi({}, f"{vmlinux.path.name}: no {HCALL_TABLE}")
+    return HostAbi(HcallTable.read(vmlinux).names, f"{vmlinux.path.name} {HCALL_TABLE} (Linux {vmlinux.version.major}.{vmlinux.version.minor})")

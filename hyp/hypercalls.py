@@ -6,10 +6,19 @@ answers the SMCCC status in x0 (0 success, -1 not supported) and the handler's
 own return value (0 or -errno) in x1, with further results after it. The same
 handlers are callable from Python, so scenario setup performs exactly the
 transitions a host would request.
+
+Which n names which call is the host kernel's: asm/kvm_asm.h's
+`enum __kvm_host_smccc_func` differs between kernels (share_hyp is 9 on 6.1,
+29 on 7.2). A `HostAbi` maps ids to the names this model's handlers carry;
+`MODEL_ABI` is the model's own numbering (our snippets), and a lab around a
+vmlinux passes the image's own table (faultlab/stack.py reads it with
+kimage.hcalls: hyp never reads a Linux image).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from abi.arch import MASK64, PAGE_SHIFT
@@ -110,18 +119,83 @@ HCALLS: dict[int, Hcall] = {
 HCALL_BY_NAME = {h.name: h for h in HCALLS.values()}
 
 
-def dispatch(hyp: "El2", policy: "Policy", regs: list[int]) -> tuple[int, list[int], str]:
-    """Run the hypercall in x0 with arguments regs[1:]; returns (x0 status, results for x1.., name).
+@dataclass(frozen=True)
+class HostAbi:
+    """The host kernel's hypercall numbering: SMCCC function id -> hypercall name.
 
-    An id this EL2 does not implement - unknown, or one the policy's EL2 predates
-    (e.g. force-reclaim under `inject`) - gets SMCCC NOT_SUPPORTED, as
-    hyp-main.c handle_host_hcall() answers an id outside its table.
+    Names are hyp-main.c's (`__pkvm_host_share_hyp`), the handler's name without
+    `handle_`; only the names in HCALL_BY_NAME have a handler here. Ids are
+    looked up exactly (all 64 bits of x0, hint bit cleared): handle_host_hcall()
+    indexes host_hcall[] with the unsigned long `id - KVM_HOST_SMCCC_ID(0)`, so
+    an id with upper bits set is past the table.
+    """
+
+    names: Mapping[int, str]
+    origin: str  # where the numbering comes from, for the event log and errors
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ids", {n: i for i, n in self.names.items()})
+
+    def name_of(self, fid: int) -> str | None:
+        return self.names.get(fid)
+
+    def id_of(self, name: str) -> int | None:
+        return self._ids.get(name)
+
+
+# Our snippets (guest_asm, tests) number hypercalls as HCALLS does.
+MODEL_ABI = HostAbi({h.function_id: h.name for h in HCALLS.values()}, "pKVM model")
+
+
+class Refusal(enum.StrEnum):
+    """Why EL2 answered SMCCC NOT_SUPPORTED: the `hypercall` event's `refused`."""
+
+    UNKNOWN_ID = "unknown function id"  # the host's numbering names no call with this id
+    NOT_MODELLED = "not modelled"  # a call of this kernel that this pKVM model has no handler for
+    NOT_SERVED = "not served by policy"  # a call the policy's EL2 predates (force-reclaim under `inject`)
+    NONZERO_IMM = "hvc immediate not 0"  # hyp-main.c: only hvc #0 is a host hypercall
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What EL2 answered one host hypercall: x0, then x1.. ; `name` as the host's numbering names the id."""
+
+    fid: int
+    name: str | None
+    status: int
+    results: tuple[int, ...] = ()
+    refused: Refusal | None = None
+
+    def label(self, policy: str) -> str:
+        """The call as the event log shows it."""
+        if self.refused is None:
+            return str(self.name)
+        if self.refused is Refusal.NOT_SERVED:
+            return f"{self.name} (not implemented by policy {policy})"
+        if self.refused is Refusal.NOT_MODELLED:
+            return f"{self.name} (not modelled by this EL2)"
+        if self.refused is Refusal.NONZERO_IMM:
+            return f"{self.fid:#x} ({self.refused})"
+        return f"unknown function id {self.fid:#x}"
+
+
+def dispatch(hyp: "El2", policy: "Policy", regs: list[int], abi: HostAbi = MODEL_ABI) -> Answer:
+    """Run the hypercall in x0 (numbered as `abi` numbers it) with arguments regs[1:].
+
+    Answered SMCCC NOT_SUPPORTED, as hyp-main.c handle_host_hcall() answers an id
+    outside its table: an id the host's numbering does not name, a call this
+    model has no handler for, and one the policy's EL2 predates (e.g.
+    force-reclaim under `inject`; the policy refuses by name).
     """
     fid = regs[0] & ~SMCCC_CALL_HINTS
-    if fid & ~0xFFFF != SMCCC_FAST_64_VENDOR_HYP or (fid & 0xFFFF) not in HCALLS:
-        return SMCCC_RET_NOT_SUPPORTED, [], f"unknown function id {fid:#x}"
-    hcall = HCALLS[fid & 0xFFFF]
-    if not policy.serves(hcall.name):
-        return SMCCC_RET_NOT_SUPPORTED, [], f"{hcall.name} (not implemented by policy {policy.name})"
+    name = abi.name_of(fid)
+    if name is None:
+        return Answer(fid, None, SMCCC_RET_NOT_SUPPORTED, refused=Refusal.UNKNOWN_ID)
+    hcall = HCALL_BY_NAME.get(name)
+    if hcall is None:
+        return Answer(fid, name, SMCCC_RET_NOT_SUPPORTED, refused=Refusal.NOT_MODELLED)
+    if not policy.serves(name):
+        return Answer(fid, name, SMCCC_RET_NOT_SUPPORTED, refused=Refusal.NOT_SERVED)
     results = hcall.handler(hyp, *regs[1 : 1 + hcall.nargs])
-    return SMCCC_RET_SUCCESS, [r & MASK64 for r in results], hcall.name
+    return Answer(fid, name, SMCCC_RET_SUCCESS, tuple(r & MASK64 for r in results))

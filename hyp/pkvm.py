@@ -1,6 +1,8 @@
 """`Hyp`: the pKVM model at EL2 for one machine - ownership, host stage 2, hypercalls, policy.
 
-It implements the EL2 services of hyp/el2.py that policies compose.
+It implements the EL2 services of hyp/el2.py that policies compose. Host
+hypercalls are numbered as the host kernel numbers them (`abi`: the model's
+own numbering unless the lab around a vmlinux passes the image's table).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from emu.outcome import Outcome, OutcomeKind
 
 from hyp.abort import handle_host_mem_abort
 from hyp.el2 import Decision, ProtectedAccess, Syndrome
-from hyp.hypercalls import HCALL_BY_NAME, SMCCC_RET_NOT_SUPPORTED, dispatch
+from hyp.hypercalls import MODEL_ABI, SMCCC_RET_NOT_SUPPORTED, Answer, HostAbi, Refusal, dispatch
 from hyp.inject import Injection, inject_host_abort
 from hyp.ownership import Ownership
 from hyp.policies import Policy, policy as policy_by_name
@@ -25,9 +27,10 @@ if TYPE_CHECKING:
 class Hyp:
     """Installs itself as the machine's stage 2 and EL2 handler."""
 
-    def __init__(self, machine: "Machine", policy: Policy | str = "inject-reclaim") -> None:
+    def __init__(self, machine: "Machine", policy: Policy | str = "inject-reclaim", abi: HostAbi = MODEL_ABI) -> None:
         self.machine = machine
         self.policy = policy_by_name(policy) if isinstance(policy, str) else policy
+        self.abi = abi
         self.stage2 = HostStage2(machine.stage2_changed)
         self.ownership = Ownership(
             machine.phys.first_pfn,
@@ -54,16 +57,29 @@ class Hyp:
         cpu = machine.cpu
         regs = [cpu.x(i) for i in range(8)]
         if imm != 0:
-            status, results, name = SMCCC_RET_NOT_SUPPORTED, [], f"hvc #{imm}"
+            answer = Answer(regs[0], None, SMCCC_RET_NOT_SUPPORTED, refused=Refusal.NONZERO_IMM)
         else:
-            status, results, name = dispatch(self, self.policy, regs)
-        cpu.set_x(0, status)
-        for i, value in enumerate(results, start=1):
+            answer = dispatch(self, self.policy, regs, self.abi)
+        cpu.set_x(0, answer.status)
+        for i, value in enumerate(answer.results, start=1):
             cpu.set_x(i, value)
-        shown = ", ".join(f"{_signed(r)}" for r in results)
-        machine.log("hypercall", f"{name}({', '.join(hex(a) for a in regs[1:4])}) -> x0={_signed(status)} [{shown}]", name=name, status=status, results=results)
+        self._log_call(answer, regs, f"hvc #{imm}" if imm else answer.label(self.policy.name))
         self._log_transitions()
         return None
+
+    def _log_call(self, answer: Answer, regs: list[int], label: str) -> None:
+        """The `hypercall` event: `name` is the call as the host's numbering names it (None: no such id)."""
+        shown = ", ".join(f"{_signed(r)}" for r in answer.results)
+        self.machine.log(
+            "hypercall",
+            f"{label}({', '.join(hex(a) for a in regs[1:4])}) -> x0={_signed(answer.status)} [{shown}]",
+            name=answer.name,
+            fid=answer.fid,
+            status=answer.status,
+            results=list(answer.results),
+            refused=None if answer.refused is None else answer.refused.value,
+            numbering=self.abi.origin,
+        )
 
     # services policies compose (hyp/el2.py) ------------------------------
     def _decide(self, decision: Decision) -> None:
@@ -90,12 +106,18 @@ class Hyp:
         return result
 
     def call(self, name: str, *args: int) -> tuple[int, list[int]]:
-        """Issue a hypercall from Python (scenario setup): same handler as `hvc #0`."""
-        hcall = HCALL_BY_NAME[name]
+        """Issue a hypercall from Python (scenario setup) as the host would: its id in the host's numbering.
+
+        A call the host kernel has no id for is refused like an unknown id.
+        """
+        fid = self.abi.id_of(name)
         self.forget_setup()
-        status, results, _ = dispatch(self, self.policy, [hcall.function_id, *args])
+        if fid is None:
+            answer = Answer(0, None, SMCCC_RET_NOT_SUPPORTED, refused=Refusal.UNKNOWN_ID)
+        else:
+            answer = dispatch(self, self.policy, [fid, *args], self.abi)
         self._log_transitions()
-        return status, results
+        return answer.status, list(answer.results)
 
     def forget_setup(self) -> None:
         """Transitions made while setting a scenario up are not events of the run that follows.
