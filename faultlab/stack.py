@@ -24,7 +24,7 @@ from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 from kimage.elf import Vmlinux
 from kimage.extable_format import NUMBERING_V7, TypeNumbering
-from kimage.hcalls import TABLE_SYMBOL as HCALL_TABLE, HcallTable
+from kimage.hcalls import FORCE_RECLAIM, TABLE_SYMBOL as HCALL_TABLE, HcallTable
 from kimage.loaded import DEFAULT_EXTRA_MEMORY, LoadedKernel
 from kimage.profiles import KernelProfile, model_profile, profile_for
 
@@ -109,6 +109,10 @@ def boot_vmlinux(
     # EL2 numbers host hypercalls as this kernel does (its host_hcall[]), for either host. profile_for
     # has checked the profile's force-reclaim id against the same table.
     stack.hyp.abi = host_abi_of(vmlinux)
+    asked = stack.host.config.profile.host.force_reclaim_hcall
+    if asked is not None and stack.hyp.abi.name_of(asked) != FORCE_RECLAIM:
+        # A what-if host_config (another kernel's fault path on this image) brings that kernel's id for the call it issues.
+        stack.hyp.abi = stack.hyp.abi.with_call(asked, FORCE_RECLAIM, f"host {stack.host.config.profile.name}")
     stack.host.add_extable(vmlinux.extable, vmlinux.numbering)
     if stack.host.config.pkvm_initialised and PKVM_STATIC_KEY in vmlinux.symbols:
         # is_pkvm_initialized() in the real code (arch/arm64/include/asm/virt.h) agrees with the host model.

@@ -143,6 +143,10 @@ class HostAbi:
     def id_of(self, name: str) -> int | None:
         return self._ids.get(name)
 
+    def with_call(self, fid: int, name: str, why: str) -> "HostAbi":
+        """This numbering with `fid` naming `name` too (a what-if host bringing its own id for a call)."""
+        return HostAbi({**self.names, fid: name}, f"{self.origin} + {fid:#x} {name} ({why})")
+
 
 # Our snippets (guest_asm, tests) number hypercalls as HCALLS does.
 MODEL_ABI = HostAbi({h.function_id: h.name for h in HCALLS.values()}, "pKVM model")

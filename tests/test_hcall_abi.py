@@ -196,3 +196,22 @@ def test_named_but_unmodelled_calls_are_not_supported(key):
         (event,) = result.events_of("hypercall")
         assert result.x0 == NOT_SUPPORTED and event.data["name"] == name and event.data["refused"] == Refusal.NOT_MODELLED
     assert lab.hyp.ownership.snapshot() == before
+
+
+@pytest.mark.kernel
+def test_a_what_if_host_brings_its_force_reclaim_id():
+    """6.1's routines on 7.2's fault path (KernelBench(host=...)): the 7.x host's id is served for that one call."""
+    import dataclasses
+
+    from host.kernel import KernelConfig
+    from kimage.profiles import LINUX_7_2
+
+    vm = vmlinux("6.1")
+    config = KernelConfig(profile=dataclasses.replace(profile_for(vm), host=LINUX_7_2.host), pkvm_initialised=True)
+    lab = Lab.with_vmlinux(vm, "inject-reclaim", config)
+    assert lab.hyp.abi.name_of(FORCE_RECLAIM_7_2) == FORCE_RECLAIM
+    assert lab.hyp.abi.name_of(SHARE_HYP_ID["6.1"]) == SHARE_HYP  # the rest is still 6.1's table
+    page = lab.donate(host_page(lab))
+    result, event = hvc(lab, FORCE_RECLAIM_7_2, page.pfn << 12)
+    assert result.x0 == 0 and event.data["name"] == FORCE_RECLAIM
+    assert lab.hyp.ownership.guest_state(lab.guest, page.gfn) is not PageState.OWNED
