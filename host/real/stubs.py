@@ -5,19 +5,19 @@ the caller (x0 = its answer, PC = x30) or ends the run with an outcome.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from emu.machine import Machine
 from emu.memory import AccessType, WalkFault
 from emu.outcome import Outcome, OutcomeKind
+from kimage.loaded import LoadedKernel
 
 from host.results import Die, Signal
 
+from host.real.boot import TaskContext
 from host.real.boundaries import Boundary, Kind, boundaries_in
+from host.real.layout import KernelLayout
 from host.real.printk import read_cstring, strip_level, vsprintf
-
-if TYPE_CHECKING:
-    from host.real.handler import RealHost
 
 CANNOT_RUN = OutcomeKind.CANNOT_RUN
 VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4
@@ -44,10 +44,28 @@ def _args(machine: Machine, first: int) -> Callable[[int], int]:
     return arg
 
 
+class StubHost(Protocol):
+    """What the stubs need from the host that installs them (`RealHost`); a protocol, so this
+    module does not import handler.py, which imports it."""
+
+    machine: Machine
+    loaded: LoadedKernel
+    layout: KernelLayout
+    task_context: TaskContext
+
+    def printed(self, name: str, text: str, level: str | None) -> None: ...
+
+    def queue_signal(self, sig: Signal) -> None: ...
+
+    def regs_user_mode(self, regs_va: int) -> bool: ...
+
+    def die_outcome(self, fallback: str, name: str) -> Outcome: ...
+
+
 class Stubs:
     """Installs every boundary present in the image on `host.loaded` and implements its kind."""
 
-    def __init__(self, host: "RealHost") -> None:
+    def __init__(self, host: StubHost) -> None:
         self.host = host
         self.machine = host.machine
         self.kernel = host.loaded
