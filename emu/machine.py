@@ -1,15 +1,13 @@
-"""`Machine`: one Unicorn engine wired as an AArch64 CPU with a software MMU.
+"""`Machine`: one Unicorn engine wired as an AArch64 CPU (EL0/EL1) that runs until a handler ends the run.
 
-Unicorn runs in `UC_TLB_VIRTUAL` mode: each time its TLB misses, our fill hook
-walks `Stage1` for the current regime (EL0, EL1, EL1 with PAN, or an
-unprivileged `ldtr`/`sttr` at EL1) and then asks the stage-2 callback about the
-frame. A refusal stops the engine at exactly the faulting instruction; the run
-loop turns it into a `MemoryAbort` and either takes it to EL1 (stage 1, as the
-hardware does) or hands it to the EL2 handler (stage 2). Every other event
-(svc, hvc, brk, an undefined instruction, reaching an exit address) also stops
-the engine and is handled here in Python, between two `emu_start` calls, so a
-handler may change mappings or the EL freely: the TLB is flushed before the
-next instruction runs.
+Memory is `AddressSpace`'s job (emu/address_space.py: stage 1, the stage-2
+hook, the TLB fill). When its fill hook refuses an access, the engine stops at
+exactly the faulting instruction; the run loop here turns that into a
+`MemoryAbort` and either takes it to EL1 (stage 1, as the hardware does) or
+hands it to the EL2 handler (stage 2). Every other event (svc, hvc, brk, an
+undefined instruction, reaching an exit address) also stops the engine and is
+handled here in Python, between two `emu_start` calls, so a handler may change
+mappings or the EL freely: the TLB is flushed before the next instruction runs.
 """
 from __future__ import annotations
 
@@ -17,36 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM, Uc, UcError
+from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn import arm64_const as A
-from unicorn.unicorn_const import (
-    UC_CTL_IO_WRITE,
-    UC_CTL_TLB_FLUSH,
-    UC_MEM_FETCH,
-    UC_MEM_WRITE,
-    UC_PROT_EXEC,
-    UC_PROT_READ,
-    UC_PROT_WRITE,
-    UC_TLB_VIRTUAL,
-)
+from unicorn.unicorn_const import UC_TLB_VIRTUAL
 
-from emu.abort import AbortBuilder, MemoryAbort, PendingFault
+from emu.abort import AbortBuilder, MemoryAbort
+from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import exception_syndrome
-from emu.memory import (
-    PAGE_MASK,
-    PAGE_SIZE,
-    AccessType,
-    Perms,
-    PhysicalMemory,
-    Stage1,
-    WalkFault,
-    allowed_accesses,
-    KERNEL_RW,
-    KERNEL_RX,
-    USER_RW,
-    USER_RX,
-)
+from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 
 # Where the machine puts its own pages (return sentinels, the EL0 entry stub, stacks, the task page).
@@ -69,21 +46,9 @@ INTNO_BKPT = 7
 INTNO_HVC = 11
 INTNO_SMC = 13
 
-# The `until` address of every emu_start: never reached. Unicorn fetches through the 1 KiB page
-# holding until - 1 whenever it stops (measured, 2.1.4), in whatever regime is current, so the
-# fill hook answers that one page itself, for every regime.
-UNTIL_VA = 0x0000_7FFF_0000_0400
-_UNTIL_PROBE_PAGE = (UNTIL_VA - 1) & ~0x3FF
 _EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
 
-_PROT = {AccessType.READ: UC_PROT_READ, AccessType.WRITE: UC_PROT_WRITE, AccessType.EXEC: UC_PROT_EXEC}
-
-Stage2Check = Callable[[int, AccessType], "bool | WalkFault"]
 ExitHandler = Callable[["Machine"], "Outcome | None"]
-
-
-class MachineError(RuntimeError):
-    """Misuse of the emulator API from Python (not something the guest did)."""
 
 
 class NoAbortHandler(MachineError):
@@ -106,177 +71,31 @@ class _Limits:
     segments: int = 0
 
 
-@dataclass
-class _Pending:
-    """What stopped the engine, as recorded by a hook."""
-
-    fault: PendingFault | None = None
-    intno: int | None = None
-
-
-def _is_unprivileged_ldst(word: int) -> bool:
-    """LDTR*/STTR* (Arm ARM C4.1.66 'Load/store register (unprivileged)'): size 111 V=0 00, bit21=0, bits[11:10]=10."""
-    return (word >> 24) & 0x3F == 0b111000 and not (word >> 21) & 1 and (word >> 10) & 3 == 0b10
-
-
-class Machine:
-    """An AArch64 CPU (EL0/EL1) with physical frames, stage 1, a stage-2 hook and an EL2 handler slot."""
+class Machine(AddressSpace):
+    """An AArch64 CPU (EL0/EL1) on an `AddressSpace`, with exit points and an EL2 handler slot."""
 
     def __init__(self, *, phys_base: int = 0x4000_0000, phys_size: int = 256 << 20) -> None:
         uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         # The default A72 model treats LSE atomics as UNDEFINED; MAX executes them (PAC keys stay off).
         uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        self.uc = uc
-        self.cpu = Cpu(uc)
-        self.phys = PhysicalMemory(uc, phys_base, phys_size)
-        self.stage1 = Stage1()
-        self.stage2: Stage2Check | None = None
+        super().__init__(uc, Cpu(uc), PhysicalMemory(uc, phys_base, phys_size))
         self.el2: El2Handler | None = None
         self._exits: dict[int, ExitHandler] = {}
         self._exit_saved: dict[int, bytes] = {}
-        self._pending = _Pending()
+        self._intno: int | None = None  # set by the interrupt hook
         self._events: list[Event] = []
         self._trace: list[TraceStep] | None = None
         self._trace_hook = None
         self._limits: _Limits | None = None
-        self._unpriv_cache: dict[int, bool] = {}
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
-        self._probe_frame = self.phys.alloc()
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
-        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self._setup_machine_pages()
 
-    # ------------------------------------------------------------------ memory
-    def alloc_frame(self, nr: int = 1) -> int:
-        return self.phys.alloc(nr)
-
-    def map_page(self, va: int, pfn: int, perms: Perms | str = KERNEL_RW) -> None:
-        if isinstance(perms, str):
-            perms = Perms.parse(perms)
-        self.stage1.map(va, pfn, perms)
-        self.flush_tlb()
-
-    def unmap_page(self, va: int) -> None:
-        self.stage1.unmap(va)
-        self.flush_tlb()
-
-    def map_new(self, va: int, nr_pages: int = 1, perms: Perms | str = KERNEL_RW) -> list[int]:
-        """Allocate fresh frames and map them at consecutive pages from `va`; returns their pfns."""
-        pfns = [self.alloc_frame() for _ in range(nr_pages)]
-        for i, pfn in enumerate(pfns):
-            self.map_page(va + i * PAGE_SIZE, pfn, perms)
-        return pfns
-
-    def flush_tlb(self) -> None:
-        """Make every mapping change visible to the very next instruction."""
-        self._unpriv_cache.clear()
-        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
-
-    def stage2_changed(self) -> None:
-        """Called by the stage-2 owner after it revokes or grants access to a frame."""
-        self.flush_tlb()
-
-    def translate(self, va: int) -> int:
-        """VA -> PA through stage 1 only, ignoring permissions (a debugger's view)."""
-        pte = self.stage1.lookup(va)
-        if pte is None:
-            raise MachineError(f"VA {va:#x} is not mapped at stage 1")
-        return (pte.pfn << 12) | (va & (PAGE_SIZE - 1))
-
-    def read(self, va: int, size: int) -> bytes:
-        """Read through stage 1 (page by page), bypassing permission and stage-2 checks."""
-        out = bytearray()
-        while size > 0:
-            chunk = min(size, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
-            out += self.phys.read(self.translate(va), chunk)
-            va, size = va + chunk, size - chunk
-        return bytes(out)
-
-    def write(self, va: int, data: bytes) -> None:
-        """Write through stage 1, bypassing permissions; code pages drop their translated blocks."""
-        self._unpriv_cache.clear()
-        data = bytes(data)
-        code = False
-        while data:
-            chunk = min(len(data), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
-            pte = self.stage1.lookup(va)
-            code = code or (pte is not None and pte.perms.exec)
-            self.phys.write(self.translate(va), data[:chunk])
-            va, data = va + chunk, data[chunk:]
-        if code:
-            # Measured: a write from Python does not invalidate Unicorn's translation of that code.
-            self.uc.ctl_flush_tb()
-
-    def read_u64(self, va: int) -> int:
-        return int.from_bytes(self.read(va, 8), "little")
-
-    def write_u64(self, va: int, value: int) -> None:
-        self.write(va, (value & MASK64).to_bytes(8, "little"))
-
-    def load(self, va: int, data: bytes, perms: Perms | str = KERNEL_RX) -> list[int]:
-        """Put `data` at `va`: pages already mapped keep their frame (so earlier bytes stay),
-        the others get fresh frames mapped with `perms`. Returns the pfns, in order."""
-        first = va & PAGE_MASK
-        nr = max(1, -(-((va - first) + len(data)) // PAGE_SIZE))
-        pfns = []
-        for i in range(nr):
-            page = first + i * PAGE_SIZE
-            pte = self.stage1.lookup(page)
-            if pte is None:
-                pfns += self.map_new(page, 1, perms)
-            else:
-                pfns.append(pte.pfn)
-        self.write(va, data)
-        return pfns
-
-    # --------------------------------------------------------------- TLB fill
-    def _tlb_fill(self, uc, addr: int, typ: int, entry, _user) -> bool:
-        if typ == UC_MEM_FETCH and addr & ~0x3FF == _UNTIL_PROBE_PAGE:
-            entry.paddr = self._probe_frame << 12
-            entry.perms = UC_PROT_EXEC
-            return True
-        access = AccessType.EXEC if typ == UC_MEM_FETCH else AccessType.WRITE if typ == UC_MEM_WRITE else AccessType.READ
-        pstate = self.cpu.pstate
-        el = (pstate >> 2) & 3
-        el0 = el == 0
-        pan = bool(pstate & PSTATE_PAN)
-        unprivileged = False
-        if not el0 and access is not AccessType.EXEC:
-            # ldtr/sttr at EL1 are checked with EL0 permissions, and PAN does not apply to them.
-            unprivileged = el0 = self._unprivileged_at(self.cpu.pc)
-        result = self.stage1.check(addr, access, el0=el0, pan=pan)
-        if isinstance(result, WalkFault):
-            self._pending.fault = PendingFault(1, addr, access, el, unprivileged, result, None)
-            return False
-        pfn = result.pfn
-        if self.stage2 is not None:
-            verdict = self.stage2(pfn, access)
-            if verdict is not True:
-                fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
-                self._pending.fault = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
-                return False
-        perms = _PROT[access]
-        for other in allowed_accesses(result.perms, el0=el0, pan=pan):
-            if other is not access and (self.stage2 is None or self.stage2(pfn, other) is True):
-                perms |= _PROT[other]
-        entry.paddr = (pfn << 12) | (addr & 0xFFF)
-        entry.perms = perms
-        return True
-
-    def _unprivileged_at(self, pc: int) -> bool:
-        """Is the instruction at `pc` an LDTR/STTR? Cached per PC; any mapping or write clears the cache."""
-        known = self._unpriv_cache.get(pc)
-        if known is None:
-            pte = self.stage1.lookup(pc)
-            word = 0 if pte is None else int.from_bytes(self.uc.mem_read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
-            known = self._unpriv_cache[pc] = _is_unprivileged_ldst(word)
-        return known
-
     def _intr(self, uc, intno: int, _user) -> None:
-        self._pending.intno = intno
+        self._intno = intno
         uc.emu_stop()
 
     # ----------------------------------------------------------------- events
@@ -444,7 +263,7 @@ class Machine:
         left = deadline - time.monotonic()
         if left <= 0:
             return Outcome(OutcomeKind.TIMEOUT, "wall-clock timeout")
-        self._pending = _Pending()
+        self.fill_fault = self._intno = None
         start_pc = self.cpu.pc
         error: UcError | None = None
         try:
@@ -453,17 +272,16 @@ class Machine:
             self.uc.emu_start(start_pc, UNTIL_VA, count=budget)
         except UcError as exc:
             error = exc
-        pending = self._pending
-        if pending.fault is not None:
-            return self._on_abort(self._abort_builder.build(pending.fault))
-        if pending.intno is not None:
+        if self.fill_fault is not None:
+            return self._on_abort(self._abort_builder.build(self.fill_fault))
+        if self._intno is not None:
             pc = self.cpu.pc
-            if pending.intno == INTNO_BKPT and pc in self._exits:
+            if self._intno == INTNO_BKPT and pc in self._exits:
                 outcome = self._exits[pc](self)
                 if outcome is None and self.cpu.pc == pc:
                     raise MachineError(f"exit handler at {pc:#x} neither moved PC nor ended the run")
                 return outcome
-            return self._on_interrupt(pending.intno)
+            return self._on_interrupt(self._intno)
         if error is not None:
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unicorn: {error} at pc={self.cpu.pc:#x}")
         pc = self.cpu.pc
@@ -498,12 +316,6 @@ class Machine:
         esr = exception_syndrome(intno, self._insn_word(insn_pc), from_el)
         self.log("exception", f"{esr.name} ESR={esr.value:#x}", esr=esr.value)
         return self.take_exception_el1(esr.value, None, return_pc, cause=esr)
-
-    def _insn_word(self, va: int) -> int:
-        try:
-            return int.from_bytes(self.read(va, 4), "little")
-        except MachineError:
-            return 0
 
     def take_exception_el1(self, esr: int, far: int | None, return_pc: int, *, cause: Any = None) -> Outcome | None:
         """Exception entry to EL1; without vectors (VBAR_EL1 = 0) the run ends instead."""

@@ -1,0 +1,208 @@
+"""`AddressSpace`: memory as the emulated CPU reaches it - stage 1, the stage-2 hook, Unicorn's TLB.
+
+Unicorn runs in `UC_TLB_VIRTUAL` mode: each time its TLB misses, the fill hook
+here walks `Stage1` for the current regime (EL0, EL1, EL1 with PAN, or an
+unprivileged `ldtr`/`sttr` at EL1) and then asks the stage-2 callback about the
+frame. A refusal is recorded as `fill_fault` and stops the engine at exactly the
+faulting instruction; `Machine` (its subclass) turns that into a `MemoryAbort`.
+
+Why a class of its own: how a VA reaches a frame (and how Python reads, writes
+and maps guest memory without the TLB going stale) is one job; running code and
+taking exceptions is `Machine`'s.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from unicorn import UC_HOOK_TLB_FILL, Uc
+from unicorn.unicorn_const import (
+    UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
+    UC_MEM_FETCH,
+    UC_MEM_WRITE,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+)
+
+from emu.abort import PendingFault
+from emu.cpu import MASK64, PSTATE_PAN, Cpu
+from emu.memory import (
+    PAGE_MASK,
+    PAGE_SIZE,
+    AccessType,
+    Perms,
+    PhysicalMemory,
+    Stage1,
+    WalkFault,
+    allowed_accesses,
+    KERNEL_RW,
+    KERNEL_RX,
+)
+
+# The `until` address of every emu_start: never reached. Unicorn fetches through the 1 KiB page
+# holding until - 1 whenever it stops (measured, 2.1.4), in whatever regime is current, so the
+# fill hook answers that one page itself, for every regime.
+UNTIL_VA = 0x0000_7FFF_0000_0400
+_UNTIL_PROBE_PAGE = (UNTIL_VA - 1) & ~0x3FF
+
+_PROT = {AccessType.READ: UC_PROT_READ, AccessType.WRITE: UC_PROT_WRITE, AccessType.EXEC: UC_PROT_EXEC}
+
+Stage2Check = Callable[[int, AccessType], "bool | WalkFault"]
+
+
+class MachineError(RuntimeError):
+    """Misuse of the emulator API from Python (not something the guest did)."""
+
+
+def _is_unprivileged_ldst(word: int) -> bool:
+    """LDTR*/STTR* (Arm ARM C4.1.66 'Load/store register (unprivileged)'): size 111 V=0 00, bit21=0, bits[11:10]=10."""
+    return (word >> 24) & 0x3F == 0b111000 and not (word >> 21) & 1 and (word >> 10) & 3 == 0b10
+
+
+class AddressSpace:
+    """Physical frames, stage 1, an optional stage-2 check, and the TLB-fill hook that joins them."""
+
+    def __init__(self, uc: Uc, cpu: Cpu, phys: PhysicalMemory) -> None:
+        self.uc = uc
+        self.cpu = cpu
+        self.phys = phys
+        self.stage1 = Stage1()
+        self.stage2: Stage2Check | None = None
+        self.fill_fault: PendingFault | None = None  # set by the fill hook when it refuses
+        self._unpriv_cache: dict[int, bool] = {}
+        self._probe_frame = phys.alloc()
+        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+
+    # ------------------------------------------------------------------ memory
+    def alloc_frame(self, nr: int = 1) -> int:
+        return self.phys.alloc(nr)
+
+    def map_page(self, va: int, pfn: int, perms: Perms | str = KERNEL_RW) -> None:
+        if isinstance(perms, str):
+            perms = Perms.parse(perms)
+        self.stage1.map(va, pfn, perms)
+        self.flush_tlb()
+
+    def unmap_page(self, va: int) -> None:
+        self.stage1.unmap(va)
+        self.flush_tlb()
+
+    def map_new(self, va: int, nr_pages: int = 1, perms: Perms | str = KERNEL_RW) -> list[int]:
+        """Allocate fresh frames and map them at consecutive pages from `va`; returns their pfns."""
+        pfns = [self.alloc_frame() for _ in range(nr_pages)]
+        for i, pfn in enumerate(pfns):
+            self.map_page(va + i * PAGE_SIZE, pfn, perms)
+        return pfns
+
+    def flush_tlb(self) -> None:
+        """Make every mapping change visible to the very next instruction."""
+        self._unpriv_cache.clear()
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def stage2_changed(self) -> None:
+        """Called by the stage-2 owner after it revokes or grants access to a frame."""
+        self.flush_tlb()
+
+    def translate(self, va: int) -> int:
+        """VA -> PA through stage 1 only, ignoring permissions (a debugger's view)."""
+        pte = self.stage1.lookup(va)
+        if pte is None:
+            raise MachineError(f"VA {va:#x} is not mapped at stage 1")
+        return (pte.pfn << 12) | (va & (PAGE_SIZE - 1))
+
+    def read(self, va: int, size: int) -> bytes:
+        """Read through stage 1 (page by page), bypassing permission and stage-2 checks."""
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            out += self.phys.read(self.translate(va), chunk)
+            va, size = va + chunk, size - chunk
+        return bytes(out)
+
+    def write(self, va: int, data: bytes) -> None:
+        """Write through stage 1, bypassing permissions; code pages drop their translated blocks."""
+        self._unpriv_cache.clear()
+        data = bytes(data)
+        code = False
+        while data:
+            chunk = min(len(data), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            pte = self.stage1.lookup(va)
+            code = code or (pte is not None and pte.perms.exec)
+            self.phys.write(self.translate(va), data[:chunk])
+            va, data = va + chunk, data[chunk:]
+        if code:
+            # Measured: a write from Python does not invalidate Unicorn's translation of that code.
+            self.uc.ctl_flush_tb()
+
+    def read_u64(self, va: int) -> int:
+        return int.from_bytes(self.read(va, 8), "little")
+
+    def write_u64(self, va: int, value: int) -> None:
+        self.write(va, (value & MASK64).to_bytes(8, "little"))
+
+    def load(self, va: int, data: bytes, perms: Perms | str = KERNEL_RX) -> list[int]:
+        """Put `data` at `va`: pages already mapped keep their frame (so earlier bytes stay),
+        the others get fresh frames mapped with `perms`. Returns the pfns, in order."""
+        first = va & PAGE_MASK
+        nr = max(1, -(-((va - first) + len(data)) // PAGE_SIZE))
+        pfns = []
+        for i in range(nr):
+            page = first + i * PAGE_SIZE
+            pte = self.stage1.lookup(page)
+            if pte is None:
+                pfns += self.map_new(page, 1, perms)
+            else:
+                pfns.append(pte.pfn)
+        self.write(va, data)
+        return pfns
+
+    def _insn_word(self, va: int) -> int:
+        """The instruction word at `va` as stage 1 maps it; 0 where nothing is mapped."""
+        try:
+            return int.from_bytes(self.read(va, 4), "little")
+        except MachineError:
+            return 0
+
+    # --------------------------------------------------------------- TLB fill
+    def _tlb_fill(self, uc, addr: int, typ: int, entry, _user) -> bool:
+        if typ == UC_MEM_FETCH and addr & ~0x3FF == _UNTIL_PROBE_PAGE:
+            entry.paddr = self._probe_frame << 12
+            entry.perms = UC_PROT_EXEC
+            return True
+        access = AccessType.EXEC if typ == UC_MEM_FETCH else AccessType.WRITE if typ == UC_MEM_WRITE else AccessType.READ
+        pstate = self.cpu.pstate
+        el = (pstate >> 2) & 3
+        el0 = el == 0
+        pan = bool(pstate & PSTATE_PAN)
+        unprivileged = False
+        if not el0 and access is not AccessType.EXEC:
+            # ldtr/sttr at EL1 are checked with EL0 permissions, and PAN does not apply to them.
+            unprivileged = el0 = self._unprivileged_at(self.cpu.pc)
+        result = self.stage1.check(addr, access, el0=el0, pan=pan)
+        if isinstance(result, WalkFault):
+            self.fill_fault = PendingFault(1, addr, access, el, unprivileged, result, None)
+            return False
+        pfn = result.pfn
+        if self.stage2 is not None:
+            verdict = self.stage2(pfn, access)
+            if verdict is not True:
+                fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
+                self.fill_fault = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
+                return False
+        perms = _PROT[access]
+        for other in allowed_accesses(result.perms, el0=el0, pan=pan):
+            if other is not access and (self.stage2 is None or self.stage2(pfn, other) is True):
+                perms |= _PROT[other]
+        entry.paddr = (pfn << 12) | (addr & 0xFFF)
+        entry.perms = perms
+        return True
+
+    def _unprivileged_at(self, pc: int) -> bool:
+        """Is the instruction at `pc` an LDTR/STTR? Cached per PC; any mapping or write clears the cache."""
+        known = self._unpriv_cache.get(pc)
+        if known is None:
+            pte = self.stage1.lookup(pc)
+            word = 0 if pte is None else int.from_bytes(self.uc.mem_read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
+            known = self._unpriv_cache[pc] = _is_unprivileged_ldst(word)
+        return known
