@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from emu.access import Access, AccessDecoder, UnsupportedInstruction, fault_address
+from emu.access import Access, UnsupportedInstruction, fault_address
+from emu.access_decoder import AccessDecoder
 from emu.disasm import Disassembler
 from emu.memory import PAGE_MASK, AccessType, WalkFault
 from emu.cpu import Cpu

@@ -1,4 +1,4 @@
-"""Load/store decoding (emu.access) and the data-abort syndromes built from it.
+"""Load/store decoding (emu.access_decoder into emu.access.Access) and the data-abort syndromes built from it.
 
 Every row's expected values are written from the Arm ARM, not from the decoder: the address
 from the addressing mode (base + offset, extended/shifted index, PC + literal offset), the
@@ -18,15 +18,8 @@ from dataclasses import dataclass
 import pytest
 from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
 
-from emu.access import (
-    Access,
-    AccessDecoder,
-    AccessKind,
-    UnsupportedInstruction,
-    decode_access,
-    fault_address,
-    pages_touched,
-)
+from emu.access import Access, AccessKind, UnsupportedInstruction, fault_address, pages_touched
+from emu.access_decoder import AccessDecoder, decode_access
 from emu.syndrome import Esr, data_abort_esr
 
 # --- register file -------------------------------------------------------------------------
