@@ -24,8 +24,6 @@ ldtr/sttr apply to them as on hardware).
 from __future__ import annotations
 
 import re
-import struct
-from dataclasses import dataclass
 from typing import Callable
 
 from kimage.elf import Vmlinux, VmlinuxError

@@ -19,12 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from kimage.elf import (
-    KernelVersion,
-    Vmlinux,
-    VmlinuxError,
-    choose_numbering,
-)
+from kimage.elf import Vmlinux
+from kimage.extable_numbering import choose_numbering
+from kimage.version import KernelVersion, VmlinuxError
 from kimage.extable_format import NUMBERING_V6_1, NUMBERING_V7, ExtableEntry, ExType
 from emu.memory import PAGE_SIZE
 from kimage.cache import load_cached, store_cached
