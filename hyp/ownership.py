@@ -11,9 +11,13 @@ no transition raises.
 
 The pieces live in modules of their own: the states, components and records
 in ``hyp.page_state`` (re-exported here), the queries in
-``hyp.ownership_view`` (the base class), the checks in ``hyp.page_checks``,
-the invariants in ``hyp.invariants`` and the transition log in
-``hyp.transition_log``. This module holds the transitions and their effects.
+``hyp.ownership_view``, the state setters and effect callbacks in
+``hyp.ownership_effects``, the checks in ``hyp.page_checks``, the invariants
+in ``hyp.invariants`` and the transition log in ``hyp.transition_log``. The
+transitions are grouped by who they involve: the VM lifecycle in
+``hyp.ownership_vm``, host <-> hyp in ``hyp.ownership_host_hyp``, and
+host <-> guest (both directions, and forced reclaim) here. :class:`Ownership`
+joins them: it is the one class callers use.
 
 Effects the emulator must see are delivered through two callbacks given to the
 constructor (this module imports nothing from ``emu``):
@@ -29,20 +33,11 @@ the search tool; no code was copied.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from abi.linux import Errno
-from hyp.page_checks import (
-    check_gfn,
-    check_guest_gfn,
-    check_page_states,
-    check_pfns,
-    check_range_allowed_memory,
-    find_vm,
-    get_valid_guest_entry,
-    is_int,
-    pfn_range_is_valid,
-)
+from hyp.ownership_effects import NOPAGE, OWNED, POISON, SHARED_BORROWED, SHARED_OWNED, entry_frame, the_pfn
+from hyp.ownership_host_hyp import HostHypTransitions
+from hyp.ownership_vm import VmLifecycle
+from hyp.page_checks import check_guest_gfn, check_pfns, check_range_allowed_memory, find_vm, is_int
 from hyp.page_state import (
     ACCESSIBLE,
     DEFAULT_GUEST_IPA_BITS,
@@ -60,9 +55,7 @@ from hyp.page_state import (
     GuestEntry,
     PageState,
     Transition,
-    VmRecord,
 )
-from hyp.ownership_view import OwnershipView
 from hyp.transition_log import transition
 
 __all__ = [
@@ -71,243 +64,20 @@ __all__ = [
     "Transition",
 ]
 
-OWNED, SHARED_OWNED, SHARED_BORROWED = PageState.OWNED, PageState.SHARED_OWNED, PageState.SHARED_BORROWED
-NOPAGE, POISON = PageState.NOPAGE, PageState.POISON
 
-
-def _noop_stage2(pfn: int, mapped_allowed: bool) -> None:
-    pass
-
-
-def _noop_zero(pfn: int) -> None:
-    pass
-
-
-# What each transition logs as the frames it concerns (see hyp.transition_log).
-def _no_frame(own: Ownership, *args: object) -> tuple[()]:
-    return ()
-
-
-def _the_pfn(own: Ownership, pfn: object, *args: object) -> tuple[object]:
-    return (pfn,)
-
-
-def _pfn_range(own: Ownership, pfn: object, nr: object) -> tuple[int, ...]:
-    return own._range(pfn, nr)
-
-
-def _entry_frame(own: Ownership, handle: object, gfn: object) -> tuple[int | None]:
-    return (own._entry_pfn(handle, gfn),)
-
-
-class Ownership(OwnershipView):
+class Ownership(VmLifecycle, HostHypTransitions):
     """Page ownership of one machine: frames [first_pfn, first_pfn + nr_pages) and its guests.
 
-    The queries and the records come from :class:`OwnershipView`; this class
-    adds one method per transition. Transitions on frames outside the range
-    fail the way pKVM's check_range_allowed_memory() does.
+    The queries and the records come from :class:`OwnershipView`, the effects
+    from :class:`OwnershipEffects`; the VM lifecycle and the host <-> hyp
+    transitions from their mixins; this class adds the host <-> guest
+    transitions. Constructor: ``Ownership(first_pfn, nr_pages, *,
+    on_host_stage2_change=None, zero_frame=None, guest_ipa_bits=...)``.
+    Transitions on frames outside the range fail the way pKVM's
+    check_range_allowed_memory() does.
     """
 
-    def __init__(
-        self,
-        first_pfn: int,
-        nr_pages: int,
-        *,
-        on_host_stage2_change: Callable[[int, bool], None] | None = None,
-        zero_frame: Callable[[int], None] | None = None,
-        guest_ipa_bits: int = DEFAULT_GUEST_IPA_BITS,
-    ) -> None:
-        super().__init__(first_pfn, nr_pages, guest_ipa_bits=guest_ipa_bits)
-        self._on_host_stage2_change = on_host_stage2_change or _noop_stage2
-        self._zero_frame = zero_frame or _noop_zero
-
-    # ---------------------------------------------------------- VM lifecycle
-
-    def create_guest(self, protected: bool = True) -> int:
-        """Create a VM and return its handle (pkvm.c: __pkvm_init_vm()).
-
-        ``protected`` selects the pVM kind: hyp-main.c only lets the host
-        donate to protected VMs and only share with non-protected ones.
-        """
-        handle = self._next_handle
-        self._next_handle += 1
-        self._vms[handle] = VmRecord(handle=handle, protected=bool(protected))
-        self.transitions.append(Transition("__pkvm_init_vm", None, (bool(protected),), Errno.SUCCESS, (), ()))
-        return handle
-
-    @transition("__pkvm_start_teardown_vm", _no_frame)
-    def teardown_guest(self, handle: int) -> Errno:
-        """Mark the VM dying (pkvm.c: __pkvm_start_teardown_vm()): -EINVAL if unknown or already dying."""
-        vm = find_vm(self._vms, handle, dying=False)
-        if vm is None:
-            return Errno.EINVAL
-        vm.dying = True
-        return Errno.SUCCESS
-
-    @transition("__pkvm_reclaim_dying_guest_page", _entry_frame)
-    def reclaim_dying_guest_page(self, handle: int, gfn: int) -> Errno:
-        """Give one page of a dying VM back to the host (pkvm.c: __pkvm_reclaim_dying_guest_page()).
-
-        Order: unknown VM or not dying -> -EINVAL; gfn outside the IPA space
-        -> -ERANGE; then by guest state (mem_protect.c:
-        __pkvm_host_reclaim_page_guest()):
-        NOPAGE -> -ENOENT (get_valid_guest_pte());
-        POISON -> 0, entry dropped (the kernel maps -EHWPOISON to 0);
-        OWNED -> scrub, host OWNED (host regains access after the scrub);
-        SHARED_OWNED (shared back to the host) -> host OWNED, no scrub, the host already saw it;
-        SHARED_BORROWED -> -EPERM (a host share leaves through host_unshare_guest()).
-        """
-        ret, vm = check_guest_gfn(self._vms, self._gfn_limit, handle, gfn, dying=True)
-        if ret:
-            return ret
-        state = vm.state_at(gfn)
-        if state is NOPAGE:
-            return Errno.ENOENT
-        if state is SHARED_BORROWED:
-            return Errno.EPERM
-        pfn = vm.entries[gfn].pfn
-        self._set_guest(vm, gfn, NOPAGE, pfn)
-        if state is OWNED:
-            self._scrub(pfn)
-            self._set_host(pfn, OWNED)
-        elif state is SHARED_OWNED:
-            self._set_host(pfn, OWNED)
-        return Errno.SUCCESS
-
-    def reclaim_all_dying_guest_pages(self, handle: int) -> Errno:
-        """Return every page of a dying VM, as the host's stage-2 destroy does: one transition per gfn.
-
-        Pages the host shared with the guest are unshared (host_unshare_guest),
-        the others reclaimed. Stops at the first error and returns it. Not a
-        transition itself: only the per-page calls are logged.
-        """
-        vm = find_vm(self._vms, handle, dying=True)
-        if vm is None:
-            return Errno.EINVAL
-        for gfn, entry in sorted(vm.entries.items()):
-            if entry.state is SHARED_BORROWED:
-                ret = self.host_unshare_guest(handle, gfn)
-            else:
-                ret = self.reclaim_dying_guest_page(handle, gfn)
-            if ret:
-                return ret
-        return Errno.SUCCESS
-
-    @transition("__pkvm_finalize_teardown_vm", _no_frame)
-    def finalize_teardown_guest(self, handle: int) -> Errno:
-        """Forget a dying VM (pkvm.c: __pkvm_finalize_teardown_vm()).
-
-        -EINVAL if unknown or not dying. Model choice: -EBUSY while the guest
-        still has any stage-2 entry; pKVM relies on the host having reclaimed
-        everything first, and refusing keeps every annotation pointing at a
-        live VM.
-        """
-        vm = find_vm(self._vms, handle, dying=True)
-        if vm is None:
-            return Errno.EINVAL
-        if vm.entries:
-            return Errno.EBUSY
-        del self._vms[handle]
-        return Errno.SUCCESS
-
-    # -------------------------------------------------------- host <-> hyp
-
-    @transition("__pkvm_host_share_hyp", _the_pfn)
-    def host_share_hyp(self, pfn: int) -> Errno:
-        """host OWNED -> SHARED_OWNED, hyp NOPAGE -> SHARED_BORROWED (mem_protect.c: __pkvm_host_share_hyp()).
-
-        Not memory -> -EPERM (check_range_allowed_memory()); wrong host state,
-        then wrong hyp state -> -EPERM.
-        """
-        if ret := check_page_states(self._frames, pfn, 1, host=OWNED, hyp=NOPAGE):
-            return ret
-        self._set_host(pfn, SHARED_OWNED)
-        self._frames[pfn].hyp = SHARED_BORROWED
-        return Errno.SUCCESS
-
-    @transition("__pkvm_host_unshare_hyp", _the_pfn)
-    def host_unshare_hyp(self, pfn: int) -> Errno:
-        """Reverse of host_share_hyp (mem_protect.c: __pkvm_host_unshare_hyp()).
-
-        Checks host SHARED_OWNED, hyp SHARED_BORROWED (-EPERM), then the pin
-        count (__hyp_check_page_count_range(): -EBUSY while hyp holds pins).
-        """
-        if ret := check_page_states(self._frames, pfn, 1, host=SHARED_OWNED, hyp=SHARED_BORROWED):
-            return ret
-        if self._frames[pfn].hyp_pin_count:
-            return Errno.EBUSY
-        self._frames[pfn].hyp = NOPAGE
-        self._set_host(pfn, OWNED)
-        return Errno.SUCCESS
-
-    @transition("hyp_pin_shared_mem", _pfn_range)
-    def hyp_pin_shared_mem(self, pfn: int, nr: int = 1) -> Errno:
-        """Take a hyp reference on frames the host shares with hyp (mem_protect.c: hyp_pin_shared_mem()).
-
-        Every frame must be host SHARED_OWNED and hyp SHARED_BORROWED: -EPERM,
-        or -EINVAL for a range that runs out of memory.
-        """
-        if ret := check_page_states(self._frames, pfn, nr, host=SHARED_OWNED, hyp=SHARED_BORROWED):
-            return ret
-        for p in range(pfn, pfn + nr):
-            self._frames[p].hyp_pin_count += 1
-        return Errno.SUCCESS
-
-    @transition("hyp_unpin_shared_mem", _pfn_range)
-    def hyp_unpin_shared_mem(self, pfn: int, nr: int = 1) -> Errno:
-        """Drop a hyp reference (mem_protect.c: hyp_unpin_shared_mem()).
-
-        pKVM checks nothing here and BUG()s on a zero refcount; the model
-        checks the shared states (-EPERM) and returns -EINVAL for an unpinned
-        frame instead of panicking.
-        """
-        if ret := check_page_states(self._frames, pfn, nr, host=SHARED_OWNED, hyp=SHARED_BORROWED):
-            return ret
-        if any(self._frames[p].hyp_pin_count == 0 for p in range(pfn, pfn + nr)):
-            return Errno.EINVAL
-        for p in range(pfn, pfn + nr):
-            self._frames[p].hyp_pin_count -= 1
-        return Errno.SUCCESS
-
-    @transition("__pkvm_host_donate_hyp", _pfn_range)
-    def host_donate_hyp(self, pfn: int, nr: int = 1) -> Errno:
-        """host OWNED -> NOPAGE (annotated hyp), hyp NOPAGE -> OWNED (mem_protect.c: __pkvm_host_donate_hyp()).
-
-        pfn_range_is_valid() -> -EINVAL; memory check -> -EPERM / -EINVAL;
-        any host frame not OWNED, then any hyp frame not NOPAGE -> -EPERM.
-        """
-        if ret := check_page_states(self._frames, pfn, nr, host=OWNED, hyp=NOPAGE, pa_check=True):
-            return ret
-        for p in range(pfn, pfn + nr):
-            self._frames[p].hyp = OWNED
-            self._set_host(p, NOPAGE, Annotation(HYP))
-        return Errno.SUCCESS
-
-    @transition("__pkvm_hyp_donate_host", _pfn_range)
-    def hyp_donate_host(self, pfn: int, nr: int = 1) -> Errno:
-        """hyp OWNED -> NOPAGE, host NOPAGE -> OWNED (mem_protect.c: __pkvm_hyp_donate_host()).
-
-        The hyp check comes first; pKVM does no memory check here (only EL2
-        calls it), the model adds pfn_range_is_valid() -> -EINVAL. No scrub:
-        pKVM leaves clearing to the caller. The -EBUSY pin check of pKVM cannot
-        fire in this model (pins need a shared frame).
-        """
-        if not (is_int(pfn) and is_int(nr)) or nr < 1 or not pfn_range_is_valid(pfn, nr):
-            return Errno.EINVAL
-        pfns = range(pfn, pfn + nr)
-        # Outside memory the hyp state reads as NOPAGE, so the hyp check fails first.
-        if any(self.hyp_state(p) is not OWNED for p in pfns):
-            return Errno.EPERM
-        if any(self._frames[p].host is not NOPAGE for p in pfns):
-            return Errno.EPERM
-        for p in pfns:
-            self._frames[p].hyp = NOPAGE
-            self._set_host(p, OWNED)
-        return Errno.SUCCESS
-
-    # ------------------------------------------------------- host <-> guest
-
-    @transition("__pkvm_host_donate_guest", _the_pfn)
+    @transition("__pkvm_host_donate_guest", the_pfn)
     def host_donate_guest(self, pfn: int, handle: int, gfn: int) -> Errno:
         """host OWNED -> NOPAGE annotated (handle, gfn); guest NOPAGE -> OWNED.
 
@@ -335,7 +105,7 @@ class Ownership(OwnershipView):
         self._frames[pfn].holds_guest_secret = True
         return Errno.SUCCESS
 
-    @transition("__pkvm_host_share_guest", _the_pfn)
+    @transition("__pkvm_host_share_guest", the_pfn)
     def host_share_guest(self, pfn: int, handle: int, gfn: int) -> Errno:
         """host OWNED/SHARED_OWNED -> SHARED_OWNED (count + 1); guest NOPAGE -> SHARED_BORROWED.
 
@@ -365,7 +135,7 @@ class Ownership(OwnershipView):
         self._set_guest(vm, gfn, SHARED_BORROWED, pfn)
         return Errno.SUCCESS
 
-    @transition("__pkvm_host_unshare_guest", _entry_frame)
+    @transition("__pkvm_host_unshare_guest", entry_frame)
     def host_unshare_guest(self, handle: int, gfn: int) -> Errno:
         """Undo one host share (mem_protect.c: __pkvm_host_unshare_guest(), __check_host_shared_guest()).
 
@@ -394,7 +164,7 @@ class Ownership(OwnershipView):
             self._set_host(pfn, OWNED)
         return Errno.SUCCESS
 
-    @transition("__pkvm_guest_share_host", _entry_frame)
+    @transition("__pkvm_guest_share_host", entry_frame)
     def guest_share_host(self, handle: int, gfn: int) -> Errno:
         """Guest-initiated: guest OWNED -> SHARED_OWNED, host NOPAGE -> SHARED_BORROWED.
 
@@ -414,7 +184,7 @@ class Ownership(OwnershipView):
         self._set_host(pfn, SHARED_BORROWED)
         return Errno.SUCCESS
 
-    @transition("__pkvm_guest_unshare_host", _entry_frame)
+    @transition("__pkvm_guest_unshare_host", entry_frame)
     def guest_unshare_host(self, handle: int, gfn: int) -> Errno:
         """Guest-initiated: guest SHARED_OWNED -> OWNED, host SHARED_BORROWED -> NOPAGE annotated again.
 
@@ -431,7 +201,7 @@ class Ownership(OwnershipView):
         self._frames[pfn].holds_guest_secret = True
         return Errno.SUCCESS
 
-    @transition("__pkvm_host_force_reclaim_page_guest", _the_pfn)
+    @transition("__pkvm_host_force_reclaim_page_guest", the_pfn)
     def host_force_reclaim_guest_page(self, pfn: int) -> Errno:
         """Take a donated page back from a guest: the seed patch.
 
@@ -468,53 +238,3 @@ class Ownership(OwnershipView):
         self._scrub(pfn)
         self._set_host(pfn, OWNED)
         return Errno.SUCCESS
-
-    # ------------------------------------------------------------ internals
-
-    def _check_gfn_free(self, vm: VmRecord, gfn: int) -> Errno:
-        """The host may give the guest a page at gfn: inside the IPA space (-ERANGE) and nothing there (-EPERM)."""
-        if ret := check_gfn(gfn, self._gfn_limit):
-            return ret
-        return Errno.SUCCESS if vm.state_at(gfn) is NOPAGE else Errno.EPERM
-
-    def _check_guest_side(
-        self, handle: object, gfn: object, *, guest: PageState, host: PageState
-    ) -> tuple[Errno, VmRecord | None]:
-        """Checks of the guest-initiated transitions: a live VM, a valid entry in state guest, host in state host."""
-        ret, vm = check_guest_gfn(self._vms, self._gfn_limit, handle, gfn, dying=False)
-        if ret or (ret := get_valid_guest_entry(vm, gfn)):
-            return ret, None
-        entry = vm.entries[gfn]
-        if entry.state is not guest or self._frames[entry.pfn].host is not host:
-            return Errno.EPERM, None
-        return Errno.SUCCESS, vm
-
-    # State changes. Host changes go through _set_host so that the stage-2
-    # callback fires exactly when host access flips.
-
-    def _set_host(self, pfn: int, state: PageState, annotation: Annotation | None = None) -> None:
-        frame = self._frames[pfn]
-        could = frame.host in ACCESSIBLE
-        frame.host = state
-        frame.annotation = annotation
-        can = state in ACCESSIBLE
-        if could != can:
-            if can and frame.holds_guest_secret:
-                self._violations.append(f"pfn {pfn:#x}: host regained access before the frame was zeroed")
-            self._on_host_stage2_change(pfn, can)
-
-    def _scrub(self, pfn: int) -> None:
-        # mem_protect.c: hyp_poison_page() clears the whole page.
-        self._zero_frame(pfn)
-        self._frames[pfn].holds_guest_secret = False
-
-    def _set_guest(self, vm: VmRecord, gfn: int, state: PageState, pfn: int) -> None:
-        old = vm.entries.get(gfn)
-        if old is not None and old.state is not POISON:
-            self._by_pfn[old.pfn].discard((vm.handle, gfn))
-        if state is NOPAGE:
-            vm.entries.pop(gfn, None)
-        else:
-            vm.entries[gfn] = GuestEntry(state, pfn)
-            if state is not POISON:
-                self._by_pfn.setdefault(pfn, set()).add((vm.handle, gfn))

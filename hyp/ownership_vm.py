@@ -1,0 +1,107 @@
+"""The VM lifecycle side of page ownership: create a guest, tear it down, reclaim its pages, forget it.
+
+pkvm.c's __pkvm_init_vm(), __pkvm_start_teardown_vm(),
+__pkvm_reclaim_dying_guest_page() and __pkvm_finalize_teardown_vm(): the
+bookkeeping of guests as a whole, as opposed to the per-page moves between
+host, hyp and a live guest (``hyp.ownership``, ``hyp.ownership_host_hyp``).
+A mixin of :class:`hyp.ownership.Ownership`, the one class callers use; one
+checked method per kernel function, as there.
+"""
+from __future__ import annotations
+
+from abi.linux import Errno
+from hyp.ownership_effects import NOPAGE, OWNED, SHARED_BORROWED, SHARED_OWNED, OwnershipEffects, entry_frame, no_frame
+from hyp.page_checks import check_guest_gfn, find_vm
+from hyp.page_state import Transition, VmRecord
+from hyp.transition_log import transition
+
+
+class VmLifecycle(OwnershipEffects):
+    """Guest creation and teardown; ``reclaim_all_dying_guest_pages`` also uses ``Ownership.host_unshare_guest``."""
+
+    def create_guest(self, protected: bool = True) -> int:
+        """Create a VM and return its handle (pkvm.c: __pkvm_init_vm()).
+
+        ``protected`` selects the pVM kind: hyp-main.c only lets the host
+        donate to protected VMs and only share with non-protected ones.
+        """
+        handle = self._next_handle
+        self._next_handle += 1
+        self._vms[handle] = VmRecord(handle=handle, protected=bool(protected))
+        self.transitions.append(Transition("__pkvm_init_vm", None, (bool(protected),), Errno.SUCCESS, (), ()))
+        return handle
+
+    @transition("__pkvm_start_teardown_vm", no_frame)
+    def teardown_guest(self, handle: int) -> Errno:
+        """Mark the VM dying (pkvm.c: __pkvm_start_teardown_vm()): -EINVAL if unknown or already dying."""
+        vm = find_vm(self._vms, handle, dying=False)
+        if vm is None:
+            return Errno.EINVAL
+        vm.dying = True
+        return Errno.SUCCESS
+
+    @transition("__pkvm_reclaim_dying_guest_page", entry_frame)
+    def reclaim_dying_guest_page(self, handle: int, gfn: int) -> Errno:
+        """Give one page of a dying VM back to the host (pkvm.c: __pkvm_reclaim_dying_guest_page()).
+
+        Order: unknown VM or not dying -> -EINVAL; gfn outside the IPA space
+        -> -ERANGE; then by guest state (mem_protect.c:
+        __pkvm_host_reclaim_page_guest()):
+        NOPAGE -> -ENOENT (get_valid_guest_pte());
+        POISON -> 0, entry dropped (the kernel maps -EHWPOISON to 0);
+        OWNED -> scrub, host OWNED (host regains access after the scrub);
+        SHARED_OWNED (shared back to the host) -> host OWNED, no scrub, the host already saw it;
+        SHARED_BORROWED -> -EPERM (a host share leaves through host_unshare_guest()).
+        """
+        ret, vm = check_guest_gfn(self._vms, self._gfn_limit, handle, gfn, dying=True)
+        if ret:
+            return ret
+        state = vm.state_at(gfn)
+        if state is NOPAGE:
+            return Errno.ENOENT
+        if state is SHARED_BORROWED:
+            return Errno.EPERM
+        pfn = vm.entries[gfn].pfn
+        self._set_guest(vm, gfn, NOPAGE, pfn)
+        if state is OWNED:
+            self._scrub(pfn)
+            self._set_host(pfn, OWNED)
+        elif state is SHARED_OWNED:
+            self._set_host(pfn, OWNED)
+        return Errno.SUCCESS
+
+    def reclaim_all_dying_guest_pages(self, handle: int) -> Errno:
+        """Return every page of a dying VM, as the host's stage-2 destroy does: one transition per gfn.
+
+        Pages the host shared with the guest are unshared (host_unshare_guest),
+        the others reclaimed. Stops at the first error and returns it. Not a
+        transition itself: only the per-page calls are logged.
+        """
+        vm = find_vm(self._vms, handle, dying=True)
+        if vm is None:
+            return Errno.EINVAL
+        for gfn, entry in sorted(vm.entries.items()):
+            if entry.state is SHARED_BORROWED:
+                ret = self.host_unshare_guest(handle, gfn)
+            else:
+                ret = self.reclaim_dying_guest_page(handle, gfn)
+            if ret:
+                return ret
+        return Errno.SUCCESS
+
+    @transition("__pkvm_finalize_teardown_vm", no_frame)
+    def finalize_teardown_guest(self, handle: int) -> Errno:
+        """Forget a dying VM (pkvm.c: __pkvm_finalize_teardown_vm()).
+
+        -EINVAL if unknown or not dying. Model choice: -EBUSY while the guest
+        still has any stage-2 entry; pKVM relies on the host having reclaimed
+        everything first, and refusing keeps every annotation pointing at a
+        live VM.
+        """
+        vm = find_vm(self._vms, handle, dying=True)
+        if vm is None:
+            return Errno.EINVAL
+        if vm.entries:
+            return Errno.EBUSY
+        del self._vms[handle]
+        return Errno.SUCCESS
