@@ -15,11 +15,8 @@ from emu.access_decoder import AccessDecoder
 from emu.disasm import Disassembler
 from emu.memory import PAGE_MASK, AccessType, WalkFault
 from emu.cpu import Cpu
-from emu.syndrome import Esr, data_abort_esr, hpfar_from_ipa
-
-EC_IABT_LOW = 0x20
-EC_IABT_CUR = 0x21
-IL = 1 << 25
+from emu.syndrome import EC, Esr, data_abort_esr, hpfar_from_ipa
+from emu.syndrome.bits import EC_SHIFT, IL
 
 
 def walk_fault_dfsc(fault: WalkFault) -> int:
@@ -107,8 +104,8 @@ class AbortBuilder:
             size = 4
             insn = None
             from_lower = pending.el == 0
-            ec = EC_IABT_LOW if (pending.stage == 2 or from_lower) else EC_IABT_CUR
-            esr = Esr((ec << 26) | IL | dfsc)
+            ec = EC.IABT_LOW if (pending.stage == 2 or from_lower) else EC.IABT_CUR
+            esr = Esr((ec << EC_SHIFT) | IL | dfsc)
         else:
             try:
                 insn = self._decoder.decode(word.to_bytes(4, "little"), pc, cpu.base_reg)

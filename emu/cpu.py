@@ -18,7 +18,6 @@ from unicorn.unicorn_py3.unicorn import uclib as _uclib
 from abi.arch import MASK64
 
 # PSTATE / SPSR bit positions (Arm ARM C5.2.19 SPSR_EL1, AArch64 state)
-PSTATE_M_MASK = 0xF
 PSTATE_SP = 1 << 0  # M[0]: 1 = SP_ELx, 0 = SP_EL0
 PSTATE_F = 1 << 6
 PSTATE_I = 1 << 7
@@ -27,9 +26,7 @@ PSTATE_D = 1 << 9
 PSTATE_DAIF = PSTATE_D | PSTATE_A | PSTATE_I | PSTATE_F
 PSTATE_SSBS = 1 << 12
 PSTATE_PAN = 1 << 22
-PSTATE_UAO = 1 << 23
 PSTATE_DIT = 1 << 24
-PSTATE_TCO = 1 << 25
 PSTATE_NZCV = 0xF << 28
 
 # SCTLR_EL1 bits (Arm ARM D17.2.118)

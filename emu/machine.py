@@ -22,7 +22,7 @@ from unicorn.unicorn_const import UC_TLB_VIRTUAL
 from emu.abort import AbortBuilder, MemoryAbort
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
-from emu.exceptions import exception_syndrome
+from emu.exceptions import INTNO_BKPT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 
@@ -38,13 +38,6 @@ USER_STACK_PAGES = 4
 DEFAULT_BUDGET = 2_000_000
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_MAX_EVENTS = 10_000
-
-# Unicorn interrupt numbers (QEMU's EXCP_*), measured with unicorn 2.1.4.
-INTNO_UDEF = 1
-INTNO_SVC = 2
-INTNO_BKPT = 7
-INTNO_HVC = 11
-INTNO_SMC = 13
 
 _EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
 

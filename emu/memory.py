@@ -15,10 +15,6 @@ from abi.arch import MASK64 as VA_MASK
 from abi.arch import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 
-def page_align_down(addr: int) -> int:
-    return addr & PAGE_MASK & VA_MASK
-
-
 def is_kernel_va(va: int) -> bool:
     """TTBR1 (kernel) half of the address space: the top bit of a 64-bit VA (48-bit VAs, TBI off)."""
     return bool(va >> 63)
@@ -54,7 +50,6 @@ class Perms:
 
 
 KERNEL_RW = Perms(read=True, write=True, exec=False, user=False)
-KERNEL_RO = Perms(read=True, write=False, exec=False, user=False)
 KERNEL_RX = Perms(read=True, write=False, exec=True, user=False)
 USER_RW = Perms(read=True, write=True, exec=False, user=True)
 USER_RX = Perms(read=True, write=False, exec=True, user=True)
@@ -80,8 +75,8 @@ class PhysicalMemory:
     """A contiguous physical range of 4 KiB frames, handed out by number (pfn).
 
     The range is mapped into Unicorn once (Unicorn allocates host pages lazily), so
-    frames cost nothing until written. Frame allocation is a simple bump/free list:
-    the addresses a test sees are deterministic.
+    frames cost nothing until written. Frame allocation is a bump allocator (frames
+    are never freed): the addresses a test sees are deterministic.
     """
 
     def __init__(self, uc, base: int, size: int) -> None:
@@ -92,8 +87,6 @@ class PhysicalMemory:
         self.size = size
         uc.mem_map(base, size)
         self._next = base >> PAGE_SHIFT
-        self._free: list[int] = []
-        self._allocated: set[int] = set()
 
     @property
     def first_pfn(self) -> int:
@@ -108,31 +101,11 @@ class PhysicalMemory:
 
     def alloc(self, nr: int = 1) -> int:
         """Allocate `nr` physically contiguous zeroed frames; returns the first pfn."""
-        if nr == 1 and self._free:
-            pfn = self._free.pop()
-            self.zero(pfn)
-        else:
-            pfn = self._next
-            if (pfn + nr) << PAGE_SHIFT > self.base + self.size:
-                raise MemoryError(f"out of physical memory ({self.size >> 20} MiB): raise Machine(phys_size=...)")
-            self._next += nr
-        self._allocated.update(range(pfn, pfn + nr))
+        pfn = self._next
+        if (pfn + nr) << PAGE_SHIFT > self.base + self.size:
+            raise MemoryError(f"out of physical memory ({self.size >> 20} MiB): raise Machine(phys_size=...)")
+        self._next += nr
         return pfn
-
-    def claim(self, pfn: int, nr: int = 1) -> None:
-        """Mark frames at a chosen place as in use (e.g. a kernel image loaded at its own PA)."""
-        for p in range(pfn, pfn + nr):
-            if not self.contains(p << PAGE_SHIFT):
-                raise ValueError(f"pfn {p:#x} is outside physical memory")
-        self._allocated.update(range(pfn, pfn + nr))
-        self._next = max(self._next, pfn + nr)
-
-    def free(self, pfn: int) -> None:
-        self._allocated.discard(pfn)
-        self._free.append(pfn)
-
-    def is_allocated(self, pfn: int) -> bool:
-        return pfn in self._allocated
 
     def read(self, pa: int, size: int) -> bytes:
         return bytes(self._uc.mem_read(pa, size))

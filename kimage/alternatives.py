@@ -215,12 +215,6 @@ class Alternatives:
         name = sym.name if sym else f"{alt.repl:#x}"
         return name.removeprefix("__kvm_nvhe_")
 
-    def replacement(self, alt: AltInstr) -> list[int]:
-        """The replacement's words, relocated to the original's address (non-callback entries)."""
-        raw = self.vmlinux.read(alt.repl, alt.alt_len)
-        seq = (alt.repl, alt.repl + alt.alt_len)
-        return [relocate(w, alt.repl + 4 * i, alt.orig + 4 * i, seq)[0] for i, (w,) in enumerate(struct.iter_unpack("<I", raw))]
-
     def plan(self, features: CpuFeatures = FEATURES, *, protected: bool) -> tuple[list[tuple[AltInstr, bytes]], AltReport]:
         """(site, new bytes) in kernel order, and the report; nothing is written."""
         present: dict[str, Why] = present_caps(features, protected=protected)

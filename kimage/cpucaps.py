@@ -210,10 +210,6 @@ class CpuCaps:
             raise VmlinuxError(f"{name} names capabilities {found}: ambiguous")
         return found[0] if found else None
 
-    def resolved(self, number: int) -> bool:
-        """Whether the number has a name (not a `cpucap#` fallback)."""
-        return not self.name(number).startswith("cpucap#")
-
 
 def _name(e: CapEntry) -> str:
     if e.desc is not None:

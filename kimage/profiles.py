@@ -133,7 +133,6 @@ LINUX_7_2 = KernelProfile(
 )
 
 PROFILES: tuple[KernelProfile, ...] = (LINUX_6_1, LINUX_7_2)
-PROFILE_BY_SUITE = {p.suite: p for p in PROFILES}
 # The Python host model with our own snippets follows the newest kernel's fault.c.
 MODEL_DEFAULT = LINUX_7_2
 
