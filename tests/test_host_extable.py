@@ -91,7 +91,7 @@ def test_zeropad_uses_the_entrys_registers(regs):
 
 
 def test_zeropad_under_reclaim_reads_the_same_bytes_but_the_guest_loses_its_page():
-    """DESIGN.md argument 1: the value is identical, the integrity is not."""
+    """README row (a): the value is identical, the integrity is not."""
     s, page, code = _zeropad_system("reclaim", NUMBERING_V7, "donated")
     addr = BOUNDARY - 3
     result = s.machine.call(code, addr)

@@ -60,7 +60,7 @@ def test_quick_sweep(bench, name):
     ("rme-gpc-el3-inject", ref.Fate.OOPS, ref.Fate.OOPS, ref.Fate.KILL),
 ])
 def test_fate_of_a_guest_page_access(policy, fixup, plain, user):
-    """DESIGN.md's policy table, for the three kinds of access the routines make."""
+    """docs/routines.md's policy table, for the three kinds of access the routines make."""
     traits = traits_of(POLICIES[policy])
     assert ref.fate(traits, ref.Access.FIXUP) is fixup
     assert ref.fate(traits, ref.Access.PLAIN) is plain

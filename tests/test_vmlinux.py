@@ -410,7 +410,7 @@ def test_full_name_hash_zeropad_at_protected_page(key, length, gap):
 @pytest.mark.kernel
 @pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
 def test_zeropad_overread_under_reclaim_costs_the_guest_its_page(key):
-    """DESIGN.md argument 1 with the kernel's own code: same hash, but the guest page is gone."""
+    """README row (a) with the kernel's own code: same hash, but the guest page is gone."""
     rig, prot, result, name = _hash_case(key, 5, 0, 0, policy="reclaim")
     _check_hash(rig, prot, result, name, 5, 0, 0, policy="reclaim")
 
