@@ -96,9 +96,6 @@ class PhysicalMemory:
     def nr_frames(self) -> int:
         return self.size >> PAGE_SHIFT
 
-    def contains(self, pa: int) -> bool:
-        return self.base <= pa < self.base + self.size
-
     def alloc(self, nr: int = 1) -> int:
         """Allocate `nr` physically contiguous zeroed frames; returns the first pfn."""
         pfn = self._next
