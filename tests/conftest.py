@@ -7,7 +7,6 @@ import pytest
 from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
 
 from emu.machine import Machine
-from emu.memory import PAGE_SIZE
 
 CODE_VA = 0xFFFF_8000_0800_0000
 DATA_VA = 0xFFFF_0000_0010_0000  # two consecutive pages: DATA_VA and DATA_VA + PAGE_SIZE

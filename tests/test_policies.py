@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from emu.memory import PAGE_SIZE
-from emu.outcome import Outcome, OutcomeKind
+from emu.outcome import Outcome
 from faultlab.oracle import GuestIntegrity
 from hyp.el2 import El2, ProtectedAccess
-from hyp.hypercalls import HCALL_BY_NAME
 from hyp.ownership import PageState
 from hyp.policies import POLICIES, Policy, UnknownPolicy, policy, with_policies
 from faultlab.reference.policy import reference_traits

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -16,21 +15,9 @@ from faultlab.scenario import OUTCOMES, ScenarioError, parse
 from faultlab.sweep import run_sweep
 from hyp.policies import POLICIES, Inject, registered
 
-ROOT = Path(__file__).resolve().parent.parent
-INLINE = ROOT / "scenarios" / "inline_zeropad.toml"
+from samples import INLINE
+from samples import MINIMAL_SCENARIO as BASE
 
-BASE = """\
-name = "t"
-
-[routine]
-asm = "SYM_FUNC_START(f)\\n\\tmov x0, #1\\n\\tret\\nSYM_FUNC_END(f)\\n"
-symbol = "f"
-
-[[buffer]]
-name = "buf"
-pages = 2
-protect = [1]
-"""
 
 
 @pytest.fixture
