@@ -19,7 +19,7 @@ from faultlab.kernel.fetch import KernelFetchError
 from faultlab.lab import Lab, LabError
 from faultlab.oracle import Verdict, judge, snapshot
 from faultlab.oracle import GuestIntegrity
-from faultlab.scenario import Expectation, Scenario, ScenarioError
+from faultlab.scenario import Expectation, Scenario, ScenarioError, TaskKind
 
 
 class RunError(ValueError):
@@ -132,6 +132,10 @@ def setup(scenario: Scenario, policy: "str | Policy", *, kernels: VmlinuxShelf |
     """
     r = scenario.routine
     lab = _kernel_lab(scenario, policy, kernels or VmlinuxShelf()) if r.kind == "vmlinux" else Lab(policy)
+    # The task context, for either host: the model's fault.c reads Task.mm; the real host's `current`
+    # gets an mm_struct (host/real/boot.py TaskContext follows Task.mm) whose VMA lookups our stubs
+    # answer from the user stage-1 mappings of the buffers.
+    lab.kernel.task.mm = r.task is TaskKind.USER
     for b in scenario.buffers:
         region = lab.alloc(b.name, b.pages, user=b.user, alias=b.alias)
         if b.fill:

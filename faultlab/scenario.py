@@ -7,6 +7,7 @@ located by scanning the source for the table and key they concern.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -21,6 +22,25 @@ ROUTINE_KINDS = ("file", "asm", "vmlinux")
 OUTCOMES = tuple(k.value for k in OutcomeKind if k is not OutcomeKind.NESTED_RETURN)
 EXPECT_KEYS = ("outcome", "x0", "regs", "guest", "signal", "message", "memory", "confidentiality")
 GUEST_STATES = ("intact", "reclaimed", "changed", "n/a")
+
+
+class TaskKind(enum.StrEnum):
+    """`current` while the routine runs (`[routine] task`): what fault.c's do_page_fault sees as the mm.
+
+    A user task has an mm whose VMAs cover the scenario's user buffers (the
+    host stands a user stage-1 mapping for its VMA); a kernel thread has no
+    mm, so a fault on a user address goes straight to the exception table
+    ("no user context"). Addresses in the kernel half never consult the mm.
+    """
+
+    USER = "user"
+    KTHREAD = "kthread"
+
+    @classmethod
+    def default_for(cls, el: int, buffers: "tuple[Buffer, ...]") -> "TaskKind":
+        """EL0 code is a user task; so is EL1 code reaching user buffers (a user mapping lives in some
+        task's mm: the task whose syscall the kernel is serving); otherwise a kernel thread."""
+        return cls.USER if el == 0 or any(b.user for b in buffers) else cls.KTHREAD
 
 
 class ScenarioError(ValueError):
@@ -50,6 +70,7 @@ class Routine:
     args: tuple[str | int, ...] = ()
     pan: bool = True
     budget: int = 1_000_000
+    task: TaskKind = TaskKind.KTHREAD  # `current`: a user task (with an mm) or a kernel thread
     line: int = 0  # line of an inline `asm` body's first line in the scenario file
     block: bool = False  # the body is a multi-line string: its line n is at `line + n - 1`
 
@@ -214,6 +235,8 @@ class _Validator:
         routine = self.routine(self.typed(data, None, "routine", dict, required=True))
         raw_buffers = self.typed(data, None, "buffer", list, [])
         buffers = tuple(self.buffer(b, i) for i, b in enumerate(raw_buffers))
+        if "task" not in data["routine"]:
+            routine = dataclasses.replace(routine, task=TaskKind.default_for(routine.el, buffers))
         names = [b.name for b in buffers]
         for i, n in enumerate(names):
             if names.index(n) != i:
@@ -256,7 +279,7 @@ class _Validator:
         return tuple(value)
 
     def routine(self, t: dict) -> Routine:
-        self.unknown(t, "routine", {*ROUTINE_KINDS, "symbol", "el", "args", "pan", "budget"})
+        self.unknown(t, "routine", {*ROUTINE_KINDS, "symbol", "el", "args", "pan", "budget", "task"})
         kinds = [k for k in ROUTINE_KINDS if k in t]
         if len(kinds) != 1:
             raise self.fail("routine", None, f"give exactly one of {', '.join(ROUTINE_KINDS)}")
@@ -273,6 +296,11 @@ class _Validator:
         budget = self.typed(t, "routine", "budget", int, 1_000_000)
         if budget <= 0:
             raise self.fail("routine", "budget", "must be positive")
+        task = self.typed(t, "routine", "task", str, TaskKind.KTHREAD.value)
+        if task not in TaskKind.__members__.values():
+            raise self.fail("routine", "task", f"unknown task {task!r} (user or kthread)")
+        if el == 0 and task != TaskKind.USER:
+            raise self.fail("routine", "task", "EL0 code always runs in a user task")
         return Routine(
             kind=kind,
             source=self._source(t, kind),
@@ -281,6 +309,7 @@ class _Validator:
             args=tuple(args),
             pan=self.typed(t, "routine", "pan", bool, True),
             budget=budget,
+            task=TaskKind(task),
             line=self.loc.line("routine", kind) + self.is_block("routine", kind),
             block=bool(self.is_block("routine", kind)),
         )

@@ -15,15 +15,19 @@ located through the image's symbols and BTF:
 - `current->stack` = a 16 KiB stack in a 32 KiB-aligned slot (the machine's
   kernel stack; the kernel's overflow check in its entry code relies on that
   alignment), re-applied after every reset of `current`.
-- optionally a user task context: `current->mm` and `active_mm` point at a
-  zeroed `mm_struct` with an empty pgd, so user-address faults go to the mm
-  layer (our stubs) instead of straight to `no_context`; without one,
-  `current` is a kernel thread (mm NULL, active_mm = &init_mm).
+- the task context, following the host's `Task.mm` (the scenario's
+  `[routine] task`, the same flag the Python model reads): a user task's
+  `current->mm` and `active_mm` point at a zeroed `mm_struct` with an empty
+  pgd, so user-address faults go to the mm layer (our stubs, which answer
+  VMA lookups from the user stage-1 mappings) instead of straight to
+  `no_context`; a kernel thread has mm NULL, active_mm = &init_mm.
 `init_mm.pgd` = `swapper_pg_dir`, as paging_init() leaves it (show_pte() walks it).
 The pKVM static key is the rig's business (it follows the policy: set iff the
 host boots with pKVM initialised).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from emu.memory import KERNEL_RW, PAGE_SIZE
 from kimage.loaded import LoadedKernel
@@ -44,23 +48,36 @@ THREAD_ALIGN = 2 * THREAD_SIZE  # arm64 with VMAP_STACK: stacks are THREAD_SIZE-
 
 
 class TaskContext:
-    """`current` as the fault path expects it: a real stack, and (for user tasks) an mm."""
+    """`current` as the fault path expects it: a real stack, and (for a user task) an mm.
 
-    def __init__(self, kernel: LoadedKernel, layout: KernelLayout, *, user_mm: bool) -> None:
+    `user_task()` says which, asked at every reset of `current` and at every
+    fault entry (`sync_mm`): it is the host's `Task.mm`, so the real host and
+    the Python model read one flag. The mm_struct, its pgd page and the VMA
+    the stubs hand out are allocated at the first user-task use, after the
+    scenario's buffers, so both hosts lay the buffers out alike.
+    """
+
+    def __init__(self, kernel: LoadedKernel, layout: KernelLayout, *, user_task: Callable[[], bool]) -> None:
         self.kernel = kernel
         self.layout = layout
+        self.user_task = user_task
         machine = kernel.machine
         self.stack_top = machine.kernel_stack_top
         self.stack_base = self.stack_top - THREAD_SIZE
         if self.stack_base % THREAD_ALIGN:
             raise ValueError(f"the kernel stack at {self.stack_base:#x} is not in a {THREAD_ALIGN >> 10} KiB-aligned slot")
         self.mm = 0
-        if user_mm:
-            self.mm = kernel.alloc_buffer(-(-layout.mm_struct_size // PAGE_SIZE) * PAGE_SIZE)
-            self.pgd = kernel.alloc_buffer(PAGE_SIZE)
-            self.vma = kernel.alloc_buffer(PAGE_SIZE)
+        self.pgd = 0
+        self.vma = 0
+        self.installed: bool | None = None  # which context `current` holds now (None: not yet set)
         kernel.on_reset_task.append(self.apply)
         self.apply()
+
+    def _allocate(self) -> None:
+        if not self.mm:
+            self.mm = self.kernel.alloc_buffer(-(-self.layout.mm_struct_size // PAGE_SIZE) * PAGE_SIZE)
+            self.pgd = self.kernel.alloc_buffer(PAGE_SIZE)
+            self.vma = self.kernel.alloc_buffer(PAGE_SIZE)
 
     def apply(self) -> None:
         m = self.kernel.machine
@@ -71,14 +88,28 @@ class TaskContext:
             # arm64 preempt.h: the high word is need_resched *inverted*; a running task with nothing
             # pending has count 0 and need_resched 1 (PREEMPT_ENABLED). Zero would mean "reschedule now".
             m.write_u64(task + preempt, PREEMPT_ENABLED)
-        if self.mm:
+        self.installed = None
+        self.sync_mm()
+
+    def sync_mm(self) -> None:
+        """Make `current->mm`/`active_mm` match `user_task()` (a no-op when they already do)."""
+        user = self.user_task()
+        if self.installed is user:
+            return
+        m = self.kernel.machine
+        task = self.kernel.task
+        if user:
+            self._allocate()
             m.write(self.mm, bytes(self.layout.mm_struct_size))
             m.write_u64(self.mm + self.layout.mm_pgd, self.pgd)
             m.write_u64(task + self.layout.task_mm, self.mm)
             m.write_u64(task + self.layout.task_active_mm, self.mm)
-        elif "init_mm" in self.kernel.symbols:
-            # A kernel thread has no mm and borrows init_mm as its active_mm (show_pte() reads it).
-            m.write_u64(task + self.layout.task_active_mm, self.kernel.resolve("init_mm"))
+        else:
+            m.write_u64(task + self.layout.task_mm, 0)
+            if "init_mm" in self.kernel.symbols:
+                # A kernel thread has no mm and borrows init_mm as its active_mm (show_pte() reads it).
+                m.write_u64(task + self.layout.task_active_mm, self.kernel.resolve("init_mm"))
+        self.installed = user
 
 
 def boot_state(kernel: LoadedKernel, layout: KernelLayout) -> list[str]:

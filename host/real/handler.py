@@ -75,7 +75,10 @@ class RealHost(HostKernel):
         HostKernel.__init__(self, machine, config)
         self.layout = KernelLayout.read(loaded)
         self.bugs = BugTable(loaded, self.layout.bug_entry_size)
-        self.task_context = TaskContext(loaded, self.layout, user_mm=user_mm)
+        # The task context is the host's Task.mm (user_mm: a user task from the start; the scenario
+        # runner sets it per scenario); `current` follows it at every reset and fault entry.
+        self.task.mm = self.task.mm or user_mm
+        self.task_context = TaskContext(loaded, self.layout, user_task=lambda: self.task.mm)
         self.booted = boot_state(loaded, self.layout)
         # [booted-like image, issue 10 build 3/6] alternatives patched for abi/cpu.py FEATURES (+ protected-mode
         # KVM iff pKVM boots), and the image's host hypercall table for EL2 to serve ids by name.
@@ -157,6 +160,7 @@ class RealHost(HostKernel):
             self.log("recursive-fault", f"fault at pc={regs.pc:#x} ({self.loaded.symbolize(regs.pc)}) FAR={far:#x} while handling {len(self._frames)} nested faults")
             return self.die_outcome("recursive faults in the fault path (the kernel would overflow its stack)", "entry")
         ctx = self.task_context
+        ctx.sync_mm()  # EL0 code is entered without a reset of `current`: the task context is set here too
         # kernel_entry: from EL0 the frame starts at the top of the task stack, from EL1 below the interrupted SP.
         top = ctx.stack_top if from_el0 else regs.sp
         regs_va = (top - self.layout.pt_regs_size) & ~0xF
