@@ -10,6 +10,11 @@ skipped as unjudged, never passed. A scenario naming several kernels
 Scenarios whose routine is a vmlinux symbol are marked `kernel` and skip,
 with the reason (how to fetch the kernel), when that vmlinux is not on this
 machine; one `VmlinuxShelf` per session opens each vmlinux once.
+
+`--faultlab-host real` runs vmlinux scenarios on the image's own fault path
+(`--host real` of `faultlab run/matrix`); the default is the Python model.
+The host is a run option, not a scenario field: a scenario states what the
+kernel does, and both hosts must meet the same expectations.
 """
 from __future__ import annotations
 
@@ -18,17 +23,32 @@ import pytest
 from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.runner import RunError, run, vmlinux_missing
 from faultlab.scenario import ScenarioError, load
+from faultlab.stack import HOSTS
 
 _SHELF = pytest.StashKey[VmlinuxShelf]()
 
 
+def pytest_addoption(parser) -> None:
+    parser.getgroup("faultlab").addoption(
+        "--faultlab-host", choices=HOSTS, default="model",
+        help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)",
+    )
+
+
+def _host(config) -> str:
+    try:
+        return config.getoption("faultlab_host")
+    except ValueError:  # the plugin was loaded after option parsing
+        return "model"
+
+
 def pytest_configure(config) -> None:
-    config.stash[_SHELF] = VmlinuxShelf()
+    config.stash[_SHELF] = VmlinuxShelf(_host(config))
 
 
 def _shelf(config) -> VmlinuxShelf:
     if _SHELF not in config.stash:  # the plugin was loaded after configure (pytester, -p late)
-        config.stash[_SHELF] = VmlinuxShelf()
+        config.stash[_SHELF] = VmlinuxShelf(_host(config))
     return config.stash[_SHELF]
 
 
@@ -86,7 +106,7 @@ class ScenarioItem(pytest.Item):
         if isinstance(record, str):
             return f"{self.scenario.path}: {record}"
         v = record.verdict
-        lines = [f"{self.scenario.path}: {self.scenario.name} under {self.policy}"]
+        lines = [f"{self.scenario.path}: {self.scenario.name} under {self.policy} ({_shelf(self.config).host} host)"]
         lines += [f"  expected/got: {f}" for f in record.failures]
         lines.append(f"  verdict: {v.outcome} ({v.detail}); guest {v.guest_text()}; confidentiality {v.confidentiality_text()}")
         lines.append("  last events:")

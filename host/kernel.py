@@ -77,6 +77,7 @@ class HostKernel:
         self._depth = 0
         self._refault: tuple[int, int] | None = None  # (PC, FAR) of the last abort handled as "retry"
         self._refaults = 0
+        self._refault_run: list | None = None  # the run (its event list) the count belongs to
         self._install()
 
     # ------------------------------------------------------------ the profile, as fault.c sees it
@@ -174,7 +175,13 @@ class HostKernel:
         return ctx.die(f"Internal error: Oops - Undefined instruction: {esr.value:016x} [#1]")
 
     def _count_refault(self, pc: int, far: int, result, *, retried: bool):
-        """The same abort handled as "retry" LIVELOCK_AFTER times in a row is a livelock outcome."""
+        """The same abort handled as "retry" LIVELOCK_AFTER times in a row is a livelock outcome.
+
+        In a row within one run: a lab reused across runs (sweep benches) meets the same abort once
+        per run, and that is no livelock (Machine.run starts a new event list per run, as RealHost keys it).
+        """
+        if self._refault_run is not self.machine.events:
+            self._refault, self._refaults, self._refault_run = None, 0, self.machine.events
         if not retried:
             self._refault, self._refaults = None, 0
             return result

@@ -22,6 +22,7 @@ from hyp.policies import known as known_policies
 from kimage.elf import Vmlinux
 
 from faultlab.kernel.lab import KernelRig, KernelUsageError
+from faultlab.stack import HOSTS
 from faultlab.lab import Lab
 from faultlab.runner import RunError, evaluate
 from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
@@ -31,6 +32,7 @@ from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
 from faultlab.cli.sweep import print_summary
 
 MAX_SWEEP_LENGTH = 4 * 4096
+HOST_HELP = "the host fault path: the Python model of fault.c (model) or the image's own do_mem_abort (real)"
 
 
 def _say(console: Console, text: str) -> None:
@@ -166,7 +168,9 @@ def cmd_call(args, console: Console) -> int:
     user_size = _size(args.user_buffer) if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
     vm = _open(args.vmlinux)
-    rig = KernelRig.boot(vm, args.policy)
+    # The task context, as in scenario files: a user task when a user buffer is mapped, else a kernel thread.
+    task = args.task or ("user" if user_size else "kthread")
+    rig = KernelRig.boot(vm, args.policy, host=args.host, user_mm=task == "user")
     lab, kernel = rig.lab, rig.kernel
     target = kernel.resolve(args.symbol)
     kernel.check_intact(target)
@@ -195,7 +199,7 @@ def cmd_call(args, console: Console) -> int:
             raise KernelUsageError(f"--protect {where}: {exc}") from None
         _say(console, f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
     shown = ", ".join(f"{a:#x}" for a in call_args)
-    _say(console, f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {args.policy}")
+    _say(console, f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {args.policy} ({args.host} host, {task})")
     result = kernel.call(target, *call_args, budget=budget, trace=args.trace)
     if args.trace and result.trace:
         _say(console, "trace:")
@@ -263,12 +267,12 @@ def cmd_sweep(args, console: Console) -> int:
         task = bar.add_task(f"sweep {where}", total=total)
         summary = sweep_kernel(
             vm, routine.name, policies, full=args.full, plan=plan, limit=limit, jobs=jobs,
-            progress=lambda done, _total: bar.update(task, completed=done),
+            progress=lambda done, _total: bar.update(task, completed=done), fault_path=args.host,
         )
     if args.json:
         sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
         return EXIT_OK if summary.ok else EXIT_UNEXPECTED
-    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}]")
+    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}; {args.host} host]")
     print_summary(summary, console)
     for item in looseness(vm, routine.name):
         _say(console, f"  looser than the reference (allowed): {item.what}")
@@ -300,6 +304,8 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--dump", action="append", metavar="ADDR:LEN", help="print memory after the call")
     c.add_argument("--budget", default="2000000", help="instructions per run segment")
     c.add_argument("--trace", action="store_true", help="print every executed instruction")
+    c.add_argument("--host", choices=HOSTS, default="model", help=HOST_HELP)
+    c.add_argument("--task", choices=("user", "kthread"), help="current: a user task with an mm, or a kernel thread (default: user with --user-buffer, else kthread)")
     c.set_defaults(func=cmd_call)
     w = sub.add_parser("sweep", help="move a guest page across a real routine's buffers under every policy; check the reference contract")
     w.add_argument("vmlinux", help="a vmlinux path or a suite name")
@@ -310,6 +316,7 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--limit", metavar="N", help="run at most N cases")
     w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    w.add_argument("--host", choices=HOSTS, default="model", help=HOST_HELP)
     w.set_defaults(func=cmd_sweep)
     return kernel
 

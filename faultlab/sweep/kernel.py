@@ -260,11 +260,14 @@ class KernelBench(Bench):
     spec's reach.
     """
 
-    def __init__(self, vmlinux: Vmlinux, *, secret_seed: int = 0, host: HostFeatures | None = None) -> None:
+    def __init__(self, vmlinux: Vmlinux, *, secret_seed: int = 0, host: HostFeatures | None = None, fault_path: str = "model") -> None:
         # host: other fault-path features than the kernel's own profile (a what-if: "this kernel's
-        # routines on another kernel's fault path"); the reference models follow the same host
+        # routines on another kernel's fault path"); the reference models follow the same host.
+        # fault_path: who handles an injected abort, the Python model ("model") or the image's own
+        # do_mem_abort ("real"); a real boot costs ~0.5 s (alternatives), so labs are kept per policy.
         super().__init__(secret_seed=secret_seed, host=host)
         self.vmlinux = vmlinux
+        self.fault_path = fault_path
         self.boots = 0
 
     def lab(self, policy: str) -> Lab:
@@ -279,7 +282,7 @@ class KernelBench(Bench):
                 pol = known_policies()[policy]
                 profile = dataclasses.replace(profile_for(self.vmlinux), host=self.host)
                 config = KernelConfig(profile=profile, pkvm_initialised=pol.pkvm_initialised)
-            self.labs[policy] = Lab.with_vmlinux(self.vmlinux, policy, config)
+            self.labs[policy] = Lab.with_vmlinux(self.vmlinux, policy, config, host=self.fault_path)
             self.boots += 1
         return self.labs[policy]
 
@@ -301,11 +304,11 @@ def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: P
     return summary
 
 
-def _worker(job: tuple[str, str, Plan | None, list[Case]]) -> SweepSummary:
-    path, name, plan, todo = job
+def _worker(job: tuple[str, str, Plan | None, str, list[Case]]) -> SweepSummary:
+    path, name, plan, fault_path, todo = job
     vm = Vmlinux.open(path)
     spec = kernel_spec(vm, name, plan)
-    return run_cases(spec, todo, KernelBench(vm))
+    return run_cases(spec, todo, KernelBench(vm, fault_path=fault_path))
 
 
 def sweep_kernel(
@@ -319,16 +322,20 @@ def sweep_kernel(
     jobs: int = 1,
     progress: ProgressFn | None = None,
     bench: KernelBench | None = None,
+    fault_path: str = "model",
 ) -> SweepSummary:
-    """Sweep one kernel routine: the quick plan, the full one, or `plan` (e.g. from --lengths)."""
+    """Sweep one kernel routine: the quick plan, the full one, or `plan` (e.g. from --lengths).
+
+    `fault_path="real"`: injected aborts go to the image's own do_mem_abort (`--host real`).
+    """
     spec = kernel_spec(vm, name, plan)
     names = list(known_policies()) if policies is None else list(policies)
     todo = plan_cases(spec, full or plan is not None, names, limit)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
-        summary = sweep.run_parallel(spec.name, todo, jobs, progress, _worker, (str(vm.path), spec.name, plan))
+        summary = sweep.run_parallel(spec.name, todo, jobs, progress, _worker, (str(vm.path), spec.name, plan, fault_path))
     else:
-        summary = run_cases(spec, todo, bench or KernelBench(vm), progress)
+        summary = run_cases(spec, todo, bench or KernelBench(vm, fault_path=fault_path), progress)
     summary.seconds = time.monotonic() - started
     return summary
 
