@@ -22,6 +22,7 @@ pytestmark = pytest.mark.kernel
 SUITES = {"6.1": "bookworm", "7.2": "sid"}
 FORCE_RECLAIM_X0 = 0xC600002B
 NAME_HASH = 0xD843D93D  # full_name_hash(0, "pkvm.c", 6), as the scenario files pin it
+UNMAPPED_USER = 0x7000_0000  # no user mapping (and so no VMA) there
 
 
 @functools.cache
@@ -56,12 +57,19 @@ def run(key: str, policy: str, case: str, host: str = "real", *, user_mm: bool =
         src, dst = k.map_user(8192), k.alloc_buffer(4096)
         rig.protect(src + 4096)
         result = rig.call("__arch_copy_from_user", dst, src + 4056, 64, timeout=60)
-    elif case == "el0_load":  # a VMM-style stray load from EL0
+    elif case == "copy_to_user":  # d-copy-to-user
+        dst, src = k.map_user(8192), k.alloc_buffer(4096)
+        rig.protect(dst + 4096)
+        result = rig.call("__arch_copy_to_user", dst + 4056, src, 64, timeout=60)
+    elif case in ("el0_load", "el0_unmapped"):  # a VMM-style stray load from EL0 (a guest page, or nothing mapped)
         code = k.map_user(4096, USER_RX)
         m.write(code, (0xF9400000).to_bytes(4, "little") + (0xD65F03C0).to_bytes(4, "little"))  # ldr x0, [x0]; ret
-        data = k.map_user(4096)
-        rig.protect(data)
-        result = m.call(code, data + 8, el=0, timeout=60)
+        if case == "el0_load":
+            data = k.map_user(4096)
+            rig.protect(data)
+            result = m.call(code, data + 8, el=0, timeout=60)
+        else:
+            result = m.call(code, UNMAPPED_USER, el=0, timeout=60)
     else:
         raise ValueError(case)
     return result, rig
@@ -236,3 +244,169 @@ def test_seed_scenarios_real_vs_model(path):
                 continue
             for field in ("outcome", "detail", "x0", "fixups", "signals", "guest", "guest_pages_lost", "reclaims"):
                 assert getattr(r, field) == getattr(m, field), (scenario.name, policy, field, getattr(m, field), getattr(r, field))
+
+
+# ------------------------------------------------------------------ task context from the scenario, on both hosts
+def _scenario(path: str):
+    from faultlab.scenario import load
+
+    return load(__import__("pathlib").Path(__file__).parent.parent / path)
+
+
+@pytest.mark.parametrize("host", ["model", "real"])
+def test_scenario_task_context_reaches_the_host(host):
+    """`[routine] task` is the host's Task.mm; the real host's `current->mm` follows it (an mm_struct, or NULL)."""
+    from faultlab.kernel.lab import VmlinuxShelf
+    from faultlab.runner import run as run_scenario
+
+    shelf = VmlinuxShelf(host)
+    user = _scenario("scenarios/kernel/d_copy_from_user.toml").on_kernel("bookworm")
+    kthread = _scenario("scenarios/kernel/c_gup_kernel_alias.toml").on_kernel("bookworm")
+    vmlinux("6.1")
+    assert (user.routine.task, kthread.routine.task) == ("user", "kthread")
+    for scenario, has_mm in ((user, True), (kthread, False)):
+        record = run_scenario(scenario, "inject", kernels=shelf)
+        assert record.lab.kernel.task.mm is has_mm
+        if host == "real":
+            ctx, k = record.lab.kernel.task_context, record.lab.image
+            mm = record.lab.machine.read_u64(k.task + ctx.layout.task_mm)
+            assert (mm == ctx.mm != 0) if has_mm else mm == 0
+    # the verdicts that differ by task context: 6.1 retries a uaccess fault in a user task forever
+    assert run_scenario(user, "inject", kernels=shelf).verdict.outcome == "livelock"
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_kernel_alias_verdict_does_not_depend_on_the_task(key):
+    """The GUP alias is a kernel-half address: do_translation_fault never consults the mm (why kthread is no shortcut)."""
+    import dataclasses
+
+    from faultlab.kernel.lab import VmlinuxShelf
+    from faultlab.runner import run as run_scenario
+
+    vmlinux(key)
+    base = _scenario("scenarios/kernel/c_gup_kernel_alias.toml").on_kernel(SUITES[key])
+    as_user = dataclasses.replace(base, routine=dataclasses.replace(base.routine, task="user"))
+    for host in ("model", "real"):
+        shelf = VmlinuxShelf(host)
+        for policy in INJECT:
+            a, b = (run_scenario(s, policy, kernels=shelf).verdict for s in (base, as_user))
+            assert (a.outcome, a.detail, a.guest, a.reclaims) == (b.outcome, b.detail, b.guest, b.reclaims), (host, policy)
+
+
+# ------------------------------------------------------------------ each boundary reached, with its arguments
+def _sent(rig):
+    d = rig.host.task.delivered[-1]
+    return d.signo, d.code, d.addr
+
+
+def _named(result, kind: str, name: str):
+    return [e for e in kinds(result, kind) if e.data.get("name") == name]
+
+
+@pytest.mark.parametrize("case,write", [("copy_from_user", False), ("copy_to_user", True)])
+def test_mm_boundaries_get_current_mm_the_fault_address_and_the_access(case, write):
+    """6.1 in a user task: lock_mm_and_find_vma(current->mm, FAR), handle_mm_fault(that VMA, FAR, flags)."""
+    real, rig = run("6.1", "inject", case, user_mm=True)
+    ctx = rig.host.task_context
+    far = rig.protected[0].va
+    (find, *_) = _named(real, "mm", "lock_mm_and_find_vma")
+    assert find.data["args"][:2] == (ctx.mm, far) and find.data["ret"] == ctx.vma
+    (handle, *_) = _named(real, "mm", "handle_mm_fault")
+    vma, addr, flags = handle.data["args"][:3]
+    assert (vma, addr, handle.data["ret"]) == (ctx.vma, far, 0)
+    assert bool(flags & 0x1) is write  # FAULT_FLAG_WRITE from ESR.WnR
+    lay = ctx.layout  # the VMA our stub built: one page, the user PTE's permissions (VM_READ|VM_WRITE)
+    assert rig.machine.read_u64(ctx.vma + lay.vma_start) == far and rig.machine.read_u64(ctx.vma + lay.vma_end) == far + 4096
+    assert rig.machine.read_u64(ctx.vma + lay.vma_flags) & 0x3 == 0x3
+    (up,) = {e.data["args"][0] for e in _named(real, "stub", "up_read")}
+    assert up != 0  # the mmap lock of our mm_struct
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_vma_lookup_misses_an_unmapped_user_address_and_signals(key):
+    """An EL0 load where nothing is mapped: no VMA, SIGSEGV SEGV_MAPERR through arm64_force_sig_fault; 7.2 tries the
+    per-VMA lock first (NULL from our stub). The model agrees."""
+    real, rig = run(key, "inject", "el0_unmapped", user_mm=True)
+    names = [e.data["name"] for e in kinds(real, "mm")]
+    assert names == (["lock_vma_under_rcu", "lock_mm_and_find_vma"] if key == "7.2" else ["lock_mm_and_find_vma"])
+    assert all(e.data["ret"] == 0 and e.data["args"][1] == UNMAPPED_USER for e in kinds(real, "mm"))
+    (sig,) = _named(real, "signal", "arm64_force_sig_fault")
+    assert (sig.data["signal"].signo, sig.data["signal"].code, sig.data["signal"].addr) == (11, 1, UNMAPPED_USER)
+    assert real.outcome.kind == "task-killed"
+    model, mrig = run(key, "inject", "el0_unmapped", "model")
+    assert model.outcome.kind == "task-killed" and _sent(mrig) == _sent(rig)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_notify_die_signals_a_user_task_and_the_kernel_dies(key):
+    """A granule-protection fault is an 'unknown' row of fault_info: arm64_notify_die(name, regs, SIGKILL, SI_KERNEL,
+    FAR) for EL0; from EL1 do_mem_abort dies with the row's name. The model agrees on both."""
+    real, rig = run(key, "rme-gpc-el3-inject", "el0_load", user_mm=True)
+    (sig,) = _named(real, "signal", "arm64_notify_die")
+    s = sig.data["signal"]
+    assert (s.signo, s.code, s.addr, s.why) == (9, 0x80, rig.protected[0].va + 8, "unknown 40")
+    model, mrig = run(key, "rme-gpc-el3-inject", "el0_load", "model")
+    assert real.outcome.kind == model.outcome.kind == "task-killed"
+    assert _sent(mrig) == _sent(rig)
+    kernel, _ = run(key, "rme-gpc-el3-inject", "memcpy")
+    assert kernel.outcome.kind == "host-oops" and kernel.outcome.message.startswith("Unable to handle kernel unknown 40 at virtual address")
+    assert kernel.events[-1].data["name"] == "die"
+    mkernel, _ = run(key, "rme-gpc-el3-inject", "memcpy", "model")
+    assert mkernel.outcome.message == kernel.outcome.message
+
+
+def test_bug_boundary_is_an_outcome_with_the_tables_file_and_line():
+    """A brk #0x800 whose __bug_table entry is not a warning ends the run as host-bug (the kernel's BUG())."""
+    rig = KernelRig.boot(vmlinux("7.2"), "inject", host="real")
+    site = next(s for s in rig.host.bugs.sites() if not s.warning and s.file.startswith("arch/arm64/"))
+    result = rig.call(site.addr, timeout=60)
+    assert result.outcome.kind == "host-bug" and result.outcome.message == f"kernel BUG at {site.where}!"
+    warn = next(s for s in rig.host.bugs.sites() if s.warning)
+    assert rig.host.bugs.find(warn.addr).warning and not rig.host.bugs.find(site.addr).warning
+
+
+# Every boundary of host/real/boundaries.py is reached by one of these paths (and pinned by a test above with
+# its arguments) or listed here as unreachable on the fault path, with why (docs/kernels.md repeats the list).
+def _resched_pending(rig):
+    layout = rig.kernel.vmlinux.task_layout
+    rig.kernel.on_reset_task.append(lambda: rig.machine.write_u64(rig.kernel.task + layout.preempt_count, 0))
+
+
+PATHS = (
+    ("inject", "memcpy", False, None),
+    ("inject", "copy_from_user", True, None),
+    ("inject", "copy_to_user", True, None),
+    ("inject", "el0_load", True, None),
+    ("inject", "el0_unmapped", True, None),
+    ("rme-gpc-el3-inject", "el0_load", True, None),
+    ("rme-gpc-el3-inject", "memcpy", False, None),
+    ("inject", "memcpy", False, _resched_pending),
+    ("inject-reclaim", "memcpy", False, lambda rig: rig.machine.cpu.write_sysreg("TCR_EL1", 0)),
+)
+REACHED = {
+    "6.1": {"__warn_printk", "_printk", "lock_mm_and_find_vma", "handle_mm_fault", "up_read", "arm64_force_sig_fault", "arm64_notify_die", "die"},
+    "7.2": {"_printk", "lock_vma_under_rcu", "lock_mm_and_find_vma", "arm64_force_sig_fault", "arm64_notify_die", "die", "preempt_schedule", "__ubsan_handle_shift_out_of_bounds"},
+}
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_boundaries_reached_on_the_fault_path(key):
+    from host.real.boundaries import BOUNDARIES
+
+    reached = set()
+    for policy, case, user, before in PATHS:
+        result, _ = run(key, policy, case, user_mm=user, before=before)
+        reached |= {e.data["name"] for e in result.events if e.kind in ("stub", "mm", "signal", "printk", "ubsan", "oops") and e.data.get("name")}
+    assert reached == REACHED[key]
+    listed = {b.name for b in BOUNDARIES}
+    assert all(n in listed or any(b.prefix and n.startswith(b.name) for b in BOUNDARIES) for n in reached)
+
+
+def test_docs_list_every_boundary_no_path_reaches():
+    from host.real.boundaries import BOUNDARIES
+
+    text = (__import__("pathlib").Path(__file__).parent.parent / "docs" / "kernels.md").read_text()
+    section = text.split("#### Not reached on the fault path", 1)[1].split("\n#", 1)[0]
+    reached = set().union(*REACHED.values())
+    unreached = [b.name for b in BOUNDARIES if b.name not in reached and not (b.prefix and any(n.startswith(b.name) for n in reached))]
+    assert unreached and all(f"`{n}" in section for n in unreached), [n for n in unreached if f"`{n}" not in section]

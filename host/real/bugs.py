@@ -55,6 +55,12 @@ class BugTable:
             table[(entry + addr_disp) & (2**64 - 1)] = (entry + 4 + file_disp, line, flags, entry)
         return table
 
+    def sites(self) -> list[BugSite]:
+        """Every BUG()/WARN() site of the image, in address order."""
+        if self._by_addr is None:
+            self._by_addr = self._load()
+        return [s for s in map(self.find, sorted(self._by_addr)) if s is not None]
+
     def find(self, pc: int) -> BugSite | None:
         if self._by_addr is None:
             self._by_addr = self._load()

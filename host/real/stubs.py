@@ -92,8 +92,8 @@ class Stubs:
 
     def _returns(self, b: Boundary, name: str):
         def returns(m: Machine) -> None:
-            args = ", ".join(f"{m.cpu.x(i):#x}" for i in range(3))
-            m.log("stub", f"{name}({args}) from {self._caller()} -> {b.ret:#x}", name=name)
+            args = tuple(m.cpu.x(i) for i in range(3))
+            m.log("stub", f"{name}({', '.join(f'{a:#x}' for a in args)}) from {self._caller()} -> {b.ret:#x}", name=name, args=args)
             _ret(m, b.ret)
 
         return returns
@@ -143,7 +143,7 @@ class Stubs:
                 ret = self._vma_for(x[0], x[1])
             else:  # handle_mm_fault(vma, address, flags, regs)
                 ret = self._handle_mm_fault(x[1], x[2])
-            m.log("mm", f"{name}({', '.join(hex(v) for v in x[:3])}) from {self._caller()} -> {ret:#x}", name=name, ret=ret)
+            m.log("mm", f"{name}({', '.join(hex(v) for v in x[:3])}) from {self._caller()} -> {ret:#x}", name=name, ret=ret, args=tuple(x))
             _ret(m, ret)
 
         return mm
