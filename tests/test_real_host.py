@@ -410,3 +410,59 @@ def test_docs_list_every_boundary_no_path_reaches():
     reached = set().union(*REACHED.values())
     unreached = [b.name for b in BOUNDARIES if b.name not in reached and not (b.prefix and any(n.startswith(b.name) for n in reached))]
     assert unreached and all(f"`{n}" in section for n in unreached), [n for n in unreached if f"`{n}" not in section]
+
+
+# ------------------------------------------------------------------ --host real on every command
+def test_cli_kernel_call_host_real_and_task(capsys):
+    from faultlab.cli.main import main
+
+    vmlinux("6.1")
+    argv = ["kernel", "call", "bookworm", "__arch_copy_from_user", "buf", "ubuf+4056", "64", "--buffer", "4096",
+            "--user-buffer", "8192", "--protect", "ubuf+4096", "--policy", "inject", "--host", "real"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(real host, user)" in out and "calling the kernel's do_mem_abort" in out and "lock_mm_and_find_vma" in out
+    assert "outcome: livelock" in out  # 6.1 in a user task: VMA found, nothing to do, retry
+    assert main([*argv, "--task", "kthread"]) == 0
+    out = capsys.readouterr().out
+    assert "(real host, kthread)" in out and "outcome: returned" in out and "x0: 0x18 (24)" in out
+    assert "UACCESS_ERR_ZERO" in out and "real fixup" in out
+
+
+def test_cli_kernel_sweep_host_real(capsys):
+    import json
+
+    from faultlab.cli.main import main
+
+    vmlinux("7.2")
+    assert main(["kernel", "sweep", "sid", "__arch_copy_from_user", "--host", "real", "--limit", "15", "--policy", "inject-reclaim", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["cases"] == 15 and not rec["failures"] and rec["symbol"] == "__arch_copy_from_user"
+
+
+def test_kernel_bench_boots_real_labs():
+    from faultlab.sweep.kernel import KernelBench
+    from host.real import RealHost
+
+    bench = KernelBench(vmlinux("7.2"), fault_path="real")
+    assert isinstance(bench.lab("inject").kernel, RealHost) and bench.lab("inject") is bench.lab("inject")
+
+
+def test_pytest_plugin_runs_scenarios_on_the_real_host(tmp_path):
+    """`pytest --faultlab-host real`: the scenario items run with the image's do_mem_abort (a failure says so)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vmlinux("6.1")
+    repo = Path(__file__).resolve().parent.parent
+    src = (repo / "scenarios" / "kernel" / "d_copy_from_user.toml").read_text()
+    # a wrong expectation, so the report shows which host ran it
+    (tmp_path / "wrong.toml").write_text(src.replace('[expect.inject.bookworm]\noutcome = "livelock"', '[expect.inject.bookworm]\noutcome = "fixed-up"'))
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "bookworm and inject and not reclaim and not rme", str(tmp_path / "wrong.toml")]
+    real = subprocess.run([*cmd, "--faultlab-host", "real"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert real.returncode == 1 and "under inject (real host)" in real.stdout and "calling the kernel's do_mem_abort" in real.stdout, real.stdout[-3000:]
+    model = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert model.returncode == 1 and "under inject (model host)" in model.stdout
