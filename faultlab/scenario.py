@@ -296,10 +296,10 @@ class _Validator:
         budget = self.typed(t, "routine", "budget", int, 1_000_000)
         if budget <= 0:
             raise self.fail("routine", "budget", "must be positive")
-        task = self.typed(t, "routine", "task", str, TaskKind.KTHREAD.value)
+        task = self.typed(t, "routine", "task", str, TaskKind.KTHREAD.value)  # absent: scenario() derives it
         if task not in TaskKind.__members__.values():
             raise self.fail("routine", "task", f"unknown task {task!r} (user or kthread)")
-        if el == 0 and task != TaskKind.USER:
+        if el == 0 and "task" in t and task != TaskKind.USER:
             raise self.fail("routine", "task", "EL0 code always runs in a user task")
         return Routine(
             kind=kind,
