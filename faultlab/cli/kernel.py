@@ -272,7 +272,7 @@ def cmd_sweep(args, console: Console) -> int:
     if args.json:
         sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
         return EXIT_OK if summary.ok else EXIT_UNEXPECTED
-    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}; {args.host} host]")
+    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}{'; real host' if args.host == 'real' else ''}]")
     print_summary(summary, console)
     for item in looseness(vm, routine.name):
         _say(console, f"  looser than the reference (allowed): {item.what}")
