@@ -148,3 +148,13 @@ def test_eret_to_el2_is_not_an_illegal_return_in_unicorn(rig):
     result = rig.machine.call(CODE_VA)
     assert result.returned and result.x0 == 1
     assert not result.events_of("exception")
+
+
+def test_pkvm_model_answers_a_host_smc_with_not_supported(rig):
+    from hyp.pkvm import Hyp
+
+    Hyp(rig.machine)
+    rig.load_code("mov x0, #0x84000000\nsmc #0\nret")  # an SMCCC function pKVM does not model
+    result = rig.machine.call(CODE_VA)
+    assert result.returned and result.x0 == SMCCC_RET_NOT_SUPPORTED
+    assert [e.pc for e in result.events_of("smc")] == [CODE_VA + 4]
