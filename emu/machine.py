@@ -38,6 +38,14 @@ USER_STACK_PAGES = 4
 DEFAULT_BUDGET = 2_000_000
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_MAX_EVENTS = 10_000
+DEFAULT_MAX_TRACE = 10_000
+# Instructions per emu_start: the wall-clock deadline is checked between two of these, so
+# no stretch runs unchecked for long (~10 ms fault-free; a Python code hook per instruction
+# would cost far more). Tracing runs a Python hook per instruction: smaller chunks then.
+STRETCH_CHUNK = 1_000_000
+TRACE_CHUNK = 10_000
+# SMCCC (DEN0028) SMCCC_RET_NOT_SUPPORTED: what an EL2 that traps SMC answers for an unknown function.
+SMCCC_RET_NOT_SUPPORTED = (1 << 64) - 1
 
 _EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
 
@@ -48,6 +56,14 @@ class NoAbortHandler(MachineError):
     pass
 
 
+class BadRunLimits(MachineError, ValueError):
+    """A run asked for with a budget, timeout or limit that cannot bound it (e.g. budget <= 0).
+
+    Unicorn reads an instruction count of 0 as "unlimited", so a zero or negative budget
+    must be refused before it reaches emu_start.
+    """
+
+
 class El2Handler(Protocol):
     """What the hypervisor model installs to receive what traps to EL2."""
 
@@ -55,12 +71,30 @@ class El2Handler(Protocol):
 
     def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None: ...
 
+    def handle_smc(self, machine: "Machine", imm: int) -> Outcome | None:
+        """An `smc` trapped to EL2 (HCR_EL2.TSC = 1, as pKVM sets it: arch/arm64/include/asm/kvm_arm.h
+        HCR_HOST_NVHE_PROTECTED_FLAGS). Entered with PC past the smc. Handlers without
+        this method get `smc_not_supported`.
+        """
+        ...
+
+
+def smc_not_supported(machine: "Machine", imm: int) -> Outcome | None:
+    """The default EL2 answer to a trapped SMC: SMCCC_RET_NOT_SUPPORTED in x0, resume past the smc.
+
+    pKVM's handle_host_smc() (arch/arm64/kvm/hyp/nvhe/hyp-main.c) forwards calls it does not
+    handle to EL3; with no EL3 firmware modelled, an unknown function is NOT_SUPPORTED.
+    """
+    machine.cpu.set_x(0, SMCCC_RET_NOT_SUPPORTED)
+    return None
+
 
 @dataclass
 class _Limits:
     budget: int
     deadline: float
     max_events: int
+    max_trace: int = DEFAULT_MAX_TRACE
     segments: int = 0
 
 
@@ -80,6 +114,7 @@ class Machine(AddressSpace):
         self._events: list[Event] = []
         self._trace: list[TraceStep] | None = None
         self._trace_hook = None
+        self._trace_truncated = False
         self._limits: _Limits | None = None
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
@@ -166,6 +201,7 @@ class Machine(AddressSpace):
         timeout: float = DEFAULT_TIMEOUT,
         max_events: int = DEFAULT_MAX_EVENTS,
         trace: bool = False,
+        max_trace: int = DEFAULT_MAX_TRACE,
     ) -> RunResult:
         """Call `target` with x0..x7 = args at EL1 (kernel) or EL0 (user) and run until it returns.
 
@@ -174,6 +210,7 @@ class Machine(AddressSpace):
         EL0: entered by a real `eret` from EL1 (SPSR_EL1 = EL0t), SP = a user stack,
         x30 = the user return sentinel.
         """
+        check_run_limits(budget, timeout, max_events, max_trace)
         if len(args) > 8:
             raise MachineError("at most 8 register arguments (x0-x7)")
         if el not in (0, 1):
@@ -194,7 +231,7 @@ class Machine(AddressSpace):
             self.cpu.write_sysreg("ELR_EL1", target)
             self.cpu.write_sysreg("SPSR_EL1", 0)  # EL0t, interrupts unmasked
             start = self.eret_stub
-        return self.run(start, budget=budget, timeout=timeout, max_events=max_events, trace=trace)
+        return self.run(start, budget=budget, timeout=timeout, max_events=max_events, trace=trace, max_trace=max_trace)
 
     def run(
         self,
@@ -204,19 +241,28 @@ class Machine(AddressSpace):
         timeout: float = DEFAULT_TIMEOUT,
         max_events: int = DEFAULT_MAX_EVENTS,
         trace: bool = False,
+        max_trace: int = DEFAULT_MAX_TRACE,
     ) -> RunResult:
         """Run from `pc` in the current state until an exit handler or EL2 handler ends the run.
 
         Budget: every stretch of execution between two events may run at most `budget`
         instructions, and a run may have at most `max_events` events (aborts, exceptions,
-        hypercalls, exits); wall-clock `timeout` seconds bound the whole run.
+        hypercalls, exits); wall-clock `timeout` seconds bound the whole run, checked
+        at least every `STRETCH_CHUNK` instructions whatever the budget. A trace keeps
+        at most `max_trace` steps; past that `trace_truncated` is set and a
+        `trace-truncated` event marks where recording stopped.
+        Limits that cannot bound a run (budget <= 0, ...) raise `BadRunLimits`.
         """
+        check_run_limits(budget, timeout, max_events, max_trace)
         self._events = []
         self._start_trace(trace)
-        self._limits = _Limits(budget, time.monotonic() + timeout, max_events)
+        self._limits = _Limits(budget, time.monotonic() + timeout, max_events, max_trace)
         try:
             outcome = self._loop(pc)
-            return RunResult(outcome, self.cpu.snapshot(), list(self._events), self._finish_trace(), self._limits.segments)
+            truncated = self._trace_truncated
+            return RunResult(
+                outcome, self.cpu.snapshot(), list(self._events), self._finish_trace(), self._limits.segments, truncated
+            )
         finally:
             self._stop_trace()
             self._limits = None
@@ -253,18 +299,29 @@ class Machine(AddressSpace):
                 return outcome
 
     def _run_segment(self, budget: int, deadline: float) -> Outcome | None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return Outcome(OutcomeKind.TIMEOUT, "wall-clock timeout")
-        self.fill_fault = self._intno = None
-        start_pc = self.cpu.pc
-        error: UcError | None = None
-        try:
-            # No Unicorn timeout: it costs a timer thread (~170 us) per emu_start. Each stretch is
-            # bounded by `budget` instructions; the wall-clock deadline is checked between stretches.
-            self.uc.emu_start(start_pc, UNTIL_VA, count=budget)
-        except UcError as exc:
-            error = exc
+        """One stretch between two events: at most `budget` instructions, in chunks.
+
+        No Unicorn timeout: it costs a timer thread (~170 us) per emu_start. Instead each
+        emu_start runs at most a chunk of instructions; when a chunk ends with no event
+        (count exhausted), the deadline is checked and the stretch goes on from that PC.
+        """
+        left_insns = budget
+        while True:
+            if time.monotonic() >= deadline:
+                return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={self.cpu.pc:#x}")
+            self._drop_truncated_trace_hook()
+            chunk = min(left_insns, TRACE_CHUNK if self._trace_hook is not None else STRETCH_CHUNK)
+            self.fill_fault = self._intno = None
+            error: UcError | None = None
+            try:
+                self.uc.emu_start(self.cpu.pc, UNTIL_VA, count=chunk)
+            except UcError as exc:
+                error = exc
+            if self.fill_fault is not None or self._intno is not None or error is not None:
+                break
+            left_insns -= chunk
+            if left_insns <= 0:
+                break
         if self.fill_fault is not None:
             return self._on_abort(self._abort_builder.build(self.fill_fault))
         if self._intno is not None:
@@ -278,8 +335,6 @@ class Machine(AddressSpace):
         if error is not None:
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unicorn: {error} at pc={self.cpu.pc:#x}")
         pc = self.cpu.pc
-        if time.monotonic() >= deadline:
-            return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={pc:#x}")
         return Outcome(OutcomeKind.BUDGET_EXCEEDED, f"instruction budget of {budget} exhausted at pc={pc:#x}", pc)
 
     # --------------------------------------------------------- exception paths
@@ -300,15 +355,30 @@ class Machine(AddressSpace):
             if self.el2 is None:
                 raise NoAbortHandler(f"hvc #{imm} at {pc - 4:#x} with no EL2 handler installed")
             return self.el2.handle_hvc(self, imm)
-        if intno == INTNO_SVC:
+        if intno == INTNO_SMC:
+            # Unicorn reports smc with PC already past it (QEMU: EXCP_SMC after the insn).
+            smc_pc = pc - 4
+            imm = (self._insn_word(smc_pc) >> 5) & 0xFFFF
+            if self.el2 is not None:
+                # HCR_EL2.TSC = 1 (pKVM): the SMC traps to EL2 before it executes, EC 0x17 with
+                # ELR_EL2 = the smc (Arm ARM D1.10 / C6.2 SMC pseudocode, AArch64.CheckForSMCUndefOrTrap);
+                # the handler answers and skips it (hyp-main.c handle_host_smc: kvm_skip_host_instr).
+                self.log("smc", f"SMC (AArch64): smc #{imm} x0={self.cpu.x(0):#x} trapped to EL2", pc=smc_pc, imm=imm)
+                handler = getattr(self.el2, "handle_smc", None)
+                return smc_not_supported(self, imm) if handler is None else handler(self, imm)
+            # No EL2 to trap it and no EL3: SMC is UNDEFINED at the smc itself (Arm ARM C6.2 SMC).
+            insn_pc = return_pc = smc_pc
+        elif intno == INTNO_SVC:
             insn_pc, return_pc = pc - 4, pc  # svc's preferred return address is the next instruction
-        elif intno in (INTNO_BKPT, INTNO_UDEF, INTNO_SMC):
+        elif intno in (INTNO_BKPT, INTNO_UDEF):
             insn_pc = return_pc = pc
         else:
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unexpected unicorn interrupt {intno} at pc={pc:#x}")
-        esr = exception_syndrome(intno, self._insn_word(insn_pc), from_el)
-        self.log("exception", f"{esr.name} ESR={esr.value:#x}", esr=esr.value)
-        return self.take_exception_el1(esr.value, None, return_pc, cause=esr)
+        esr = exception_syndrome(intno, self._insn_word(insn_pc & ~3), from_el, pc=insn_pc)
+        self.log("exception", f"{esr.name} ESR={esr.value:#x}", esr=esr.value, ec_name=esr.class_name)
+        # A PC alignment fault records the misaligned PC in FAR_EL1 (Arm ARM D1.3.5).
+        far = insn_pc if esr.ec == 0x22 else None
+        return self.take_exception_el1(esr.value, far, return_pc, cause=esr)
 
     def take_exception_el1(self, esr: int, far: int | None, return_pc: int, *, cause: Any = None) -> Outcome | None:
         """Exception entry to EL1; without vectors (VBAR_EL1 = 0) the run ends instead."""
@@ -325,12 +395,25 @@ class Machine(AddressSpace):
     # ------------------------------------------------------------------ trace
     def _start_trace(self, on: bool) -> None:
         self._trace = [] if on else None
+        self._trace_truncated = False
         if on and self._trace_hook is None:
             self._trace_hook = self.uc.hook_add(UC_HOOK_CODE, self._trace_step)
 
     def _trace_step(self, uc, address: int, size: int, _user) -> None:
-        if self._trace is not None and address not in self._exits:
-            self._trace.append((address, (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3))
+        if self._trace is None or address in self._exits or self._trace_truncated:
+            return
+        el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
+        if len(self._trace) >= self._limits.max_trace:
+            # The marker: an event at the first step not recorded; the hook goes at the next chunk.
+            self._trace_truncated = True
+            self.log("trace-truncated", f"trace truncated after {len(self._trace)} steps", pc=address, el=el)
+            return
+        self._trace.append((address, el))
+
+    def _drop_truncated_trace_hook(self) -> None:
+        """Once the trace is full, stop paying for the per-instruction hook (outside emu_start)."""
+        if self._trace_truncated and self._trace_hook is not None:
+            self._stop_trace()
 
     def _stop_trace(self) -> None:
         if self._trace_hook is not None:
@@ -347,3 +430,14 @@ class Machine(AddressSpace):
         steps = [TraceStep(pc, el, dis.text(self._insn_word(pc), pc)) for pc, el in self._trace]
         self._trace = None
         return steps
+
+
+def check_run_limits(budget: int, timeout: float, max_events: int, max_trace: int) -> None:
+    """Refuse limits that would not bound a run: Unicorn's count 0 means "no limit"."""
+    for name, value in (("budget", budget), ("max_events", max_events), ("max_trace", max_trace)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRunLimits(f"{name} must be an integer, not {value!r}")
+        if value <= 0:
+            raise BadRunLimits(f"{name} must be positive (got {value})")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise BadRunLimits(f"timeout must be a positive number of seconds (got {timeout!r})")

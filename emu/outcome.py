@@ -91,6 +91,7 @@ class RunResult:
     events: list[Event]
     trace: list[TraceStep] | None = None
     segments: int = 0
+    trace_truncated: bool = False  # the trace stopped at max_trace steps (a `trace-truncated` event says where)
 
     @property
     def returned(self) -> bool:

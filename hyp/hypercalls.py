@@ -73,7 +73,8 @@ def _force_reclaim(hyp: "El2", pfn: int) -> Errno:
 
 
 def _create_guest(hyp: "El2") -> tuple[int, ...]:
-    return (0, hyp.ownership.create_guest(protected=True))
+    handle = hyp.ownership.create_guest(protected=True)
+    return (handle,) if handle < 0 else (0, handle)  # -ENOMEM: no free vm_table slot
 
 
 def _donate_guest(hyp: "El2", phys: int, handle: int, gfn: int) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abi.linux import Errno
 from hyp.ownership_effects import NOPAGE, OWNED, SHARED_BORROWED, SHARED_OWNED, OwnershipEffects, entry_frame, no_frame
 from hyp.page_checks import check_guest_gfn, find_vm
-from hyp.page_state import Transition, VmRecord
+from hyp.page_state import FIRST_VM_HANDLE, KVM_MAX_PVMS, Transition, VmRecord
 from hyp.transition_log import transition
 
 
@@ -20,16 +20,24 @@ class VmLifecycle(OwnershipEffects):
     """Guest creation and teardown; ``reclaim_all_dying_guest_pages`` also uses ``Ownership.host_unshare_guest``."""
 
     def create_guest(self, protected: bool = True) -> int:
-        """Create a VM and return its handle (pkvm.c: __pkvm_init_vm()).
+        """Create a VM and return its handle, or -ENOMEM when KVM_MAX_PVMS VMs exist (pkvm.c: __pkvm_init_vm()).
 
         ``protected`` selects the pVM kind: hyp-main.c only lets the host
         donate to protected VMs and only share with non-protected ones.
         """
+        # A full vm_table: allocate_vm_table_entry() returns -ENOMEM (pkvm.c).
+        if len(self._vms) >= KVM_MAX_PVMS:
+            self.transitions.append(Transition("__pkvm_init_vm", None, (bool(protected),), Errno.ENOMEM, (), ()))
+            return Errno.ENOMEM
         handle = self._next_handle
-        self._next_handle += 1
         self._vms[handle] = VmRecord(handle=handle, protected=bool(protected))
+        self._next_handle = self._first_free_handle()
         self.transitions.append(Transition("__pkvm_init_vm", None, (bool(protected),), Errno.SUCCESS, (), ()))
         return handle
+
+    def _first_free_handle(self) -> int:
+        """HANDLE_OFFSET + the first free vm_table slot (pkvm.c allocate_vm_table_entry())."""
+        return next(h for h in range(FIRST_VM_HANDLE, FIRST_VM_HANDLE + KVM_MAX_PVMS + 1) if h not in self._vms)
 
     @transition("__pkvm_start_teardown_vm", no_frame)
     def teardown_guest(self, handle: int) -> Errno:
@@ -104,4 +112,5 @@ class VmLifecycle(OwnershipEffects):
         if vm.entries:
             return Errno.EBUSY
         del self._vms[handle]
+        self._next_handle = self._first_free_handle()  # the slot is free for the next __pkvm_init_vm
         return Errno.SUCCESS

@@ -21,9 +21,11 @@ PA_BITS = 48
 PFN_LIMIT = 1 << (PA_BITS - PAGE_SHIFT)
 # A guest's IPA space; kvm_pgtable walks beyond it fail with -ERANGE.
 DEFAULT_GUEST_IPA_BITS = 40
-# pkvm.c: handles are vm_table index + HANDLE_OFFSET (0x1000). The model never
-# reuses a handle, so a stale handle always means "gone".
+# pkvm.c: handles are vm_table index + HANDLE_OFFSET (0x1000); __pkvm_reserve_vm() takes the
+# first free slot (allocate_vm_table_entry()), so a slot freed by teardown is handed out again.
 FIRST_VM_HANDLE = 0x1000
+# arch/arm64/include/asm/kvm_pkvm.h: KVM_MAX_PVMS, the vm_table size; a full table is -ENOMEM.
+KVM_MAX_PVMS = 255
 
 
 class PageState(enum.IntEnum):

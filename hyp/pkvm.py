@@ -67,6 +67,12 @@ class Hyp:
         self._log_transitions()
         return None
 
+    def handle_smc(self, machine: "Machine", imm: int) -> Outcome | None:
+        """A host SMC trapped by HCR_EL2.TSC: no SMCCC service is modelled, so every function is
+        SMCCC_RET_NOT_SUPPORTED and the host resumes past the smc (hyp-main.c handle_host_smc())."""
+        machine.cpu.set_x(0, SMCCC_RET_NOT_SUPPORTED)
+        return None
+
     def _log_call(self, answer: Answer, regs: list[int], label: str) -> None:
         """The `hypercall` event: `name` is the call as the host's numbering names it (None: no such id)."""
         shown = ", ".join(f"{_signed(r)}" for r in answer.results)

@@ -88,7 +88,20 @@ def bench_bare(iters: int, count: bool) -> float:
     return best_of(once, 3)
 
 
-def bench_machine(iters: int) -> float:
+def bench_machine(iters: int, *, unchunked: bool = False) -> float:
+    """`unchunked`: one emu_start per stretch, as before the deadline was checked inside stretches."""
+    import emu.machine as machine_module
+
+    saved = machine_module.STRETCH_CHUNK
+    if unchunked:
+        machine_module.STRETCH_CHUNK = 1 << 62
+    try:
+        return _bench_machine(iters)
+    finally:
+        machine_module.STRETCH_CHUNK = saved
+
+
+def _bench_machine(iters: int) -> float:
     m = Machine(phys_size=8 << 20)
     m.load(CODE_VA, assemble(LOOP, CODE_VA), "rx")
     m.map_new(SRC_VA, 1, "rw")
@@ -187,6 +200,7 @@ def main() -> int:
     bare = bench_bare(iters, count=False)
     bare_count = bench_bare(iters, count=True)
     machine = bench_machine(iters)
+    machine_unchunked = bench_machine(iters, unchunked=True)
     per_abort, n_aborts = bench_abort(pages)
     scenario = bench_scenario(5 if args.quick else 20)
     asm = bench_assembler()
@@ -199,6 +213,8 @@ def main() -> int:
     t.add_row("bare Unicorn + count", f"{insns / bare_count / 1e6:.1f} M insn/s", "with an instruction budget, as Machine uses")
     t.add_row("emu.Machine", f"{insns / machine / 1e6:.1f} M insn/s", "stage 1 + stage-2 callback via TLB fill, budget")
     t.add_row("ratio bare / Machine", f"{machine / bare:.2f}x", "target <= 1.5x")
+    t.add_row("deadline chunks: chunked / one stretch", f"{machine / machine_unchunked:.2f}x",
+              "emu_start per STRETCH_CHUNK instructions vs one unbounded stretch (fault-free loop)")
     t.add_row("ratio bare+count / Machine", f"{machine / bare_count:.2f}x", "the cost of the software MMU alone")
     t.add_row("stage-2 abort round trip", f"{per_abort * 1e6:.1f} us", f"mean over {n_aborts} aborts; target <= 30 us")
     t.add_row("scenario end to end", f"{scenario * 1e3:.1f} ms", "inline zeropad under inject-reclaim: setup, run, oracle")

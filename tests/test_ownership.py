@@ -1092,3 +1092,35 @@ def test_random_transitions_keep_invariants_sweep():
         settings=settings(max_examples=2000, stateful_step_count=80, deadline=None,
                           suppress_health_check=list(HealthCheck)),
     )
+
+
+# ---------------------------------------------------------------- pKVM's VM limits
+def _fresh_ownership() -> Ownership:
+    return Ownership(FIRST_PFN, 1, on_host_stage2_change=lambda *a: None, zero_frame=lambda pfn: None)
+
+
+def test_init_vm_is_refused_with_enomem_once_kvm_max_pvms_vms_exist():
+    """kvm_pkvm.h KVM_MAX_PVMS = 255 slots; pkvm.c allocate_vm_table_entry() returns -ENOMEM when full."""
+    from hyp.page_state import FIRST_VM_HANDLE, KVM_MAX_PVMS
+
+    m = _fresh_ownership()
+    handles = [m.create_guest() for _ in range(KVM_MAX_PVMS)]
+    assert KVM_MAX_PVMS == 255
+    assert handles == list(range(FIRST_VM_HANDLE, FIRST_VM_HANDLE + KVM_MAX_PVMS))  # idx + HANDLE_OFFSET
+    assert m.create_guest() == Errno.ENOMEM
+    assert m.transitions[-1].name == "__pkvm_init_vm" and m.transitions[-1].result == Errno.ENOMEM
+
+
+def test_a_slot_freed_by_teardown_is_reused_first():
+    """__pkvm_reserve_vm() takes the first free vm_table slot, so a torn-down VM's handle comes back."""
+    from hyp.page_state import FIRST_VM_HANDLE, KVM_MAX_PVMS
+
+    m = _fresh_ownership()
+    for _ in range(KVM_MAX_PVMS):
+        m.create_guest()
+    victim = FIRST_VM_HANDLE + 7
+    assert m.teardown_guest(victim) == Errno.SUCCESS
+    assert m.create_guest() == Errno.ENOMEM  # dying, not yet finalized: the slot is still taken
+    assert m.finalize_teardown_guest(victim) == Errno.SUCCESS
+    assert m.create_guest() == victim
+    assert m.create_guest() == Errno.ENOMEM
