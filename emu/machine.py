@@ -12,8 +12,7 @@ mappings or the EL freely: the TLB is flushed before the next instruction runs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn import arm64_const as A
@@ -24,7 +23,19 @@ from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import INTNO_BKPT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
+from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, El2Handler, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
+from emu.run_limits import (
+    DEFAULT_BUDGET,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_TRACE,
+    DEFAULT_TIMEOUT,
+    STRETCH_CHUNK,
+    TRACE_CHUNK,
+    BadRunLimits,  # noqa: F401 (importable from here)
+    RunLimits,
+    check_run_limits,
+)
 
 # Where the machine puts its own pages (return sentinels, the EL0 entry stub, stacks, the task page).
 MACHINE_TEXT_VA = 0xFFFF_FFFF_FFE0_0000
@@ -35,67 +46,9 @@ USER_SENTINEL_VA = 0x0000_7FFF_FFFF_0000
 USER_STACK_VA = 0x0000_7FFF_FFF0_0000
 USER_STACK_PAGES = 4
 
-DEFAULT_BUDGET = 2_000_000
-DEFAULT_TIMEOUT = 20.0
-DEFAULT_MAX_EVENTS = 10_000
-DEFAULT_MAX_TRACE = 10_000
-# Instructions per emu_start: the wall-clock deadline is checked between two of these, so
-# no stretch runs unchecked for long (~10 ms fault-free; a Python code hook per instruction
-# would cost far more). Tracing runs a Python hook per instruction: smaller chunks then.
-STRETCH_CHUNK = 1_000_000
-TRACE_CHUNK = 10_000
-# SMCCC (DEN0028) SMCCC_RET_NOT_SUPPORTED: what an EL2 that traps SMC answers for an unknown function.
-SMCCC_RET_NOT_SUPPORTED = (1 << 64) - 1
-
 _EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
 
 ExitHandler = Callable[["Machine"], "Outcome | None"]
-
-
-class NoAbortHandler(MachineError):
-    pass
-
-
-class BadRunLimits(MachineError, ValueError):
-    """A run asked for with a budget, timeout or limit that cannot bound it (e.g. budget <= 0).
-
-    Unicorn reads an instruction count of 0 as "unlimited", so a zero or negative budget
-    must be refused before it reaches emu_start.
-    """
-
-
-class El2Handler(Protocol):
-    """What the hypervisor model installs to receive what traps to EL2."""
-
-    def handle_abort(self, machine: "Machine", abort: MemoryAbort) -> Outcome | None: ...
-
-    def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None: ...
-
-    def handle_smc(self, machine: "Machine", imm: int) -> Outcome | None:
-        """An `smc` trapped to EL2 (HCR_EL2.TSC = 1, as pKVM sets it: arch/arm64/include/asm/kvm_arm.h
-        HCR_HOST_NVHE_PROTECTED_FLAGS). Entered with PC past the smc. Handlers without
-        this method get `smc_not_supported`.
-        """
-        ...
-
-
-def smc_not_supported(machine: "Machine", imm: int) -> Outcome | None:
-    """The default EL2 answer to a trapped SMC: SMCCC_RET_NOT_SUPPORTED in x0, resume past the smc.
-
-    pKVM's handle_host_smc() (arch/arm64/kvm/hyp/nvhe/hyp-main.c) forwards calls it does not
-    handle to EL3; with no EL3 firmware modelled, an unknown function is NOT_SUPPORTED.
-    """
-    machine.cpu.set_x(0, SMCCC_RET_NOT_SUPPORTED)
-    return None
-
-
-@dataclass
-class _Limits:
-    budget: int
-    deadline: float
-    max_events: int
-    max_trace: int = DEFAULT_MAX_TRACE
-    segments: int = 0
 
 
 class Machine(AddressSpace):
@@ -115,7 +68,7 @@ class Machine(AddressSpace):
         self._trace: list[TraceStep] | None = None
         self._trace_hook = None
         self._trace_truncated = False
-        self._limits: _Limits | None = None
+        self._limits: RunLimits | None = None
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
@@ -256,7 +209,7 @@ class Machine(AddressSpace):
         check_run_limits(budget, timeout, max_events, max_trace)
         self._events = []
         self._start_trace(trace)
-        self._limits = _Limits(budget, time.monotonic() + timeout, max_events, max_trace)
+        self._limits = RunLimits(budget, time.monotonic() + timeout, max_events, max_trace)
         try:
             outcome = self._loop(pc)
             truncated = self._trace_truncated
@@ -430,14 +383,3 @@ class Machine(AddressSpace):
         steps = [TraceStep(pc, el, dis.text(self._insn_word(pc), pc)) for pc, el in self._trace]
         self._trace = None
         return steps
-
-
-def check_run_limits(budget: int, timeout: float, max_events: int, max_trace: int) -> None:
-    """Refuse limits that would not bound a run: Unicorn's count 0 means "no limit"."""
-    for name, value in (("budget", budget), ("max_events", max_events), ("max_trace", max_trace)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRunLimits(f"{name} must be an integer, not {value!r}")
-        if value <= 0:
-            raise BadRunLimits(f"{name} must be positive (got {value})")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise BadRunLimits(f"timeout must be a positive number of seconds (got {timeout!r})")
