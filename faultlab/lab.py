@@ -20,7 +20,7 @@ from emu.outcome import RunResult
 from host.kernel import HostKernel, KernelConfig
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
-from kasm import Image, assemble, assemble_file
+from kasm import AsmCache, Image
 from kimage.elf import Vmlinux, VmlinuxError
 from kimage.extable_format import NUMBERING_V7, TypeNumbering
 from kimage.loaded import LoadedKernel
@@ -36,6 +36,10 @@ GUEST_GFN_BASE = 0x8_0000
 # Where a lab around a real kernel assembles extra snippets: clear of both Debian images
 # (6.1 links at 0xffff800008000000, 7.x at 0xffff800080000000) and of the alias area.
 VMLINUX_LAB_TEXT_BASE = 0xFFFF_8000_4000_0000
+# The one assembly memo of this process (bounded, least recently used out): the runner builds
+# a fresh Lab per scenario run, so a cache owned by one Lab would never be hit again. Entries
+# are validated against their include files and handed out as copies (kasm/cache.py).
+SHARED_ASM_CACHE = AsmCache()
 
 
 class LabError(ValueError):
@@ -87,6 +91,7 @@ class Lab:
     stack: Stack | None = None  # already composed (a booted vmlinux's); else composed here on a fresh machine
     image: LoadedKernel | None = None  # the real kernel in `stack`'s machine, if any
     text_base: int = KERNEL_TEXT_BASE
+    asm_cache: AsmCache = field(default=SHARED_ASM_CACHE, repr=False)  # a fresh AsmCache() per Lab assembles afresh
     machine: Machine = field(init=False)
     hyp: Hyp = field(init=False)
     kernel: HostKernel = field(init=False)
@@ -136,9 +141,9 @@ class Lab:
 
     def _place(self, source: str | Path, text: str | None, base: int, perms: str) -> Image:
         if text is None:
-            image = assemble_file(Path(source), base, numbering=self.numbering)
+            image = self.asm_cache.assemble_file(Path(source), base, numbering=self.numbering)
         else:
-            image = assemble(text, base, filename=str(source), numbering=self.numbering)
+            image = self.asm_cache.assemble(text, base, filename=str(source), numbering=self.numbering)
         self.machine.load(base, image.data, perms)
         self.images.append(image)
         self.symbols.update(image.symbols)

@@ -22,6 +22,10 @@ Expressions (expr.py) use C operator precedence (GNU as groups a few operators
 differently; parenthesise when mixing `|`/`&` with `+`). Every error is an AsmError
 naming the source file and line, including lines that came from macros, `.rept` and
 includes.
+
+cache.py (AsmCache) memoises assembly per content (source, options and the
+contents of every included file), for callers that assemble the same routine
+once per run.
 """
 from __future__ import annotations
 
@@ -30,12 +34,13 @@ from __future__ import annotations
 import keystone  # noqa: F401
 
 from kasm.assembler import assemble, assemble_file
+from kasm.cache import AsmCache
 from kasm.expr import ExprSyntaxError, Node, evaluate, parse_expr
 from kasm.image import Image, UnknownSymbolError
 from kasm.layout import NOP
 from kasm.source import AsmError, SourceLoc
 
 __all__ = [
-    "AsmError", "ExprSyntaxError", "Image", "NOP", "Node", "SourceLoc", "UnknownSymbolError",
+    "AsmCache", "AsmError", "ExprSyntaxError", "Image", "NOP", "Node", "SourceLoc", "UnknownSymbolError",
     "assemble", "assemble_file", "evaluate", "parse_expr",
 ]

@@ -8,6 +8,7 @@ builds the exception table after the last section.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -24,7 +25,7 @@ from kasm.layout import (
     Layout,
 )
 from kasm.macros import MACRO_DIRECTIVES, Macros
-from kasm.preprocess import find_file
+from kasm.preprocess import FileRead, Lookup
 from kasm.source import AsmError, Line, SourceLoc, error
 from kasm.state import Frame, Insn
 from kasm.text import split_statements
@@ -40,6 +41,14 @@ _IGNORED = {
     ".arch_extension", ".cpu", ".file", ".ident", ".loc", ".print", ".warning", ".end",
     ".nops_are_fine", ".altmacro_off", ".subsections_via_symbols",
 }
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What an assembly read besides its source text: include lookups and files with their digests."""
+
+    lookups: tuple[Lookup, ...]
+    reads: tuple[FileRead, ...]
 
 
 class Assembler(Macros, Layout, Extable, Instructions):
@@ -157,7 +166,7 @@ class Assembler(Macros, Layout, Extable, Instructions):
         m = re.match(r'^\s*"([^"]+)"\s*$', rest)
         if not m:
             raise error(line, '.include needs a quoted file name')
-        found = find_file(m.group(1), [Path(line.loc.file).parent] + self.pre.include_dirs)
+        found = self.pre.find(m.group(1), [Path(line.loc.file).parent] + self.pre.include_dirs)
         if found is None:
             raise error(line, f".include file '{m.group(1)}' not found")
         return found
@@ -212,20 +221,36 @@ def assemble(
     include_dirs: Iterable[str | Path] = (),
 ) -> Image:
     """Assemble kernel-style AArch64 source into an Image loaded at `base`."""
+    return assemble_with_inputs(source, base, filename=filename, numbering=numbering, include_dirs=include_dirs)[0]
+
+
+def assemble_with_inputs(
+    source: str,
+    base: int,
+    *,
+    filename: str = "<string>",
+    numbering: TypeNumbering = NUMBERING_V7,
+    include_dirs: Iterable[str | Path] = (),
+) -> tuple[Image, Inputs]:
+    """assemble(), plus the include lookups and file reads the output depends on (for kasm.cache)."""
     dirs = [Path(d) for d in include_dirs]
     asm = Assembler(base, numbering, dirs, filename)
     directory = Path(filename).parent if not filename.startswith("<") else None
     lines = asm.pre.process(source, filename, directory)
     asm.run(lines)
-    return asm.finish()
+    return asm.finish(), Inputs(tuple(asm.pre.lookups), tuple(asm.pre.reads))
+
+
+def read_source(path: str | Path) -> str:
+    """The text of a .S file, or the AsmError assemble_file() reports when it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise AsmError(str(path), 0, f"cannot read: {exc.strerror}") from None
 
 
 def assemble_file(path: str | Path, base: int, **kw) -> Image:
     """Assemble a .S file; `#include "x"` and `.include` also search the file's own directory."""
-    path = Path(path)
-    try:
-        source = path.read_text()
-    except OSError as exc:
-        raise AsmError(str(path), 0, f"cannot read: {exc.strerror}") from None
+    source = read_source(path)
     kw.setdefault("filename", str(path))
     return assemble(source, base, **kw)

@@ -30,6 +30,19 @@ class Image:
     sections: dict[str, tuple[int, int]]
     local_symbols: dict[str, int] = field(default_factory=dict)  # `.L` labels, for tests and traces
 
+    def copy(self) -> Image:
+        """An Image that shares nothing mutable with this one (data, entries and locations are immutable).
+
+        kasm.cache hands out copies so a caller that edits its symbols or
+        extable cannot change what the next run of the same source gets.
+        """
+        return Image(
+            base=self.base, data=self.data, symbols=dict(self.symbols), sizes=dict(self.sizes),
+            extable=list(self.extable), extable_addr=self.extable_addr, extable_size=self.extable_size,
+            numbering=self.numbering, lines=dict(self.lines), sections=dict(self.sections),
+            local_symbols=dict(self.local_symbols),
+        )
+
     @property
     def end(self) -> int:
         return self.base + len(self.data)

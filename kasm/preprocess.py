@@ -8,6 +8,7 @@ is a list of Lines, each still knowing its file and line number.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,17 @@ _DIRECTIVE = re.compile(r"^\s*#\s*([A-Za-z_]\w*)\s*(.*)$", re.S)
 _DEFINE = re.compile(r"^([A-Za-z_]\w*)(\(([^)]*)\))?\s*(.*)$", re.S)
 
 
+# (name, directories searched in order, the file found): one #include / .include lookup.
+Lookup = tuple[str, tuple[str, ...], str]
+# (path, content digest): one file the preprocessor read.
+FileRead = tuple[str, str]
+
+
+def content_digest(text: str) -> str:
+    """The digest kasm.cache keys and validates on (blake2b: fast, and collisions are not a concern here)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
+
+
 def find_file(name: str, search: Iterable[Path]) -> Path | None:
     """The first `directory / name` that is a file (`#include` and `.include` search alike)."""
     for d in search:
@@ -39,10 +51,18 @@ def find_file(name: str, search: Iterable[Path]) -> Path | None:
 
 
 class Preprocessor:
-    """cpp state for one assemble() call: the #define table and the include path."""
+    """cpp state for one assemble() call: the #define table and the include path.
+
+    It also records every input outside the source text that the output depends
+    on - each include lookup (name, directories searched, file found) and each
+    file read with a hash of its contents - so kasm.cache can tell whether a
+    memoised Image is still what assembling again would produce.
+    """
 
     def __init__(self, include_dirs: Sequence[Path]):
         self.include_dirs = list(include_dirs)
+        self.lookups: list[Lookup] = []
+        self.reads: list[FileRead] = []
         self.defines: dict[str, _Define] = {
             "__ASSEMBLY__": _Define(None, "1"),
             "__ASSEMBLER__": _Define(None, "1"),
@@ -56,6 +76,7 @@ class Preprocessor:
             if at is None:
                 raise AsmError(shown, 0, f"cannot read: {exc.strerror}") from None
             raise error(at, f"cannot read '{path}': {exc.strerror}") from None
+        self.reads.append((str(path), content_digest(text)))
         return self.process(text, shown, path.parent, depth)
 
     def process(self, text: str, shown: str, directory: Path | None, depth: int = 0) -> list[Line]:
@@ -148,9 +169,16 @@ class Preprocessor:
             raise error(line, f"malformed #include {rest}")
         name = m.group(1) or m.group(2)
         search = ([directory] if m.group(1) and directory is not None else []) + self.include_dirs
-        found = find_file(name, search)
+        found = self.find(name, search)
         if found is None:
             raise error(line, f"#include file '{name}' not found (searched: {', '.join(map(str, search)) or 'nothing'})")
+        return found
+
+    def find(self, name: str, search: Sequence[Path]) -> Path | None:
+        """find_file(), recorded as an input of this assembly (only successful lookups: a miss is an error)."""
+        found = find_file(name, search)
+        if found is not None:
+            self.lookups.append((name, tuple(str(d) for d in search), str(found)))
         return found
 
     def _eval_if(self, text: str, line: Line) -> int:
