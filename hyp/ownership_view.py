@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from hyp.invariants import check_invariants
+from hyp.ownership_frames import FrameTable
 from hyp.page_checks import find_vm, is_int
 from hyp.page_state import (
     ACCESSIBLE,
@@ -24,7 +25,6 @@ from hyp.page_state import (
     PFN_LIMIT,
     Component,
     ComponentId,
-    FrameRecord,
     FrameState,
     PageState,
     Transition,
@@ -49,7 +49,8 @@ class OwnershipView:
         self.first_pfn = first_pfn
         self.nr_pages = nr_pages
         self._gfn_limit = 1 << (guest_ipa_bits - PAGE_SHIFT)
-        self._frames: dict[int, FrameRecord] = {pfn: FrameRecord() for pfn in range(first_pfn, first_pfn + nr_pages)}
+        # Only frames that left the boot state (host OWNED) are stored: creation is O(1) in nr_pages.
+        self._frames = FrameTable(first_pfn, nr_pages)
         self._vms: dict[int, VmRecord] = {}
         # pfn -> {(handle, gfn)} of the guest entries (POISON excluded) that map it: the reverse
         # of the guests' stage-2, kept by Ownership._set_guest, so a transition does not scan
@@ -63,25 +64,25 @@ class OwnershipView:
     # ------------------------------------------------------------------ queries
 
     def is_memory(self, pfn: object) -> bool:
-        return is_int(pfn) and pfn in self._frames
+        return pfn in self._frames
 
     def host_state(self, pfn: int) -> PageState:
-        frame = self._frames.get(pfn) if is_int(pfn) else None
-        return frame.host if frame else NOPAGE
+        frame = self._frames.peek(pfn) if is_int(pfn) else None
+        return frame.host if frame is not None else NOPAGE
 
     def hyp_state(self, pfn: int) -> PageState:
-        frame = self._frames.get(pfn) if is_int(pfn) else None
-        return frame.hyp if frame else NOPAGE
+        frame = self._frames.peek(pfn) if is_int(pfn) else None
+        return frame.hyp if frame is not None else NOPAGE
 
     def host_may_access(self, pfn: int) -> bool:
         """Whether the host stage-2 may map this frame (the lazy idmap of handle_host_mem_abort())."""
         return self.host_state(pfn) in ACCESSIBLE
 
     def host_share_guest_count(self, pfn: int) -> int:
-        return self._frames[pfn].host_share_guest_count if self.is_memory(pfn) else 0
+        return self._frames.peek(pfn).host_share_guest_count if self.is_memory(pfn) else 0
 
     def hyp_pin_count(self, pfn: int) -> int:
-        return self._frames[pfn].hyp_pin_count if self.is_memory(pfn) else 0
+        return self._frames.peek(pfn).hyp_pin_count if self.is_memory(pfn) else 0
 
     def annotation(self, pfn: int) -> tuple[int, int] | None:
         """(VM handle, gfn) recorded in the host stage-2 for a frame donated to a guest, else None.
@@ -91,7 +92,7 @@ class OwnershipView:
         """
         if not self.is_memory(pfn):
             return None
-        ann = self._frames[pfn].annotation
+        ann = self._frames.peek(pfn).annotation
         if ann is None or ann.owner.id is not ComponentId.GUEST:
             return None
         return (ann.owner.handle, ann.gfn)
@@ -100,7 +101,7 @@ class OwnershipView:
         """The one component whose state is OWNED or SHARED_OWNED, or None outside memory."""
         if not self.is_memory(pfn):
             return None
-        frame = self._frames[pfn]
+        frame = self._frames.peek(pfn)
         if frame.host in OWNING:
             return HOST
         if frame.annotation is not None:
@@ -149,7 +150,7 @@ class OwnershipView:
     def frame_state(self, pfn: int) -> FrameState | None:
         if not self.is_memory(pfn):
             return None
-        frame = self._frames[pfn]
+        frame = self._frames.peek(pfn)
         return FrameState(
             pfn=pfn,
             host=frame.host,
@@ -162,10 +163,14 @@ class OwnershipView:
         )
 
     def snapshot(self) -> tuple:
-        """A hashable copy of the whole ownership state (not the transition log), to compare before/after."""
+        """A hashable copy of the whole ownership state (not the transition log), to compare before/after.
+
+        Frames in the boot state (host OWNED, nothing else) are left out: equal
+        states give equal snapshots whichever frames were ever stored.
+        """
         frames = tuple(
             (pfn, f.host, f.hyp, f.annotation, f.host_share_guest_count, f.hyp_pin_count, f.holds_guest_secret)
-            for pfn, f in sorted(self._frames.items())
+            for pfn, f in self._frames.changed()
         )
         vms = tuple(
             (h, vm.protected, vm.dying, tuple(sorted(vm.entries.items())), tuple(vm.poisoned))
