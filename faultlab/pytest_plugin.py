@@ -2,7 +2,10 @@
 
 Registered through the `pytest11` entry point, so `pytest scenarios/` (or any
 path holding scenario `.toml` files) runs them. A file is a scenario when it
-has a `[routine]` table; other TOML files are left alone.
+has a routine table in any form `faultlab run` accepts (`[routine]`,
+`[ routine ]`, an inline `routine = {...}`); other TOML files are left alone.
+A scenario file that cannot be loaded (not UTF-8, too large, bad TOML, bad
+fields) is a collection error with the one-line message of `faultlab run`.
 
 A (scenario, policy) for which the scenario states no expectation is
 skipped as unjudged, never passed. A scenario naming several kernels
@@ -18,11 +21,13 @@ kernel does, and both hosts must meet the same expectations.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.runner import RunError, run, vmlinux_missing
-from faultlab.scenario import ScenarioError, load
+from faultlab.scenario import MAX_SCENARIO_BYTES, ScenarioError, load
 from faultlab.stack import HOSTS
 
 _SHELF = pytest.StashKey[VmlinuxShelf]()
@@ -52,8 +57,22 @@ def _shelf(config) -> VmlinuxShelf:
     return config.stash[_SHELF]
 
 
+# A routine table at the top level: `[routine]` (spaces allowed inside the brackets) or `routine = {`.
+_ROUTINE = re.compile(rb"^[ \t]*(?:\[[ \t]*routine[ \t]*\]|routine[ \t]*=[ \t]*\{)", re.MULTILINE)
+
+
+def is_scenario(file_path) -> bool:
+    """Whether a .toml file claims to be a scenario; read as bytes (bounded), so any file can be asked."""
+    try:
+        with open(file_path, "rb") as f:
+            head = f.read(MAX_SCENARIO_BYTES + 1)
+    except OSError:
+        return False
+    return _ROUTINE.search(head) is not None
+
+
 def pytest_collect_file(parent, file_path):
-    if file_path.suffix == ".toml" and "[routine]" in file_path.read_text(errors="replace"):
+    if file_path.suffix == ".toml" and is_scenario(file_path):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 

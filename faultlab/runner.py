@@ -80,7 +80,7 @@ def evaluate(expr: str | int, lab: Lab, names: Mapping[str, int] | None = None) 
     and symbols (assembled snippets, then the lab's vmlinux).
     """
     if isinstance(expr, int):
-        return expr & MASK64
+        return _u64(expr, repr(expr))
     pos, total = 0, 0
     text = expr.strip()
     if not text:
@@ -95,9 +95,16 @@ def evaluate(expr: str | int, lab: Lab, names: Mapping[str, int] | None = None) 
     return total & MASK64
 
 
+def _u64(value: int, expr: str) -> int:
+    """An integer as a 64-bit register holds it; a value no register can hold is bad input, not truncated."""
+    if not -(1 << 63) <= value <= MASK64:
+        raise RunError(f"{value:#x} does not fit in 64 bits (in {expr!r})")
+    return value & MASK64
+
+
 def _term(term: str, lab: Lab, expr: str, names: Mapping[str, int]) -> int:
     if term[0].isdigit():
-        return int(term, 0)
+        return _u64(int(term, 0), expr)
     if term in names:
         return names[term]
     name, _, view = term.partition(".")

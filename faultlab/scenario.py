@@ -22,6 +22,17 @@ ROUTINE_KINDS = ("file", "asm", "vmlinux")
 OUTCOMES = tuple(k.value for k in OutcomeKind if k is not OutcomeKind.NESTED_RETURN)
 EXPECT_KEYS = ("outcome", "x0", "regs", "guest", "signal", "message", "memory", "confidentiality")
 GUEST_STATES = ("intact", "reclaimed", "changed", "n/a")
+# A scenario is a page of TOML; a larger file is a mistake (a binary, /dev/zero), refused before parsing.
+MAX_SCENARIO_BYTES = 1 << 20
+# Register arguments are 64-bit: an integer outside [-2**63, 2**64) cannot be passed, only truncated.
+ARG_MIN, ARG_LIMIT = -(1 << 63), 1 << 64
+
+
+def check_u64(value: int) -> int | None:
+    """`value` as an X register holds it (two's complement for negatives), or None when it does not fit in 64 bits."""
+    if not ARG_MIN <= value < ARG_LIMIT:
+        return None
+    return value & (ARG_LIMIT - 1)
 
 
 class TaskKind(enum.StrEnum):
@@ -181,11 +192,20 @@ class _Locator:
 
 
 def load(path: str | Path) -> Scenario:
+    """Read and validate a scenario file: too large, not UTF-8 or not TOML is a ScenarioError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)  # bounded: /dev/zero or a disk image must not fill memory
     except OSError as exc:
         raise ScenarioError(str(path), 0, "file", exc.strerror or str(exc)) from None
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(str(path), 0, "file", f"larger than {MAX_SCENARIO_BYTES} bytes: not a scenario file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ScenarioError(str(path), line, "file", f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
     return parse(text, str(path))
 
 
@@ -229,6 +249,8 @@ class _Validator:
         name = self.typed(data, None, "name", str, required=True)
         description = self.typed(data, None, "description", str, "")
         policies = self.typed(data, None, "policies", list, list(known_policies()))
+        if not policies:
+            raise self.fail(None, "policies", "empty: name at least one policy, or leave the field out for all")
         for p in policies:
             if p not in known_policies():
                 raise self.fail(None, "policies", f"unknown policy {p!r} (known: {', '.join(known_policies())})")
@@ -293,6 +315,8 @@ class _Validator:
         for a in args:
             if isinstance(a, bool) or not isinstance(a, (int, str)):
                 raise self.fail("routine", "args", f"an argument is an integer or an expression string, not {a!r}")
+            if isinstance(a, int) and check_u64(a) is None:
+                raise self.fail("routine", "args", f"{a:#x} does not fit in 64 bits")
         budget = self.typed(t, "routine", "budget", int, 1_000_000)
         if budget <= 0:
             raise self.fail("routine", "budget", "must be positive")
@@ -376,6 +400,8 @@ class _Validator:
         for r, v in regs.items():
             if not re.fullmatch(r"x([0-9]|[12][0-9]|30)", r) or isinstance(v, bool) or not isinstance(v, int):
                 raise self.fail(tname, "regs", f"{r} = {v!r}: expected x0..x30 = integer")
+            if check_u64(v) is None:
+                raise self.fail(tname, "regs", f"{r} = {v:#x} does not fit in 64 bits")
         memory: list[MemoryExpectation] = []
         memory_line = self.loc.line(tname, "memory")
         memory_given = "memory" in t
@@ -393,6 +419,8 @@ class _Validator:
         if conf not in (None, "ok", "leak"):
             raise self.fail(tname, "confidentiality", "ok or leak")
         x0 = self.typed(t, tname, "x0", int)
+        if x0 is not None and check_u64(x0) is None:
+            raise self.fail(tname, "x0", f"{x0:#x} does not fit in 64 bits")
         return Expectation(
             None if outcome is None else OutcomeKind(outcome), None if x0 is None else x0 & ((1 << 64) - 1), regs, guest, signal, self.typed(t, tname, "message", str), tuple(memory) if memory_given else None, conf
         )

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+import struct
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from emu.memory import PAGE_MASK, PAGE_SIZE, Perms
@@ -193,7 +195,22 @@ class Vmlinux:
 
 # ---------------------------------------------------------------------- parsing
 def _parse(path: Path) -> dict:
-    """Everything `Vmlinux` keeps, as plain builtins (so it can be cached)."""
+    """Everything `Vmlinux` keeps, as plain builtins (so it can be cached).
+
+    A truncated or corrupt file (a download cut short) is a VmlinuxError, the
+    user's bad input: pyelftools reports it as ELFError, struct.error or an
+    index/key error from wherever it first reads past the end.
+    """
+    try:
+        return _parse_elf(path)
+    except VmlinuxError:
+        raise
+    except (ELFError, struct.error, EOFError, IndexError, KeyError, ValueError, OverflowError) as exc:
+        size = path.stat().st_size
+        raise VmlinuxError(f"{path}: truncated or corrupt ELF file ({size} bytes; {type(exc).__name__}: {exc})") from None
+
+
+def _parse_elf(path: Path) -> dict:
     with open(path, "rb") as f:
         try:
             elf = ELFFile(f)

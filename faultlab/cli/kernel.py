@@ -88,6 +88,20 @@ def _write_spec(text: str) -> tuple[str, bytes]:
     return where, data.encode()
 
 
+MAX_DUMP = 1 << 20
+
+
+def _dump_spec(spec: str) -> tuple[str, str, int]:
+    """--dump ADDR:LEN, checked before anything runs: (spec, ADDR, LEN) with 0 < LEN <= MAX_DUMP."""
+    where, _, length = spec.rpartition(":")
+    if not where:
+        raise KernelUsageError(f"--dump wants ADDR:LEN, not {spec!r}")
+    size = _int(length, "dump length")
+    if not 0 < size <= MAX_DUMP:
+        raise KernelUsageError(f"--dump {spec}: the length must be 1 .. {MAX_DUMP} bytes")
+    return spec, where, size
+
+
 # ---------------------------------------------------------------- commands
 def _open(spec: str | None) -> Vmlinux:
     return Vmlinux.open(resolve(spec))
@@ -164,6 +178,12 @@ def cmd_call(args, console: Console) -> int:
     if args.policy not in known_policies():
         raise KernelUsageError(f"unknown policy {args.policy!r} (known: {', '.join(known_policies())})")
     budget = _int(args.budget, "instruction budget")
+    if budget <= 0:
+        raise KernelUsageError(f"--budget {args.budget}: the instruction budget must be positive")
+    if len(args.args) > 8:
+        # AAPCS64 passes the first eight integer arguments in x0..x7; the rest go on a stack we do not build.
+        raise KernelUsageError(f"{len(args.args)} arguments: at most 8 arguments (x0..x7)")
+    dumps = [_dump_spec(d) for d in args.dump or []]
     buffer_size = _size(args.buffer) if args.buffer else None
     user_size = _size(args.user_buffer) if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
@@ -215,11 +235,8 @@ def cmd_call(args, console: Console) -> int:
     _say(console, f"x0: {x0:#x} ({x0 - (1 << 64) if x0 >> 63 else x0})")
     for prot in rig.protected:
         _say(console, rig.guest_page_report(prot))
-    for spec in args.dump or []:
-        where, _, length = spec.rpartition(":")
-        if not where:
-            raise KernelUsageError(f"--dump wants ADDR:LEN, not {spec!r}")
-        addr, size = names.value(where), _int(length, "dump length")
+    for spec, where, size in dumps:
+        addr = names.value(where)
         try:
             _say(console, f"{where} [{addr:#x}, +{size}]: {kernel.machine.read(addr, size).hex()}")
         except MachineError as exc:

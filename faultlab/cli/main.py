@@ -109,10 +109,28 @@ def _int(text: str) -> int:
         raise UsageError(f"not an integer: {text!r}") from None
 
 
+def _register(text: str | None, what: str, bits: int = 64) -> int | None:
+    """A system-register value from the command line: an integer in [0, 2**bits), or a UsageError naming it."""
+    if text is None:
+        return None
+    value = _int(text)
+    if not 0 <= value < (1 << bits):
+        raise UsageError(f"{what} {text}: not a {bits}-bit register value (0 .. {(1 << bits) - 1:#x})")
+    return value
+
+
 def cmd_explain(args, console: Console) -> int:
     from faultlab.cli.explain import explain
 
-    console.print(explain(_int(args.esr), el=args.el, far=None if args.far is None else _int(args.far), hpfar=None if args.hpfar is None else _int(args.hpfar)), highlight=False)
+    # ESR_ELx is 64 bits with [63:56] RES0 (Arm ARM D24.2.40): a value above bit 55 is no ESR.
+    esr = _int(args.esr)
+    if not 0 <= esr < (1 << 56):
+        raise UsageError(f"ESR {args.esr}: does not fit in ESR_ELx[55:0] (0 .. {(1 << 56) - 1:#x})")
+    far = _register(args.far, "--far")
+    hpfar = _register(args.hpfar, "--hpfar")
+    if hpfar is not None and args.el != 2:
+        raise UsageError("--hpfar needs --el 2: HPFAR_EL2 is reported only for faults taken to EL2")
+    console.print(explain(esr, el=args.el, far=far, hpfar=hpfar), highlight=False)
     return EXIT_OK
 
 

@@ -33,6 +33,10 @@ def print_summary(summary: SweepSummary, console) -> None:
 
 
 def cmd_sweep(args, console) -> int:
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: at least 1 worker process")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: at least 1 case (leave it out for all)")
     names = list(ROUTINES) if args.routine == "all" else [args.routine]
     if args.routine != "all" and args.routine not in ROUTINES:
         raise UsageError(f"unknown routine {args.routine!r} (known: all, {', '.join(ROUTINES)})")

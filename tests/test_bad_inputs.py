@@ -1,0 +1,67 @@
+"""The bad-input corpus (tests/bad_inputs/cases.toml): every case ends in one clear line and its exit code.
+
+Bad input is exit 2 with exactly one stderr line starting "faultlab: error:"
+and no traceback; accepted input is exit 0 with a silent stderr. Runs
+`faultlab.cli.main` in-process, as a user's shell would run the command.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from faultlab.cli import main
+from faultlab.scenario import MAX_SCENARIO_BYTES
+
+CORPUS = Path(__file__).resolve().parent / "bad_inputs"
+CASES = tomllib.loads((CORPUS / "cases.toml").read_text())["case"]
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("huge") / "huge.toml"
+    path.write_text((CORPUS / "base_ok.toml").read_text() + "#" * MAX_SCENARIO_BYTES + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_bad_input(case, capsys, huge) -> None:
+    argv = [a.format(dir=CORPUS, huge=huge) for a in case["argv"]]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code == case.get("exit", 2), err
+    if code == 0:
+        assert err == ""
+        return
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("faultlab: error: "), err
+    assert case["error"] in lines[0], err
+
+
+# ------------------------------------------------------------------ the pytest plugin
+def test_the_plugin_collects_every_routine_form_and_reports_bad_files_in_one_line(tmp_path) -> None:
+    """Inline `routine = {...}` and `[ routine ]` are scenarios (as for `faultlab run`); a non-UTF-8 or
+    malformed scenario is a collection error with `faultlab run`'s one-line message, not a traceback."""
+    expect = '[expect.inject]\noutcome = "returned"\n'
+    (tmp_path / "inline.toml").write_text('name = "inline"\npolicies = ["inject"]\nroutine = { asm = "f: ret", symbol = "f" }\n' + expect)
+    (tmp_path / "spaced.toml").write_text('name = "spaced"\npolicies = ["inject"]\n[ routine ]\nasm = "f: ret"\nsymbol = "f"\n' + expect)
+    (tmp_path / "bytes.toml").write_bytes((CORPUS / "non_utf8.toml").read_bytes())
+    (tmp_path / "broken.toml").write_text('name = "broken"\n[routine]\nasm = "f: ret\nsymbol = "f"\n')
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "not-a-scenario"\n')  # no routine: left alone
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "--continue-on-collection-errors", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out  # the collection errors fail the session
+    assert "Traceback" not in out and "UnicodeDecodeError" not in out
+    assert "PASSED inline.toml::inline[inject]" in out
+    assert "PASSED spaced.toml::spaced[inject]" in out
+    assert "bytes.toml:1: file: not UTF-8 text" in out
+    assert "broken.toml:3: syntax:" in out
+    assert "2 passed, 2 errors" in out
