@@ -65,3 +65,20 @@ def test_the_plugin_collects_every_routine_form_and_reports_bad_files_in_one_lin
     assert "bytes.toml:1: file: not UTF-8 text" in out
     assert "broken.toml:3: syntax:" in out
     assert "2 passed, 2 errors" in out
+
+
+# ------------------------------------------------------------------ broken pipes
+@pytest.mark.parametrize("argv", [["matrix"], ["matrix", "--json"], ["list"]], ids=" ".join)
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv) -> None:
+    """`faultlab matrix | head -1`: the pipe's reader is closed before faultlab writes, so every write
+    meets EPIPE; the command still ends with exit 0 and nothing on stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faultlab.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader leaves at once (head -1 after its line)
+    try:
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert (code, err) == (0, ""), err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -164,10 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Console(Console):
+    """rich's Console ends the process with exit 1 when stdout's reader goes away; we end quietly with 0."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+def _quiet_stdout() -> None:
+    """`faultlab matrix | head -1`: the reader left. Point stdout at /dev/null so the interpreter's
+    final flush does not fail again (the Python docs' advice for SIGPIPE, library/signal.html)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
-    console = Console(highlight=False, soft_wrap=False)
+    console = _Console(highlight=False, soft_wrap=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=200)
+        console = _Console(highlight=False, width=200)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -179,11 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         print("faultlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        _quiet_stdout()
         return EXIT_OK
     except Exception as exc:  # a bug in faultlab, not bad input: one line, and how to see more
         print(f"faultlab: internal error: {type(exc).__name__}: {exc} (set FAULTLAB_DEBUG=1 for a traceback)", file=sys.stderr)
-        import os
-
         if os.environ.get("FAULTLAB_DEBUG"):
             raise
         return EXIT_INTERNAL
