@@ -78,9 +78,16 @@ def print_matrix(records: list[RunRecord], policies: list[str], console: Console
         console.print(f"UNJUDGED under {policy} (no expectation stated): {names}", style="yellow", markup=False, highlight=False)
 
 
-def write_json(records: Iterable[RunRecord], out: TextIO) -> None:
+def write_json(records: Iterable[RunRecord], out: TextIO, *, trace: bool = False) -> None:
+    """One JSON object per run; with `trace`, its instruction trace ("trace": [{pc, el, text}]) and
+    whether the trace stopped at the cap ("trace_truncated")."""
     for r in records:
-        out.write(json.dumps(r.as_dict(), sort_keys=True) + "\n")
+        record = r.as_dict()
+        if trace:
+            steps = r.result.trace or []
+            record["trace"] = [{"pc": s.pc, "el": s.el, "text": s.text} for s in steps]
+            record["trace_truncated"] = r.result.trace_truncated
+        out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def junit_xml(records: list[RunRecord]) -> str:
@@ -124,6 +131,8 @@ def print_run(record: RunRecord, console: Console, *, trace: bool) -> None:
             console.print(f"{step}{where}", markup=False, highlight=False)
         for e in pending:
             console.print("      >> " + str(e), markup=False, highlight=False)
+        if res.trace_truncated:
+            console.print(f"trace truncated after {len(res.trace)} steps (--trace-limit N for more)", markup=False, highlight=False)
     else:
         console.print("[dim]-- events --[/dim]")
         for e in events:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from abi.arch import MASK64
+from emu.run_limits import DEFAULT_MAX_TRACE
 from kasm import AsmError
 from kimage.elf import VmlinuxError
 from emu.outcome import RunResult
@@ -185,8 +186,14 @@ def vmlinux_missing(scenario: Scenario, kernels: VmlinuxShelf | None = None) -> 
     return (kernels or VmlinuxShelf()).missing(scenario.routine.source, Path(scenario.path).parent)
 
 
-def run(scenario: Scenario, policy: "str | Policy", *, trace: bool = False, kernels: VmlinuxShelf | None = None) -> RunRecord:
-    """`policy`: a name, or a Policy object (its name is the key of the scenario's expectations)."""
+def run(
+    scenario: Scenario, policy: "str | Policy", *, trace: bool = False, max_trace: int = DEFAULT_MAX_TRACE, kernels: VmlinuxShelf | None = None
+) -> RunRecord:
+    """`policy`: a name, or a Policy object (its name is the key of the scenario's expectations).
+
+    `max_trace` caps a trace (the machine says `trace-truncated` past it): a runaway loop under
+    --trace must not print a million lines.
+    """
     name = policy if isinstance(policy, str) else policy.name
     try:
         lab = setup(scenario, policy, kernels=kernels)
@@ -196,7 +203,7 @@ def run(scenario: Scenario, policy: "str | Policy", *, trace: bool = False, kern
         raise RunError(str(exc)) from None
     before = snapshot(lab)
     r = scenario.routine
-    result = lab.call(r.symbol, *args, el=r.el, pan=r.pan, budget=r.budget, trace=trace)
+    result = lab.call(r.symbol, *args, el=r.el, pan=r.pan, budget=r.budget, trace=trace, max_trace=max_trace)
     verdict = judge(lab, result, before)
     failures = compare(scenario.expectation(name), verdict, lab, scenario.path)
     return RunRecord(scenario, name, verdict, failures, result, lab)

@@ -29,6 +29,7 @@ from typing import Callable
 from kimage.elf import Vmlinux, VmlinuxError
 from kimage.jump_table import JumpSite, jump_sites
 from emu.machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, TASK_VA, Machine
+from emu.run_limits import DEFAULT_MAX_TRACE
 from emu.memory import KERNEL_RW, PAGE_MASK, PAGE_SIZE, USER_RW, Perms
 from emu.outcome import Outcome, OutcomeKind, RunResult
 
@@ -259,6 +260,7 @@ class LoadedKernel:
         budget: int = DEFAULT_BUDGET,
         timeout: float = DEFAULT_TIMEOUT,
         trace: bool = False,
+        max_trace: int = DEFAULT_MAX_TRACE,
     ) -> RunResult:
         """Call a kernel function by symbol with x0..x7 = args; `current` is reset first.
 
@@ -270,4 +272,4 @@ class LoadedKernel:
             sym = self.symbols.function_at(addr)
             self.check_intact(addr, sym.size if sym else 4)
         self.reset_task()
-        return self.machine.call(addr, *args, el=el, pan=pan, budget=budget, timeout=timeout, trace=trace)
+        return self.machine.call(addr, *args, el=el, pan=pan, budget=budget, timeout=timeout, trace=trace, max_trace=max_trace)

@@ -166,3 +166,53 @@ def test_sweep_json_summary_and_bad_routine(capsys):
     assert row["failures"] == []
     assert main(["sweep", "no_such_routine"]) == 2
     assert "unknown routine 'no_such_routine'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the trace cap at the CLI
+LOOP = '''name = "loop"
+policies = ["inject"]
+[routine]
+asm = """
+f:
+1:  b 1b
+"""
+symbol = "f"
+budget = 30000
+'''
+
+
+def test_run_trace_stops_at_the_cap_and_says_so(tmp_path, capsys):
+    """A runaway loop under --trace prints the machine's default cap of steps, then one truncation line."""
+    from emu.run_limits import DEFAULT_MAX_TRACE
+
+    (tmp_path / "loop.toml").write_text(LOOP)
+    assert main(["run", str(tmp_path / "loop.toml"), "--trace"]) == 0  # unjudged: not a failure
+    out = capsys.readouterr().out.splitlines()
+    steps = [line for line in out if line.startswith("EL1 0x")]
+    assert len(steps) == DEFAULT_MAX_TRACE < 30000
+    assert f"trace truncated after {DEFAULT_MAX_TRACE} steps (--trace-limit N for more)" in out
+
+
+def test_trace_limit_raises_the_cap_and_json_carries_the_trace(tmp_path, capsys):
+    (tmp_path / "loop.toml").write_text(LOOP)
+    assert main(["run", str(tmp_path / "loop.toml"), "--trace", "--trace-limit", "12000"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len([line for line in out if line.startswith("EL1 0x")]) == 12000
+    assert "trace truncated after 12000 steps (--trace-limit N for more)" in out
+    assert main(["run", str(tmp_path / "loop.toml"), "--trace", "--trace-limit", "25", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["trace_truncated"] is True and len(record["trace"]) == 25
+    assert {s["text"] for s in record["trace"]} == {"b #0xffff800008000000"} and record["trace"][0]["el"] == 1
+    assert main(["run", str(tmp_path / "loop.toml"), "--json"]) == 0
+    assert "trace" not in json.loads(capsys.readouterr().out)  # asked for only with --trace
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--trace", "--trace-limit", "0"], "--trace-limit 0: at least 1 step"),
+    (["--trace-limit", "5"], "--trace-limit needs --trace"),
+])
+def test_bad_trace_limits_are_refused(tmp_path, capsys, argv, words):
+    (tmp_path / "loop.toml").write_text(LOOP)
+    assert main(["run", str(tmp_path / "loop.toml"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("faultlab: error: ") and words in err and len(err.splitlines()) == 1

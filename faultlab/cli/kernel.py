@@ -226,6 +226,8 @@ def cmd_call(args, console: Console) -> int:
         for step in result.trace:
             where = f" <{kernel.symbolize(step.pc)}>" if kernel.owns(step.pc) else ""
             _say(console, f"  {step}{where}")
+        if result.trace_truncated:
+            _say(console, f"trace truncated after {len(result.trace)} steps")
     _say(console, "events:")
     for event in result.events:
         where = f" <{kernel.symbolize(event.pc)}>" if kernel.owns(event.pc) else ""

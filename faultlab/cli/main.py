@@ -10,6 +10,7 @@ from rich.console import Console
 
 from hyp.policies import UnknownPolicy, known as known_policies
 
+from emu.run_limits import DEFAULT_MAX_TRACE
 from kimage.elf import VmlinuxError
 
 from faultlab import report
@@ -74,13 +75,19 @@ def cmd_matrix(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
+    if args.trace_limit is not None:
+        if args.trace_limit < 1:
+            raise UsageError(f"--trace-limit {args.trace_limit}: at least 1 step")
+        if not args.trace:
+            raise UsageError("--trace-limit needs --trace")
+    max_trace = args.trace_limit or DEFAULT_MAX_TRACE
     scenario = load(args.file)
     status = EXIT_OK
     kernels = VmlinuxShelf(args.host)
     for sc, p in [(v, p) for v in scenario.variants() for p in _policies(args.policy, v)]:
-        record = run(sc, p, trace=args.trace, kernels=kernels)
+        record = run(sc, p, trace=args.trace, max_trace=max_trace, kernels=kernels)
         if args.json:
-            report.write_json([record], sys.stdout)
+            report.write_json([record], sys.stdout, trace=args.trace)
         else:
             report.print_run(record, console, trace=args.trace)
         status = EXIT_UNEXPECTED if record.unexpected else status
@@ -148,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="one scenario with events (and an instruction trace)")
     r.add_argument("file")
     r.add_argument("--policy", action="append")
-    r.add_argument("--trace", action="store_true", help="print every executed instruction")
+    r.add_argument("--trace", action="store_true", help=f"print the executed instructions (at most {DEFAULT_MAX_TRACE}; with --json, as a list)")
+    r.add_argument("--trace-limit", type=int, metavar="N", help=f"trace at most N instructions (default {DEFAULT_MAX_TRACE})")
     r.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
