@@ -49,6 +49,18 @@ def _int(text: str, what: str = "integer") -> int:
         raise KernelUsageError(f"not {article} {what}: {text!r}") from None
 
 
+# Buffers come out of the booted kernel's spare physical memory (kimage.loaded.DEFAULT_EXTRA_MEMORY, 64 MiB):
+# each flag gets at most a quarter, so both together leave room for the page tables and the task.
+MAX_BUFFER = 16 << 20
+
+
+def _buffer_size(text: str, flag: str) -> int:
+    size = _size(text)
+    if size > MAX_BUFFER:
+        raise KernelUsageError(f"{flag} {text}: at most {MAX_BUFFER >> 20}m ({MAX_BUFFER} bytes)")
+    return size
+
+
 def _size(text: str) -> int:
     m = re.fullmatch(r"(\d+|0x[0-9a-fA-F]+)([kKmM]?)", text.strip())
     if not m:
@@ -184,8 +196,8 @@ def cmd_call(args, console: Console) -> int:
         # AAPCS64 passes the first eight integer arguments in x0..x7; the rest go on a stack we do not build.
         raise KernelUsageError(f"{len(args.args)} arguments: at most 8 arguments (x0..x7)")
     dumps = [_dump_spec(d) for d in args.dump or []]
-    buffer_size = _size(args.buffer) if args.buffer else None
-    user_size = _size(args.user_buffer) if args.user_buffer else None
+    buffer_size = _buffer_size(args.buffer, "--buffer") if args.buffer else None
+    user_size = _buffer_size(args.user_buffer, "--user-buffer") if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
     vm = _open(args.vmlinux)
     # The task context, as in scenario files: a user task when a user buffer is mapped, else a kernel thread.
