@@ -37,7 +37,7 @@ def _scenario_files(paths: list[str]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             files += sorted(p.glob("*.toml"))
-        elif p.is_file():
+        elif p.exists():  # a file, or a device such as /dev/zero: load() refuses what is not a scenario
             files.append(p)
         else:
             raise UsageError(f"{p}: no such file or directory")
