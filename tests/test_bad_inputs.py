@@ -82,3 +82,21 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(argv) -> None:
     finally:
         proc.kill()
     assert (code, err) == (0, ""), err
+
+
+# ------------------------------------------------------------------ a real vmlinux cut short
+@pytest.mark.parametrize("keep", [64, 4096, 1 << 20])
+def test_a_real_vmlinux_cut_short_is_one_line_of_bad_input(tmp_path, capsys, keep) -> None:
+    """A download cut short: the first `keep` bytes of Debian's vmlinux (kernel info), exit 2 in one line."""
+    from faultlab.kernel.fetch import find_cached
+
+    whole = find_cached("bookworm")  # never downloads: the kernel jobs cache it
+    if whole is None:
+        pytest.skip("the bookworm vmlinux is not cached (faultlab kernel fetch bookworm)")
+    cut = tmp_path / "vmlinux"
+    with open(whole, "rb") as f:
+        cut.write_bytes(f.read(keep))
+    assert main(["kernel", "info", str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.rstrip("\n")] and err.startswith("faultlab: error: ")
+    assert f"truncated or corrupt ELF file ({keep} bytes" in err
