@@ -13,32 +13,18 @@ import struct
 import capstone
 import pytest
 
-from faultlab.kernel import fetch as kernels
+from cached_kernels import SUITES, vmlinux
+
 from faultlab.kernel.lab import KernelRig
 from kimage.alternatives import NOP, PATCH_NOPS, Alternatives, Skip, apply
 from kimage.cpucaps import present_caps
-from kimage.elf import Vmlinux
 from kimage.hcalls import FORCE_RECLAIM, HcallTable, kvm_host_smccc_id
 from kimage.loaded import LoadedKernel
 
 pytestmark = pytest.mark.kernel
 
-SUITES = {"6.1": "bookworm", "7.2": "sid"}
 KEYS = list(SUITES)
 ALWAYS_NAMED = ("ARM64_ALWAYS_SYSTEM", "ARM64_HAS_LSE_ATOMICS", "ARM64_HAS_PAN", "ARM64_HAS_RAS_EXTN", "ARM64_KVM_PROTECTED_MODE")
-
-
-@functools.cache
-def _vmlinux(key: str) -> Vmlinux | None:
-    path = kernels.find_cached(SUITES[key])
-    return Vmlinux.open(path) if path else None
-
-
-def vmlinux(key: str) -> Vmlinux:
-    v = _vmlinux(key)
-    if v is None:
-        pytest.skip(f"no Linux {key} vmlinux cached: run `faultlab kernel fetch {SUITES[key]}`")
-    return v
 
 
 @functools.cache

@@ -9,38 +9,23 @@ checked against kimage.hcalls first.
 """
 from __future__ import annotations
 
-import functools
 
 import pytest
 
-from faultlab.kernel import fetch as kernels
+from cached_kernels import SUITES, vmlinux
+
 from faultlab.lab import Lab
 from hyp.hypercalls import HCALL_BY_NAME, MODEL_ABI, HostAbi, Refusal
 from hyp.page_state import PageState
-from kimage.elf import Vmlinux
 from kimage.hcalls import FORCE_RECLAIM, HcallTable
 from kimage.profiles import profile_for
 
-SUITES = {"6.1": "bookworm", "7.2": "sid"}
 SHARE_HYP = "__pkvm_host_share_hyp"
 # Read from the images (tests/test_alternatives.py pins the tables themselves).
 SHARE_HYP_ID = {"6.1": 0xC600_0009, "7.2": 0xC600_001D}
 FORCE_RECLAIM_7_2 = 0xC600_002B
 NOT_SUPPORTED = (1 << 64) - 1
 HVC = "hvc #0\nret\n"
-
-
-@functools.cache
-def _vmlinux(key: str) -> Vmlinux | None:
-    path = kernels.find_cached(SUITES[key])
-    return Vmlinux.open(path) if path else None
-
-
-def vmlinux(key: str) -> Vmlinux:
-    v = _vmlinux(key)
-    if v is None:
-        pytest.skip(f"no Linux {key} vmlinux cached: run `faultlab kernel fetch {SUITES[key]}`")
-    return v
 
 
 def hvc(lab: Lab, fid: int, *args: int):

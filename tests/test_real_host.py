@@ -7,35 +7,20 @@ change on either side shows up here.
 """
 from __future__ import annotations
 
-import functools
 
 import pytest
 
-from kimage.elf import Vmlinux
+from cached_kernels import SUITES, vmlinux
+
 from emu.memory import USER_RX
-from faultlab.kernel import fetch as kernels
 from faultlab.kernel.lab import KernelRig
 from hyp.ownership import PageState
 
 pytestmark = pytest.mark.kernel
 
-SUITES = {"6.1": "bookworm", "7.2": "sid"}
 FORCE_RECLAIM_X0 = 0xC600002B
 NAME_HASH = 0xD843D93D  # full_name_hash(0, "pkvm.c", 6), as the scenario files pin it
 UNMAPPED_USER = 0x7000_0000  # no user mapping (and so no VMA) there
-
-
-@functools.cache
-def _vmlinux(key: str) -> Vmlinux | None:
-    path = kernels.find_cached(SUITES[key])
-    return Vmlinux.open(path) if path else None
-
-
-def vmlinux(key: str) -> Vmlinux:
-    v = _vmlinux(key)
-    if v is None:
-        pytest.skip(f"no Linux {key} vmlinux cached: run `faultlab kernel fetch {SUITES[key]}`")
-    return v
 
 
 def run(key: str, policy: str, case: str, host: str = "real", *, user_mm: bool = False, before=None):
