@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh machine with a code page and two data pages."""
+"""Shared fixtures: a fresh machine with a code page and two data pages; `--faultlab-shard K/N` for the sweeps."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ import pytest
 from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
 
 from emu.machine import Machine
+from faultlab.sweep.shard import Shard, ShardError
 
 CODE_VA = 0xFFFF_8000_0800_0000
 DATA_VA = 0xFFFF_0000_0010_0000  # two consecutive pages: DATA_VA and DATA_VA + PAGE_SIZE
@@ -15,6 +16,35 @@ USER_DATA_VA = 0x0000_0000_0040_0000
 USER_CODE_VA = 0x0000_0000_0080_0000
 
 _ks = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)
+
+SHARDED_MARKERS = ("sweep", "slow")  # the long tests CI's sweep job splits over a matrix of machines
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--faultlab-shard", metavar="K/N", default=None,
+        help="run only shard K of N of the sweep/slow-marked tests (index in node-id order mod N == K-1); other tests run in every shard",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every shard numbers the same list of marked tests
+def pytest_collection_modifyitems(config, items) -> None:
+    """Deselect the sweep/slow-marked tests of other shards, the same K/N partition as `faultlab sweep --shard`."""
+    text = config.getoption("--faultlab-shard")
+    if text is None:
+        return
+    try:
+        shard = Shard.parse(text)
+    except ShardError as exc:
+        raise pytest.UsageError(str(exc).replace("--shard", "--faultlab-shard")) from None
+    marked = sorted(item.nodeid for item in items if any(item.get_closest_marker(m) for m in SHARDED_MARKERS))
+    mine = {marked[i] for i in shard.ids(len(marked))}
+    marked_ids = set(marked)
+    keep = [item for item in items if item.nodeid in mine or item.nodeid not in marked_ids]
+    dropped = [item for item in items if item.nodeid in marked_ids and item.nodeid not in mine]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def assemble(text: str, addr: int) -> bytes:

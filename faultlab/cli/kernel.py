@@ -29,7 +29,7 @@ from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, 
 from faultlab.kernel.fetch import SUITES, fetch, resolve
 from faultlab.sweep import SweepError
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
-from faultlab.cli.sweep import print_summary
+from faultlab.cli.sweep import parse_shard, print_summary
 
 MAX_SWEEP_LENGTH = 4 * 4096
 HOST_HELP = "the host fault path: the Python model of fault.c (model) or the image's own do_mem_abort (real)"
@@ -277,6 +277,7 @@ def cmd_sweep(args, console: Console) -> int:
         if p not in known_policies():
             raise KernelUsageError(f"unknown policy {p!r} (known: {', '.join(known_policies())})")
     lengths = _lengths(args.lengths) if args.lengths else None
+    shard = parse_shard(args.shard)
     jobs = _int(args.jobs, "number of jobs")
     limit = _int(args.limit, "case limit") if args.limit else None
     if jobs < 1 or (limit is not None and limit < 1):
@@ -290,6 +291,7 @@ def cmd_sweep(args, console: Console) -> int:
     spec = kernel_spec(vm, routine.name, plan)
     full = args.full or plan is not None
     total = len(plan_cases(spec, full, policies, limit))
+    total = len(shard.ids(total)) if shard else total
     where = f"{spec.symbol} on Linux {vm.version.release}"
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -298,7 +300,7 @@ def cmd_sweep(args, console: Console) -> int:
         task = bar.add_task(f"sweep {where}", total=total)
         summary = sweep_kernel(
             vm, routine.name, policies, full=args.full, plan=plan, limit=limit, jobs=jobs,
-            progress=lambda done, _total: bar.update(task, completed=done), fault_path=args.host,
+            progress=lambda done, _total: bar.update(task, completed=done), fault_path=args.host, shard=shard,
         )
     if args.json:
         sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
@@ -348,6 +350,7 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     w.add_argument("--host", choices=HOSTS, default="model", help=HOST_HELP)
+    w.add_argument("--shard", metavar="K/N", help="run only shard K of N of the planned cases; merge with `faultlab sweep-merge`")
     w.set_defaults(func=cmd_sweep)
     return kernel
 

@@ -3,6 +3,11 @@
 JSON (`--json`): one summary object per routine (`SweepSummary.as_json`):
 {"routine", "cases", "passed", "unjudged", "failures": [{"case", "problems"}], "outcomes": {kind: count}, "seconds"}
 `faultlab kernel sweep` emits the same shape for a real kernel's routine.
+With `--shard K/N` the object adds "shard": "K/N", "planned" (cases in the
+whole plan) and "case_ids" (the plan indexes this shard ran);
+`faultlab sweep-merge FILE...` merges such shard outputs into one summary
+per routine (same shape plus "shards": N), or refuses overlapping or
+incomplete sets with exit 2.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import sys
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED, UsageError
-from faultlab.sweep import ROUTINES, SweepError, SweepSummary, run_sweep
+from faultlab.sweep import ROUTINES, Shard, ShardError, SweepError, SweepSummary, merge_records, run_sweep
 
 
 def print_summary(summary: SweepSummary, console) -> None:
@@ -37,6 +42,7 @@ def cmd_sweep(args, console) -> int:
         raise UsageError(f"--jobs {args.jobs}: at least 1 worker process")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit}: at least 1 case (leave it out for all)")
+    shard = parse_shard(args.shard)
     names = list(ROUTINES) if args.routine == "all" else [args.routine]
     if args.routine != "all" and args.routine not in ROUTINES:
         raise UsageError(f"unknown routine {args.routine!r} (known: all, {', '.join(ROUTINES)})")
@@ -44,7 +50,7 @@ def cmd_sweep(args, console) -> int:
     for name in names:
         try:
             if args.json:
-                summary = run_sweep(name, args.policy, full=args.full, jobs=args.jobs, limit=args.limit)
+                summary = run_sweep(name, args.policy, full=args.full, jobs=args.jobs, limit=args.limit, shard=shard)
             else:
                 with Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
                     task = bar.add_task(name, total=None)
@@ -54,6 +60,7 @@ def cmd_sweep(args, console) -> int:
                         full=args.full,
                         jobs=args.jobs,
                         limit=args.limit,
+                        shard=shard,
                         progress=lambda done, total: bar.update(task, completed=done, total=total),
                     )
         except SweepError as exc:
@@ -66,6 +73,55 @@ def cmd_sweep(args, console) -> int:
     return EXIT_OK if ok else EXIT_UNEXPECTED
 
 
+def parse_shard(text: str | None) -> Shard | None:
+    """`--shard K/N` (shared with `faultlab kernel sweep`): a UsageError (exit 2) for a bad one."""
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_sweep_merge(args, console) -> int:
+    """Merge shards' `--json` outputs (JSON lines, any order, any files) into one summary per routine."""
+    records = []
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror or exc}") from None
+        for n, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{n}: not a sweep JSON line ({exc.msg})") from None
+            if not isinstance(rec, dict) or "routine" not in rec:
+                raise UsageError(f"{path}:{n}: not a sweep summary object")
+            records.append(rec)
+    if not records:
+        raise UsageError(f"no sweep summaries in {' '.join(args.files)}")
+    try:
+        merged = merge_records(records)
+    except (ShardError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot merge: {exc}") from None
+    ok = all(m["passed"] for m in merged)
+    for m in merged:
+        if args.json:
+            sys.stdout.write(json.dumps(m, sort_keys=True) + "\n")
+        else:
+            kinds = ", ".join(f"{k} {v}" for k, v in m["outcomes"].items())
+            unjudged = f", {m['unjudged']} unjudged" if m["unjudged"] else ""
+            console.print(
+                f"{m['routine']}: {m['cases']} cases from {m['shards']} shards, {len(m['failures'])} failures{unjudged} [{kinds}]",
+                style="green" if m["passed"] else "red", markup=False, highlight=False,
+            )
+            for f in m["failures"][:10]:
+                console.print(f"  {f['case']}:\n    " + "\n    ".join(f["problems"]), markup=False, highlight=False)
+    return EXIT_OK if ok else EXIT_UNEXPECTED
+
+
 def add_sweep_command(sub) -> None:
     s = sub.add_parser("sweep", help="sweep a routine's protected boundary over lengths, offsets and policies")
     s.add_argument("routine", help="a routine from `faultlab list`, or all")
@@ -74,4 +130,9 @@ def add_sweep_command(sub) -> None:
     s.add_argument("--jobs", type=int, default=1, help="worker processes")
     s.add_argument("--limit", type=int, help="stop after this many cases")
     s.add_argument("--json", action="store_true", help="one JSON summary per routine on stdout")
+    s.add_argument("--shard", metavar="K/N", help="run only shard K of N (planned case index mod N == K-1); merge with sweep-merge")
     s.set_defaults(func=cmd_sweep)
+    m = sub.add_parser("sweep-merge", help="merge the --json outputs of `sweep --shard K/N` runs into one summary per routine")
+    m.add_argument("files", nargs="+", metavar="FILE", help="files of JSON lines from sharded sweeps (faultlab sweep or kernel sweep)")
+    m.add_argument("--json", action="store_true", help="one merged JSON summary per routine on stdout")
+    m.set_defaults(func=cmd_sweep_merge)

@@ -31,13 +31,14 @@ from faultlab.sweep.case import POISON, run_case, traits_of
 from faultlab.sweep.judge import judge, leaks
 from faultlab.sweep.plan import cases, full_product
 from faultlab.sweep.routines import ROUTINES
+from faultlab.sweep.shard import Shard, ShardError, merge_records
 from faultlab.sweep.spec import FILL_DST, FILL_SRC, MAX_SHOWN, BufferSpec, Case, CaseRun, Failure, Plan, RoutineSpec, SweepError, SweepSummary
 
 
 __all__ = [
     "FILL_DST", "FILL_SRC", "GUEST_ASM", "KERNEL_FILES", "MAX_SHOWN", "POISON", "ROUTINES", "USER_FILES", "Bench",
     "BenchBuffer", "BufferSpec", "Case", "CaseRun", "Failure", "Plan", "ProgressFn", "RoutineSpec", "SweepError",
-    "SweepSummary", "cases", "check_policies", "full_product", "judge", "leaks", "routine", "run_case", "run_parallel", "run_sweep", "traits_of",
+    "Shard", "ShardError", "SweepSummary", "cases", "merge_records", "shard_cases", "check_policies", "full_product", "judge", "leaks", "routine", "run_case", "run_parallel", "run_sweep", "traits_of", "with_shard",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -52,12 +53,15 @@ def run_sweep(
     bench: Bench | None = None,
     jobs: int = 1,
     limit: int | None = None,
+    shard: Shard | None = None,
 ) -> SweepSummary:
     """Sweep one routine under the given policies (default: all) and summarise.
 
     `progress(done, total)` is called as cases finish. `jobs` > 1 splits the
     cases over worker processes (each with its own Bench). `limit` caps the
-    number of cases (for quick looks from the CLI).
+    number of cases (for quick looks from the CLI). `shard` K/N runs only
+    the planned cases whose index mod N is K-1 (after `limit`: every shard
+    plans the same list) and records their ids.
     """
     spec = routine(name)
     names = list(known_policies()) if policies is None else list(policies)
@@ -65,6 +69,8 @@ def run_sweep(
     todo = list(cases(spec, full, names))
     if limit is not None:
         todo = todo[:limit]
+    planned = len(todo)
+    todo, ids = shard_cases(todo, shard)
     summary = SweepSummary(spec.name, full_product=full_product(spec, len(names)) if full else 0)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
@@ -72,6 +78,21 @@ def run_sweep(
     else:
         summary.merge(run_cases(spec, todo, bench or Bench(), progress))
     summary.seconds = time.monotonic() - started
+    return with_shard(summary, shard, ids, planned)
+
+
+def shard_cases(planned: Sequence[Case], shard: Shard | None) -> tuple[list[Case], list[int]]:
+    """The cases a shard runs out of the whole plan, and their plan indexes (all of them without a shard)."""
+    if shard is None:
+        return list(planned), list(range(len(planned)))
+    ids = shard.ids(len(planned))
+    return [planned[i] for i in ids], ids
+
+
+def with_shard(summary: SweepSummary, shard: Shard | None, ids: list[int], planned: int) -> SweepSummary:
+    """Stamp a shard's summary with its K/N, the whole plan's size and the case ids it ran."""
+    if shard is not None:
+        summary.shard, summary.case_ids, summary.planned = shard, ids, planned
     return summary
 
 

@@ -323,21 +323,24 @@ def sweep_kernel(
     progress: ProgressFn | None = None,
     bench: KernelBench | None = None,
     fault_path: str = "model",
+    shard: sweep.Shard | None = None,
 ) -> SweepSummary:
     """Sweep one kernel routine: the quick plan, the full one, or `plan` (e.g. from --lengths).
 
     `fault_path="real"`: injected aborts go to the image's own do_mem_abort (`--host real`).
+    `shard` K/N: only those planned cases (faultlab/sweep/shard.py).
     """
     spec = kernel_spec(vm, name, plan)
     names = list(known_policies()) if policies is None else list(policies)
-    todo = plan_cases(spec, full or plan is not None, names, limit)
+    planned = plan_cases(spec, full or plan is not None, names, limit)
+    todo, ids = sweep.shard_cases(planned, shard)
     started = time.monotonic()
     if jobs > 1 and len(todo) > 1:
         summary = sweep.run_parallel(spec.name, todo, jobs, progress, _worker, (str(vm.path), spec.name, plan, fault_path))
     else:
         summary = run_cases(spec, todo, bench or KernelBench(vm, fault_path=fault_path), progress)
     summary.seconds = time.monotonic() - started
-    return summary
+    return sweep.with_shard(summary, shard, ids, len(planned))
 
 
 # =========================================================================== JSON

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from faultlab import reference as ref
+from faultlab.sweep.shard import Shard
 
 FILL_SRC = bytes(1 + b % 63 for b in range(256))  # 0x01-0x3f: read-side host bytes (never NUL)
 FILL_DST = bytes(0x40 + b % 64 for b in range(256))  # 0x40-0x7f: write-side host bytes
@@ -126,6 +127,9 @@ class SweepSummary:
     unjudged: int = 0  # cases under a policy the reference models have no traits for (counted, never passed)
     seconds: float = 0.0
     full_product: int = 0  # the size of the unsampled cross product, for the docs
+    shard: Shard | None = None  # --shard K/N: this summary covers only those planned cases
+    planned: int = 0  # with a shard: how many cases the whole (unsharded) plan has
+    case_ids: list[int] = field(default_factory=list)  # with a shard: the plan indexes it ran
 
     @property
     def ok(self) -> bool:
@@ -152,6 +156,7 @@ class SweepSummary:
             "failures": [{"case": str(f.case), "problems": list(f.problems)} for f in self.failures],
             "outcomes": dict(sorted(self.outcomes.items())),
             "seconds": round(self.seconds, 3),
+            **({"shard": str(self.shard), "planned": self.planned, "case_ids": self.case_ids} if self.shard else {}),
         }
 
     def __str__(self) -> str:
