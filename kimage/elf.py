@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+import errno
 import struct
 from pathlib import Path
 
@@ -205,7 +206,11 @@ def _parse(path: Path) -> dict:
         return _parse_elf(path)
     except VmlinuxError:
         raise
-    except (ELFError, struct.error, EOFError, IndexError, KeyError, ValueError, OverflowError) as exc:
+    except (ELFError, struct.error, EOFError, IndexError, KeyError, ValueError, OverflowError, OSError) as exc:
+        # OSError: only a seek the file's own offsets make invalid (EINVAL, a negative position);
+        # a file that cannot be opened or read stays the OS's error.
+        if isinstance(exc, OSError) and exc.errno != errno.EINVAL:
+            raise
         size = path.stat().st_size
         raise VmlinuxError(f"{path}: truncated or corrupt ELF file ({size} bytes; {type(exc).__name__}: {exc})") from None
 
