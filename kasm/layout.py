@@ -13,6 +13,9 @@ from kasm.symbols import Symbols
 from kasm.text import IDENT, parse_strings, split_args
 
 NOP = 0xD503201F  # Arm ARM C6.2 NOP (HINT #0)
+# A guest routine is a few KiB; `.skip 0x7fffffff` is a typo, not a routine: refuse it before
+# building the bytes (else a 2 GiB blob, then the machine's MemoryError far from the line).
+MAX_SECTION_BYTES = 16 << 20
 
 DATA_WIDTH = {
     ".byte": 1, ".hword": 2, ".short": 2, ".2byte": 2, ".word": 4, ".long": 4, ".int": 4,
@@ -117,6 +120,7 @@ class Layout(Symbols):
             value = self._const(parts[2], line, ".fill value") if len(parts) > 2 else 0
             if repeat < 0 or not 0 <= size <= 8:
                 raise error(line, ".fill repeat must be >= 0 and size 0..8")
+            self._check_room(line, name, repeat * size)
             self._emit_bytes((value & ((1 << (8 * size)) - 1)).to_bytes(size, "little") * repeat)
             return
         if not 1 <= len(parts) <= (1 if name == ".zero" else 2):
@@ -125,7 +129,12 @@ class Layout(Symbols):
         fill = self._const(parts[1], line, f"{name} fill") if len(parts) > 1 else 0
         if size < 0:
             raise error(line, f"{name} size {size} is negative")
+        self._check_room(line, name, size)
         self._emit_bytes(bytes([fill & 0xFF]) * size)
+
+    def _check_room(self, line: Line, name: str, size: int) -> None:
+        if self.section.size + size > MAX_SECTION_BYTES:
+            raise error(line, f"{name} of {size} bytes makes {self.section.name} larger than {MAX_SECTION_BYTES >> 20} MiB")
 
     def _align(self, line: Line, name: str, rest: str) -> None:
         parts = split_args(rest)

@@ -16,6 +16,9 @@ from kasm.text import split_args
 
 MACRO_OPENERS = {".macro"}
 REPT_OPENERS = {".rept", ".irp", ".irpc"}
+# Lines one `.rept` may expand to: kernel code repeats a few lines a few dozen times; a count of
+# 100000 is a typo that would take minutes to assemble (and a budget-less run to refuse).
+MAX_REPT_LINES = 1 << 16
 MACRO_DIRECTIVES = MACRO_OPENERS | REPT_OPENERS | {".endm", ".endr", ".exitm", ".purgem"}
 
 
@@ -108,6 +111,8 @@ class Macros(Symbols):
             count = self._const(header, c.line, ".rept count")
             if count < 0:
                 raise error(c.line, f".rept count {count} is negative")
+            if count * len(c.body) > MAX_REPT_LINES:
+                raise error(c.line, f".rept {count} of {len(c.body)} line(s) expands past {MAX_REPT_LINES} lines")
             body = c.body * count
         else:
             parts = split_args(header)

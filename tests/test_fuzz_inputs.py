@@ -215,16 +215,16 @@ def elf_case(draw) -> bytes:
     data = bytearray(ELF_SEEDS[which])
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["field", "flip", "cut"]))
-        if op == "field" and len(data) >= 8:
-            i = draw(st.one_of(st.integers(0, min(len(data), 64) - 1), st.integers(0, len(data) - 1)))
+        if op == "field" and len(data) > 16:
+            i = draw(st.one_of(st.integers(16, min(len(data), 64) - 1), st.integers(16, len(data) - 1)))  # past e_ident: flips test it
             width = draw(st.sampled_from([1, 2, 4, 8]))
             value = draw(st.sampled_from([0, 1, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 62, (1 << 64) - 1]))
             data[i: i + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")[: len(data) - i]
-        elif op == "flip" and data:
-            i = draw(st.integers(0, len(data) - 1))
+        elif op == "flip" and len(data) > 4:
+            i = draw(st.one_of(st.integers(min(16, len(data) - 1), len(data) - 1), st.integers(4, min(15, len(data) - 1))))
             data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "cut":
-            del data[draw(st.integers(0, len(data))):]
+        elif op == "cut":  # mostly past the identification bytes; sometimes anywhere
+            del data[draw(st.one_of(st.integers(min(16, len(data)), len(data)), st.integers(0, len(data)))):]
     return bytes(data)
 
 
