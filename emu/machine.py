@@ -12,7 +12,7 @@ mappings or the EL freely: the TLB is flushed before the next instruction runs.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn import arm64_const as A
@@ -23,7 +23,7 @@ from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import INTNO_BKPT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
-from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, El2Handler, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
+from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 from emu.run_limits import (
     DEFAULT_BUDGET,
@@ -49,6 +49,21 @@ USER_STACK_PAGES = 4
 _EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
 
 ExitHandler = Callable[["Machine"], "Outcome | None"]
+
+
+class El2Handler(Protocol):
+    """What the hypervisor model installs to receive what traps to EL2."""
+
+    def handle_abort(self, machine: "Machine", abort: MemoryAbort) -> Outcome | None: ...
+
+    def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None: ...
+
+    def handle_smc(self, machine: "Machine", imm: int) -> Outcome | None:
+        """An `smc` trapped to EL2 (HCR_EL2.TSC = 1, as pKVM sets it: arch/arm64/include/asm/kvm_arm.h
+        HCR_HOST_NVHE_PROTECTED_FLAGS). Entered with PC past the smc. Handlers without
+        this method get `smc_not_supported`.
+        """
+        ...
 
 
 class Machine(AddressSpace):
