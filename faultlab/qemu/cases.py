@@ -1,0 +1,173 @@
+"""Cases of the differential, grouped in families, and what each family's status is.
+
+A case is one form executed once at EL0 or EL1 with x0 chosen so that the access sits at a given
+offset below the page boundary (layout.BOUNDARY_VA), with one of the two data pages made to
+fault at stage 1 or stage 2 (translation: an invalid level-3 entry; permission: a read-only one).
+The translation setup is data (`s1`, `s2`, `sctlr`), not code, so both sides build it from the
+same description, and a new fault class is a new family with new entries:
+
+  * an access-flag family: a stage-1 entry kind with AF = 0 (layout.S1, s1_page);
+  * an S1PTW family: a stage-2 entry for the frame of the stage-1 level-3 table
+    (layout.S1_DATA_L3_PA) made invalid, i.e. a third `s2` target;
+  * alignment with SCTLR_EL1.A = 1 or the MMU off: the `sctlr` of the case.
+
+A family is either expected to agree (`gap` is None) or is a named gap of our machine, whose
+differences are counted apart until the gap closes (then the mark is removed).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from faultlab.qemu.forms import FORMS, Form, FormClass
+from faultlab.qemu.layout import BOUNDARY_VA, PAGE, S1, S2
+
+
+class Page(enum.Enum):
+    """Which of the two data pages faults."""
+
+    LO = "lo"
+    HI = "hi"
+
+
+class Fault(enum.Enum):
+    TRANSLATION = "translation"
+    PERMISSION = "permission"
+
+
+# SCTLR_EL1 as Linux sets it with the MMU on (arch/arm64/include/asm/sysreg.h INIT_SCTLR_EL1_MMU_ON),
+# less what the CPU feature set leaves out: M, C, SA, SA0, I, DZE (EL0 may DC ZVA), UCT, nTWE,
+# UCI (EL0 may clean/invalidate by VA), SPAN, and the RES1 bits 11, 20, 22, 28, 29. A = 0.
+SCTLR_M, SCTLR_A, SCTLR_C, SCTLR_SA, SCTLR_SA0 = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4
+SCTLR_I, SCTLR_DZE, SCTLR_UCT, SCTLR_NTWE, SCTLR_SPAN, SCTLR_UCI = 1 << 12, 1 << 14, 1 << 15, 1 << 18, 1 << 23, 1 << 26
+SCTLR_RES1 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 28) | (1 << 29)
+SCTLR_LINUX = (SCTLR_M | SCTLR_C | SCTLR_SA | SCTLR_SA0 | SCTLR_I | SCTLR_DZE | SCTLR_UCT | SCTLR_NTWE
+               | SCTLR_SPAN | SCTLR_UCI | SCTLR_RES1)
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    form: Form
+    el: int
+    stage: int  # where the fault is placed: 1 or 2
+    fault: Fault
+    page: Page
+    x0: int
+    s1: tuple[S1, S1]  # (LO, HI) stage-1 entries
+    s2: tuple[S2, S2]  # (LO, HI) stage-2 entries
+    sctlr: int = SCTLR_LINUX
+
+    @property
+    def address(self) -> int:
+        """The lowest byte the form accesses (for DC/prefetch: the operand plus disp)."""
+        return self.x0 + self.form.disp
+
+    @property
+    def offset(self) -> int:
+        """How far below the boundary the access starts (negative: above it)."""
+        return BOUNDARY_VA - self.address
+
+    @property
+    def id(self) -> str:
+        return f"{self.form.name}/el{self.el}/s{self.stage}-{self.fault.value}/{self.page.value}/{self.offset:+d}"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    doc: str
+    cases: Callable[[], Iterator[Case]]
+    gap: str | None = None  # why our machine cannot agree yet (an issue item), or None
+
+
+def _entries(form: Form, el: int, stage: int, fault: Fault, page: Page) -> tuple[tuple[S1, S1], tuple[S2, S2]]:
+    user = el == 0 or form.cls is FormClass.UNPRIV  # LDTR/STTR at EL1 are checked with EL0 permissions
+    ok1, ro1 = (S1.USER_RW, S1.USER_RO) if user else (S1.KERNEL_RW, S1.KERNEL_RO)
+    bad1 = S1.INVALID if fault is Fault.TRANSLATION else ro1
+    bad2 = S2.INVALID if fault is Fault.TRANSLATION else S2.RO
+    s1 = [ok1, ok1]
+    s2 = [S2.RW, S2.RW]
+    i = 0 if page is Page.LO else 1
+    if stage == 1:
+        s1[i] = bad1
+    else:
+        s2[i] = bad2
+    return (s1[0], s1[1]), (s2[0], s2[1])
+
+
+def _case(family: str, form: Form, el: int, stage: int, fault: Fault, page: Page, address: int) -> Case:
+    s1, s2 = _entries(form, el, stage, fault, page)
+    return Case(family, form, el, stage, fault, page, address - form.disp, s1, s2)
+
+
+def _els(form: Form) -> tuple[int, ...]:
+    return (0, 1) if form.el0 else (1,)
+
+
+def _offsets(form: Form, page: Page, *, straddling_only: bool = False) -> range:
+    """Offsets below the boundary: HI faulting: 0 (wholly in HI) .. size-1; LO faulting: 1 .. size-1."""
+    first = 1 if (page is Page.LO or straddling_only) else 0
+    return range(first, form.size)
+
+
+def _boundary_cases(family: str, fault: Fault, want: Callable[[Form], bool]) -> Iterator[Case]:
+    for form in FORMS:
+        if form.operand or not want(form):
+            continue
+        for el in _els(form):
+            for stage in (1, 2):
+                for page in (Page.HI, Page.LO):
+                    # Aligned-only classes straddle only by being misaligned: that is the alignment family.
+                    offsets = range(0, 1) if form.aligned else _offsets(form, page)
+                    for off in offsets:
+                        if page is Page.LO and off == 0:
+                            continue
+                        yield _case(family, form, el, stage, fault, page, BOUNDARY_VA - off)
+
+
+def straddle_cases() -> Iterator[Case]:
+    return _boundary_cases("straddle", Fault.TRANSLATION, lambda f: True)
+
+
+def permission_cases() -> Iterator[Case]:
+    return _boundary_cases("permission", Fault.PERMISSION, lambda f: f.writes)
+
+
+def maintenance_cases() -> Iterator[Case]:
+    """DC ZVA, DC/IC by VA and prefetch with the operand anywhere in a faulting page."""
+    for form in FORMS:
+        if not form.operand:
+            continue
+        faults = (Fault.TRANSLATION, Fault.PERMISSION) if form.writes else (Fault.TRANSLATION,)
+        for el in _els(form):
+            for stage in (1, 2):
+                for fault in faults:
+                    for k in (0, 1, 8, 63, PAGE - 8):
+                        yield _case("maintenance", form, el, stage, fault, Page.HI, BOUNDARY_VA + k)
+
+
+def alignment_cases() -> Iterator[Case]:
+    """Exclusives, atomics and acquire/release straddling the boundary: an Alignment fault first."""
+    for form in FORMS:
+        if not form.aligned or form.size < 2:
+            continue
+        for el in _els(form):
+            for stage in (1, 2):
+                for off in _offsets(form, Page.HI, straddling_only=True):
+                    yield _case("alignment", form, el, stage, Fault.TRANSLATION, Page.HI, BOUNDARY_VA - off)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("straddle", "every form at every offset across the boundary, translation fault on either page", straddle_cases),
+    Family("permission", "the writing forms with a read-only page at stage 1 or stage 2", permission_cases),
+    Family("maintenance", "DC ZVA, DC/IC by VA and prefetch on a faulting page", maintenance_cases),
+    Family("alignment", "exclusives, atomics, acquire/release straddling: Alignment fault (DFSC 0x21)",
+           alignment_cases, gap="issue 14 item 1: the machine has no alignment faults yet"),
+)
+FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def all_cases(families: tuple[Family, ...] = FAMILIES) -> list[Case]:
+    return [case for family in families for case in family.cases()]
