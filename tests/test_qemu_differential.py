@@ -69,9 +69,11 @@ def test_every_listed_departure_still_occurs(report):
 def test_every_family_ran_and_most_cases_agree(report):
     families = report.by_family()
     assert set(families) == {f.name for f in FAMILIES}
-    for name in ("straddle", "permission", "maintenance"):
+    for name in ("straddle", "permission"):
         counts = families[name]
-        assert counts[Verdict.AGREE] > 0.85 * sum(counts.values()), (name, counts)
+        assert counts[Verdict.AGREE] > 0.95 * sum(counts.values()), (name, counts)
+    maintenance = {r.departure.id for r in report.results if r.case.family == "maintenance" and r.departure}
+    assert maintenance == {"cmo-by-va-no-translation", "dc-cvap-syndrome"}
 
 
 # --------------------------------------------------------------------------- forms and cases
