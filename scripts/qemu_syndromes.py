@@ -13,6 +13,7 @@ difference, 2 on bad arguments or when QEMU is missing or fails. docs/qemu.md sa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,11 @@ from faultlab.qemu.differential import SelectionError, run_differential, select 
 from faultlab.qemu.qemu_side import QemuError  # noqa: E402
 
 
-def table(report: Report) -> str:
+def table(title: str, groups: dict) -> str:
     cols = [Verdict.AGREE, Verdict.DEPARTURE, Verdict.GAP, Verdict.UNEXPLAINED]
-    rows = [("family", *[v.value for v in cols], "total")]
-    for family, counts in report.by_family().items():
-        rows.append((family, *[str(counts[v]) for v in cols], str(sum(counts.values()))))
+    rows = [(title, *[v.value for v in cols], "total")]
+    for name, counts in groups.items():
+        rows.append((name, *[str(counts[v]) for v in cols], str(sum(counts.values()))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SelectionError, QemuError) as exc:
         print(f"qemu_syndromes: {exc}", file=sys.stderr)
         return 2
-    print(table(report))
+    print(table("family", report.by_family()))
+    print()
+    print(table("class", report.by_class()))
+    print()
     if report.version not in measured_versions():
         print(f"note: QEMU {report.version} has no measured departure list (measured: {', '.join(sorted(measured_versions()))});"
               " every difference counts as unexplained")
@@ -94,4 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # a reader that left early (| head): end quietly, as the faultlab CLI does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

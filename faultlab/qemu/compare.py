@@ -73,6 +73,13 @@ class Report:
             out.setdefault(r.case.family, Counter())[r.verdict] += 1
         return out
 
+    def by_class(self) -> dict[str, Counter]:
+        """Verdicts per access class (forms.FormClass), the decoder's vocabulary."""
+        out: dict[str, Counter] = {}
+        for r in self.results:
+            out.setdefault(r.case.form.cls.value, Counter())[r.verdict] += 1
+        return out
+
     def departures_seen(self) -> Counter:
         return Counter(r.departure.id for r in self.results if r.departure is not None)
 

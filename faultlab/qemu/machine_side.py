@@ -15,6 +15,8 @@ from __future__ import annotations
 from unicorn import arm64_const as A
 
 from emu.abort import MemoryAbort
+from emu.address_space import MachineError
+from emu.el2_handler import NoAbortHandler
 from emu.machine import Machine
 from emu.memory import AccessType, WalkFault
 from emu.outcome import Outcome, OutcomeKind
@@ -110,7 +112,10 @@ class MachineSide:
         if sctlr != case.sctlr:
             m.cpu.write_sysreg("SCTLR_EL1", case.sctlr)
         stub = self.harness.stub_va(case.form, case.el)
-        result = m.call(stub, case.x0, *X_REGS[1:], el=case.el, pan=False, budget=BUDGET, timeout=TIMEOUT)
+        try:
+            result = m.call(stub, case.x0, *X_REGS[1:], el=case.el, pan=False, budget=BUDGET, timeout=TIMEOUT)
+        except (MachineError, NoAbortHandler) as exc:  # the machine refused: one case's error, not the run's
+            return Observation(Taken.ERROR, note=f"{type(exc).__name__}: {exc}")
         regs = tuple(result.regs[f"x{i}"] for i in range(8))
         window = m.phys.read(WINDOW_PA, WINDOW_BYTES)
         outcome = result.outcome
