@@ -228,3 +228,28 @@ def test_alignment_gap_counts_only_while_qemu_is_architectural(machine):
 def test_every_departure_names_its_spec_and_versions():
     for d in DEPARTURES:
         assert d.versions and "DDI 0487" in d.spec and d.qemu and d.arm, d.id
+
+
+# --------------------------------------------------------------------------- the script's bad input
+
+def _script_main():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "qemu_syndromes.py"
+    spec = importlib.util.spec_from_file_location("qemu_syndromes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--family", "nope"], "unknown family 'nope'"),
+    (["--form", "no-such-form*"], "no case matches --form"),
+    (["--qemu", "/nonexistent/qemu-system-aarch64"], "not found (Debian/Ubuntu: apt-get install qemu-system-arm)"),
+    (["--show", "-1"], "--show must be >= 0"),
+])
+def test_script_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    assert _script_main()(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
