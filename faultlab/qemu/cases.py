@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from faultlab.qemu.forms import FORMS, Form, FormClass
-from faultlab.qemu.layout import BOUNDARY_VA, PAGE, S1, S2, window_pattern
+from faultlab.qemu.layout import BOUNDARY_VA, PAGE, S1, S1_DATA_L3_PA, S2, window_pattern
 from faultlab.qemu.observation import Observation, Taken
 
 
@@ -35,6 +35,8 @@ class Page(enum.Enum):
 class Fault(enum.Enum):
     TRANSLATION = "translation"
     PERMISSION = "permission"
+    ACCESS_FLAG = "access-flag"
+    WALK = "walk"  # the stage-1 walk's table frame faults at stage 2 (S1PTW)
 
 
 # SCTLR_EL1 as Linux sets it with the MMU on (arch/arm64/include/asm/sysreg.h INIT_SCTLR_EL1_MMU_ON),
@@ -59,6 +61,7 @@ class Case:
     s1: tuple[S1, S1]  # (LO, HI) stage-1 entries
     s2: tuple[S2, S2]  # (LO, HI) stage-2 entries
     sctlr: int = SCTLR_LINUX
+    s2_walk: S2 = S2.RW  # stage-2 entry of the frame holding the data pages' stage-1 level-3 table
 
     @property
     def address(self) -> int:
@@ -88,9 +91,9 @@ class Family:
 
 def _entries(form: Form, el: int, stage: int, fault: Fault, page: Page) -> tuple[tuple[S1, S1], tuple[S2, S2]]:
     user = el == 0 or form.cls is FormClass.UNPRIV  # LDTR/STTR at EL1 are checked with EL0 permissions
-    ok1, ro1 = (S1.USER_RW, S1.USER_RO) if user else (S1.KERNEL_RW, S1.KERNEL_RO)
-    bad1 = S1.INVALID if fault is Fault.TRANSLATION else ro1
-    bad2 = S2.INVALID if fault is Fault.TRANSLATION else S2.RO
+    ok1, ro1, old1 = (S1.USER_RW, S1.USER_RO, S1.USER_RW_OLD) if user else (S1.KERNEL_RW, S1.KERNEL_RO, S1.KERNEL_RW_OLD)
+    bad1 = {Fault.TRANSLATION: S1.INVALID, Fault.PERMISSION: ro1, Fault.ACCESS_FLAG: old1}.get(fault, ok1)
+    bad2 = {Fault.TRANSLATION: S2.INVALID, Fault.PERMISSION: S2.RO, Fault.ACCESS_FLAG: S2.OLD}.get(fault, S2.RW)
     s1 = [ok1, ok1]
     s2 = [S2.RW, S2.RW]
     i = 0 if page is Page.LO else 1
@@ -103,7 +106,8 @@ def _entries(form: Form, el: int, stage: int, fault: Fault, page: Page) -> tuple
 
 def _case(family: str, form: Form, el: int, stage: int, fault: Fault, page: Page, address: int) -> Case:
     s1, s2 = _entries(form, el, stage, fault, page)
-    return Case(family, form, el, stage, fault, page, address - form.disp, s1, s2)
+    walk = S2.INVALID if fault is Fault.WALK else S2.RW
+    return Case(family, form, el, stage, fault, page, address - form.disp, s1, s2, s2_walk=walk)
 
 
 def _els(form: Form) -> tuple[int, ...]:
@@ -116,12 +120,12 @@ def _offsets(form: Form, page: Page, *, straddling_only: bool = False) -> range:
     return range(first, form.size)
 
 
-def _boundary_cases(family: str, fault: Fault, want: Callable[[Form], bool]) -> Iterator[Case]:
+def _boundary_cases(family: str, fault: Fault, want: Callable[[Form], bool], stages=(1, 2)) -> Iterator[Case]:
     for form in FORMS:
         if form.operand or not want(form):
             continue
         for el in _els(form):
-            for stage in (1, 2):
+            for stage in stages:
                 for page in (Page.HI, Page.LO):
                     # Aligned-only classes straddle only by being misaligned: that is the alignment family.
                     offsets = range(0, 1) if form.aligned else _offsets(form, page)
@@ -137,6 +141,27 @@ def straddle_cases() -> Iterator[Case]:
 
 def permission_cases() -> Iterator[Case]:
     return _boundary_cases("permission", Fault.PERMISSION, lambda f: f.writes)
+
+
+def access_flag_cases() -> Iterator[Case]:
+    """Stage-1 entries with AF = 0 (hardware AF update off): an Access flag fault at stage 1."""
+    return _boundary_cases("access-flag", Fault.ACCESS_FLAG, lambda f: not f.store_exclusive, stages=(1,))
+
+
+def access_flag_s2_cases() -> Iterator[Case]:
+    """Stage-2 entries with AF = 0 (VTCR_EL2.HA = 0): an Access flag fault at stage 2."""
+    return _boundary_cases("access-flag-s2", Fault.ACCESS_FLAG, lambda f: not f.store_exclusive, stages=(2,))
+
+
+def s1ptw_cases() -> Iterator[Case]:
+    """The data pages' stage-1 level-3 table sits in a frame stage 2 refuses: the walk faults (S1PTW)."""
+    for form in FORMS:
+        if (form.operand and form.cls is not FormClass.DC_ZVA) or form.store_exclusive:
+            continue
+        offsets = (0,) if (form.aligned or form.operand or form.size < 2) else (0, 1)
+        for el in _els(form):
+            for off in offsets:
+                yield _case("s1ptw", form, el, 2, Fault.WALK, Page.LO if off else Page.HI, BOUNDARY_VA - off)
 
 
 def maintenance_cases() -> Iterator[Case]:
@@ -173,10 +198,39 @@ def alignment_fault(case: Case, obs: Observation) -> bool:
     )
 
 
+def _first_faulting_byte(case: Case) -> int:
+    return case.address if case.page is Page.LO else max(case.address, BOUNDARY_VA)
+
+
+def access_flag_fault(case: Case, obs: Observation) -> bool:
+    """Arm ARM: an Access flag fault at stage 1 (DFSC 0x08 + level, here level 3 = 0x0B), taken to EL1,
+    FAR = the first byte accessed in the faulting page, no instruction syndrome."""
+    return (
+        obs.taken is Taken.EL1 and obs.ec == (0x24 if case.el == 0 else 0x25) and obs.dfsc == 0x0B
+        and obs.far == _first_faulting_byte(case) and obs.elr_offset == 0 and not obs.esr & (1 << 24)
+    )
+
+
+def s1ptw_fault(case: Case, obs: Observation) -> bool:
+    """Arm ARM: a stage-2 fault on the stage-1 walk: ESR_EL2 EC 0x24, S1PTW = 1, DFSC = the stage-2 fault
+    (translation, level 3 = 0x07), ISV = 0, FAR = the VA being translated, HPFAR = the table frame's IPA."""
+    far = case.x0 if case.form.operand else case.address
+    return (
+        obs.taken is Taken.EL2 and obs.ec == 0x24 and bool(obs.esr & (1 << 7)) and obs.dfsc == 0x07
+        and not obs.esr & (1 << 24) and obs.far == far and obs.hpfar == S1_DATA_L3_PA >> 8
+        and obs.elr_offset == 0 and obs.window == window_pattern()
+    )
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("straddle", "every form at every offset across the boundary, translation fault on either page", straddle_cases),
     Family("permission", "the writing forms with a read-only page at stage 1 or stage 2", permission_cases),
     Family("maintenance", "DC ZVA, DC/IC by VA and prefetch on a faulting page", maintenance_cases),
+    Family("access-flag-s2", "every form across the boundary, a stage-2 entry with AF = 0", access_flag_s2_cases),
+    Family("access-flag", "every form across the boundary, a stage-1 entry with AF = 0", access_flag_cases,
+           gap="issue 14 item 2: the machine's stage 1 has no access flag yet", architectural=access_flag_fault),
+    Family("s1ptw", "the stage-1 walk reads a table frame stage 2 refuses (S1PTW)", s1ptw_cases,
+           gap="issue 14 item 2: the machine's stage 1 is not in frames yet (no S1PTW)", architectural=s1ptw_fault),
     Family("alignment", "exclusives, atomics, acquire/release straddling: Alignment fault (DFSC 0x21)",
            alignment_cases, gap="issue 14 item 1: the machine has no alignment faults yet",
            architectural=alignment_fault),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from faultlab.qemu.cases import Case
+from faultlab.qemu.cases import Case, alignment_fault
 from faultlab.qemu.layout import BOUNDARY_VA, window_pattern
 from faultlab.qemu.observation import Observation, Taken
 
@@ -79,7 +79,12 @@ def _ldapr_unchecked(case: Case, q: Observation, m: Observation) -> bool:
         case.family == "alignment" and case.form.text.split()[0] in ("ldapr", "ldaprb", "ldaprh")
         and q.taken in (Taken.EL1, Taken.EL2) and q.dfsc != ALIGNMENT_DFSC
         and q.far == BOUNDARY_VA  # a translation or permission fault at the page boundary instead
+        and (m == q or _same_but_isv(case, q, m) or alignment_fault(case, m))  # the machine: QEMU's (gap) or the Arm ARM's
     )
+
+
+def _same_but_isv(case: Case, q: Observation, m: Observation) -> bool:
+    return _isv_on_later_page(case, q, m)
 
 
 def _stxr_unaligned(case: Case, q: Observation, m: Observation) -> bool:
@@ -87,6 +92,7 @@ def _stxr_unaligned(case: Case, q: Observation, m: Observation) -> bool:
         case.family == "alignment" and case.form.text.split()[0] in ("stxr", "stlxr", "stxp", "stlxp")
         and q.taken is Taken.COMPLETED and q.regs[3] == 1  # status register w3: the store failed
         and q.regs[0] == case.x0 and q.window == window_pattern()
+        and (m == q or alignment_fault(case, m))  # the machine: QEMU's (gap) or the Arm ARM's
     )
 
 

@@ -58,6 +58,13 @@ class Form:
     def operand(self) -> bool:
         return self.cls in OPERAND_CLASSES
 
+    @property
+    def store_exclusive(self) -> bool:
+        """Without the exclusive monitor held it need not access memory at all (Arm ARM B2.9.5:
+        whether memory aborts are detected before the monitor check is IMPLEMENTATION DEFINED), and
+        neither QEMU nor our machine does: it cannot be made to take a memory abort."""
+        return self.cls is FormClass.EXCLUSIVE and self.writes
+
 
 S, WB, U, P, V = FormClass.SINGLE, FormClass.WRITEBACK, FormClass.UNPRIV, FormClass.PAIR, FormClass.SIMD
 EX, AR, AT = FormClass.EXCLUSIVE, FormClass.ACQREL, FormClass.ATOMIC

@@ -26,7 +26,7 @@ from faultlab.qemu.cases import Case
 from faultlab.qemu.forms import FORMS, Form
 from faultlab.qemu.layout import (
     CASE_BYTES, CASES_PA, DATA_HI_PA, DATA_HI_VA, DATA_LO_PA, DATA_LO_VA, EL0_STUB_PA, EL0_STUB_VA, FRAMES_PA, HARNESS_PA, MAX_STUBS,
-    PAGE, RAM_BASE, RAM_SIZE, RESULT_BYTES, RESULTS_PA, S1, S1_DATA_L2_PA, S1_DATA_L3_PA, S2, STUB_BYTES,
+    PAGE, RAM_BASE, RAM_SIZE, RESULT_BYTES, RESULTS_PA, S1, S1_DATA_L2_PA, S1_DATA_L3_PA, S1_EL0_L3_PA, S2, STUB_BYTES,
     TABLES_PA, V_REGS, WINDOW_PA, X_REGS, s1_block, s1_page, s1_table, s2_block, s2_page, s2_table,
     window_pattern,
 )
@@ -124,16 +124,15 @@ class Harness:
         ram_blocks = range(RAM_BASE, RAM_BASE + RAM_SIZE, _BLOCK)
         s1_l1 = table({1: s1_table(S1_L2_RAM_PA), 2: s1_table(S1_DATA_L2_PA)})
         s1_l2_ram = table({(pa >> 21) & 0x1FF: s1_block(pa, el1_exec=True) for pa in ram_blocks})
-        s1_l2_data = table({0: s1_table(S1_DATA_L3_PA)})
-        s1_l3 = table({
-            (EL0_STUB_VA >> 12) & 0x1FF: s1_page(EL0_STUB_PA, S1.USER_RX),
-            **{(va >> 12) & 0x1FF: s1_page(pa, S1.KERNEL_RW) for va, pa in _data_pages()},
-        })
+        s1_l2_data = table({(DATA_LO_VA >> 21) & 0x1FF: s1_table(S1_DATA_L3_PA),
+                            (EL0_STUB_VA >> 21) & 0x1FF: s1_table(S1_EL0_L3_PA)})
+        s1_l3 = table({(va >> 12) & 0x1FF: s1_page(pa, S1.KERNEL_RW) for va, pa in _data_pages()})
+        s1_el0_l3 = table({(EL0_STUB_VA >> 12) & 0x1FF: s1_page(EL0_STUB_PA, S1.USER_RX)})
         s2_l1 = table({1: s2_table(S2_L2_PA)})
         s2_l2 = table({(pa >> 21) & 0x1FF: (s2_table(S2_L3_PA) if pa == FRAMES_PA else s2_block(pa)) for pa in ram_blocks})
         s2_l3 = table({i: s2_page(FRAMES_PA + PAGE * i, S2.RW) for i in range(512)})
         return [(S1_L1_PA, s1_l1), (S1_L2_RAM_PA, s1_l2_ram), (S1_DATA_L2_PA, s1_l2_data), (S1_DATA_L3_PA, s1_l3),
-                (S2_L1_PA, s2_l1), (S2_L2_PA, s2_l2), (S2_L3_PA, s2_l3)]
+                (S1_EL0_L3_PA, s1_el0_l3), (S2_L1_PA, s2_l1), (S2_L2_PA, s2_l2), (S2_L3_PA, s2_l3)]
 
     def case_table(self, cases: list[Case]) -> bytes:
         out = bytearray(CASE_BYTES * len(cases))
@@ -161,4 +160,5 @@ def case_patches(case: Case) -> list[tuple[int, int]]:
         (s1_entry_pa(hi_va), s1_page(hi_pa, case.s1[1])),
         (s2_entry_pa(lo_pa), s2_page(lo_pa, case.s2[0])),
         (s2_entry_pa(hi_pa), s2_page(hi_pa, case.s2[1])),
+        (s2_entry_pa(S1_DATA_L3_PA), s2_page(S1_DATA_L3_PA, case.s2_walk)),
     ]

@@ -37,10 +37,10 @@ CFG = {name: 8 * i for i, name in enumerate((
 CFG_PATTERN = 8 * len(CFG)  # WINDOW_BYTES of pattern
 CFG_XREGS = CFG_PATTERN + WINDOW_BYTES  # x1..x7 (x0 slot unused)
 CFG_VREGS = CFG_XREGS + 64  # v0..v7, 16 bytes each
-CFG_SAVE = CFG_VREGS + 128  # saved entries of the current case (4 slots)
-CFG_BYTES = CFG_SAVE + 32
+CFG_SAVE = CFG_VREGS + 128  # saved entries of the current case (MAX_PATCHES slots)
+MAX_PATCHES = 5
+CFG_BYTES = CFG_SAVE + 8 * MAX_PATCHES
 DONE_MAGIC = 0xFA17_AB00_D0E5
-MAX_PATCHES = 4
 
 # Case record: elr, spsr, x0, sctlr, npatches, then (address, value) pairs.
 C_ELR, C_SPSR, C_X0, C_SCTLR, C_NPATCH, C_PATCHES = 0, 8, 16, 24, 32, 40

@@ -37,14 +37,15 @@ FRAMES_PA = 0x4100_0000
 DATA_LO_PA = FRAMES_PA + 0x1000
 DATA_HI_PA = FRAMES_PA + 0x2000
 EL0_STUB_PA = FRAMES_PA + 0x4000
-S1_DATA_L3_PA = FRAMES_PA + 0x8000  # stage-1 level-3 table for the data VAs (an S1PTW family's target)
+S1_DATA_L3_PA = FRAMES_PA + 0x8000  # stage-1 level-3 table for the data VAs (the s1ptw family's target)
 S1_DATA_L2_PA = FRAMES_PA + 0x9000
+S1_EL0_L3_PA = FRAMES_PA + 0xA000  # stage-1 level-3 table of the EL0 stub page (apart from the data's)
 
 # VAs (TTBR0, 39-bit VA space): the two data pages meet at BOUNDARY_VA.
 DATA_LO_VA = 0x8000_1000
 DATA_HI_VA = 0x8000_2000
 BOUNDARY_VA = DATA_HI_VA
-EL0_STUB_VA = 0x8000_4000
+EL0_STUB_VA = 0x8020_0000  # its own level-3 table: an S1PTW case on the data's table leaves EL0 fetches alone
 STUB_BYTES = 8  # the instruction under test and the instruction that reports completion
 MAX_STUBS = PAGE // STUB_BYTES
 
@@ -82,6 +83,8 @@ class S1(enum.Enum):
     USER_RW = "user-rw"
     USER_RO = "user-ro"
     USER_RX = "user-rx"
+    KERNEL_RW_OLD = "kernel-rw-old"  # AF = 0 (Linux: pte_mkold), TCR_EL1.HA = 0: an Access flag fault
+    USER_RW_OLD = "user-rw-old"
     INVALID = "invalid"
 
 
@@ -90,21 +93,25 @@ class S2(enum.Enum):
 
     RW = "rw"
     RO = "ro"
+    OLD = "old"  # read/write with AF = 0, VTCR_EL2.HA = 0: an Access flag fault
     INVALID = "invalid"
 
 
-_AP = {S1.KERNEL_RW: 0b00, S1.USER_RW: 0b01, S1.KERNEL_RO: 0b10, S1.USER_RO: 0b11, S1.USER_RX: 0b11}
+_AP = {S1.KERNEL_RW: 0b00, S1.USER_RW: 0b01, S1.KERNEL_RO: 0b10, S1.USER_RO: 0b11, S1.USER_RX: 0b11,
+       S1.KERNEL_RW_OLD: 0b00, S1.USER_RW_OLD: 0b01}
+_S1_OLD = frozenset({S1.KERNEL_RW_OLD, S1.USER_RW_OLD})
 NORMAL_ATTR_INDEX = 0  # MAIR_EL1 attr0 = 0xFF, Normal write-back
 SH_INNER = 0b11
 
 
 def s1_page(pa: int, entry: S1) -> int:
-    """A stage-1 level-3 page descriptor (AF = 1, Normal memory, inner shareable)."""
+    """A stage-1 level-3 page descriptor (Normal memory, inner shareable; AF = 1 unless an *_OLD kind)."""
     if entry is S1.INVALID:
         return 0
     pxn = 1
     uxn = 0 if entry is S1.USER_RX else 1
-    return (pa | 0b11 | NORMAL_ATTR_INDEX << 2 | _AP[entry] << 6 | SH_INNER << 8 | 1 << 10
+    af = 0 if entry in _S1_OLD else 1
+    return (pa | 0b11 | NORMAL_ATTR_INDEX << 2 | _AP[entry] << 6 | SH_INNER << 8 | af << 10
             | pxn << 53 | uxn << 54)
 
 
@@ -118,7 +125,7 @@ def s1_block(pa: int, *, el1_exec: bool) -> int:
     return pa | 0b01 | NORMAL_ATTR_INDEX << 2 | SH_INNER << 8 | 1 << 10 | (0 if el1_exec else 1) << 53 | 1 << 54
 
 
-_S2AP = {S2.RW: 0b11, S2.RO: 0b01}
+_S2AP = {S2.RW: 0b11, S2.RO: 0b01, S2.OLD: 0b11}
 S2_NORMAL_WB = 0b1111  # MemAttr: Normal, outer and inner write-back
 
 
@@ -126,7 +133,8 @@ def s2_page(pa: int, entry: S2) -> int:
     """A stage-2 level-3 page descriptor, identity-mapped, executable."""
     if entry is S2.INVALID:
         return 0
-    return pa | 0b11 | S2_NORMAL_WB << 2 | _S2AP[entry] << 6 | SH_INNER << 8 | 1 << 10
+    af = 0 if entry is S2.OLD else 1
+    return pa | 0b11 | S2_NORMAL_WB << 2 | _S2AP[entry] << 6 | SH_INNER << 8 | af << 10
 
 
 def s2_block(pa: int) -> int:

@@ -47,6 +47,8 @@ class _Stage2:
             return WalkFault("translation", 3)
         if entry is S2.RO and access is AccessType.WRITE:
             return WalkFault("permission", 3)
+        if entry is S2.OLD:
+            return WalkFault("access-flag", 3)
         return True
 
     def handle_abort(self, machine: Machine, abort: MemoryAbort) -> Outcome:
@@ -96,13 +98,16 @@ class MachineSide:
 
     def run_case(self, case: Case) -> Observation:
         m = self.machine
+        if case.s2_walk is not S2.RW:
+            return Observation(Taken.ERROR, note="stage-1 tables are not in frames on this machine: no S1PTW (issue 14 item 2)")
         for va, pfn, entry in ((DATA_LO_VA, self.lo, case.s1[0]), (DATA_HI_VA, self.hi, case.s1[1])):
             if entry is S1.INVALID:
                 m.unmap_page(va)
             elif entry in _PERMS:
                 m.map_page(va, pfn, _PERMS[entry])
             else:
-                return Observation(Taken.ERROR, note=f"stage-1 entry {entry} is not expressible on the machine")
+                return Observation(Taken.ERROR, note=f"stage-1 entry {entry.value} is not expressible on the machine "
+                                                     "(no stage-1 access flag: issue 14 item 2)")
         self.stage2.entries = {self.lo: case.s2[0], self.hi: case.s2[1]}
         m.stage2_changed()
         m.phys.write(WINDOW_PA, window_pattern())
