@@ -1,9 +1,10 @@
 """The QEMU differential (faultlab/qemu, scripts/qemu_syndromes.py) and the syndromes it pins.
 
 Two groups:
-  * marker `qemu`: the whole differential on qemu-system-aarch64 (about 11,500 cases, a few
-    seconds). It skips, saying why, when QEMU is absent or its version has no measured departure
-    list, unless FAULTLAB_REQUIRE_QEMU=1 (CI's `qemu` job), where that is a failure.
+  * markers `qemu` and `slow`: the whole differential on qemu-system-aarch64 (about 19,000
+    cases, several seconds), so not in the default run; `pytest -m qemu` runs it. It skips,
+    saying why, when QEMU is absent or its version has no measured departure list, unless
+    FAULTLAB_REQUIRE_QEMU=1 (CI's `qemu` job), where that is a failure.
   * no QEMU needed: where our machine and QEMU 7.2 part, the machine's syndrome is checked
     against values written here from the Arm ARM (not from emu.syndrome), and QEMU 7.2's
     recorded syndrome against the departure that explains it, so the departure list cannot
@@ -12,6 +13,7 @@ Two groups:
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 
@@ -53,6 +55,7 @@ def report():
 
 
 @pytest.mark.qemu
+@pytest.mark.slow
 def test_no_unexplained_difference(report):
     shown = "\n".join(f"{r.case.id}: {','.join(r.fields)}: qemu {r.qemu.brief()} | machine {r.machine.brief()}"
                       for r in report.unexplained[:20])
@@ -60,12 +63,14 @@ def test_no_unexplained_difference(report):
 
 
 @pytest.mark.qemu
+@pytest.mark.slow
 def test_every_listed_departure_still_occurs(report):
     """A departure listed for this QEMU version that no case shows is stale (QEMU changed, or our cases)."""
     assert [d.id for d in report.stale_departures()] == []
 
 
 @pytest.mark.qemu
+@pytest.mark.slow
 def test_every_family_ran_and_most_cases_agree(report):
     families = report.by_family()
     assert set(families) == {f.name for f in FAMILIES}
@@ -166,9 +171,14 @@ def machine() -> MachineSide:
     return MachineSide()
 
 
+@functools.lru_cache(maxsize=1)
+def _all_cases() -> tuple[Case, ...]:
+    return tuple(all_cases())
+
+
 def _case(name: str, *, el: int, stage: int, page: Page, offset: int, family: str = "straddle",
           fault: Fault = Fault.TRANSLATION) -> Case:
-    cases = [c for c in all_cases() if (c.family, c.form.name, c.el, c.stage, c.page, c.offset, c.fault)
+    cases = [c for c in _all_cases() if (c.family, c.form.name, c.el, c.stage, c.page, c.offset, c.fault)
              == (family, name, el, stage, page, offset, fault)]
     assert len(cases) == 1, (name, el, stage, page, offset)
     return cases[0]
