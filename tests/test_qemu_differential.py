@@ -37,9 +37,8 @@ REQUIRED = os.environ.get("FAULTLAB_REQUIRE_QEMU") == "1"
 
 # --------------------------------------------------------------------------- the full differential
 
-@pytest.fixture(scope="module")
-def report():
-    from faultlab.qemu.differential import run_differential
+def _qemu_or_skip() -> str:
+    """The QEMU binary, or a skip that says why (a failure under FAULTLAB_REQUIRE_QEMU=1)."""
     from faultlab.qemu.qemu_side import find_qemu, qemu_version
 
     path = find_qemu()
@@ -51,7 +50,14 @@ def report():
     if version.key not in measured_versions() and not REQUIRED:
         pytest.skip(f"{version.text}: no measured departure list for QEMU {version.key} "
                     f"(measured: {', '.join(sorted(measured_versions()))}); run scripts/qemu_syndromes.py to see it")
-    return run_differential(all_cases(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report():
+    from faultlab.qemu.differential import run_differential
+
+    return run_differential(all_cases(), _qemu_or_skip())
 
 
 @pytest.mark.qemu
@@ -79,6 +85,18 @@ def test_every_family_ran_and_most_cases_agree(report):
         assert counts[Verdict.AGREE] > 0.95 * sum(counts.values()), (name, counts)
     maintenance = {r.departure.id for r in report.results if r.case.family == "maintenance" and r.departure}
     assert maintenance == {"cmo-by-va-no-translation", "dc-cvap-syndrome"}
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_script_end_to_end_on_a_subset(capsys):
+    """The script on one form: the table, the departure with its spec text, the summary, exit 0."""
+    path = _qemu_or_skip()
+    assert _script_main()(["--family", "maintenance", "--form", "dc-cvap", "--show-departures", "--qemu", path]) == 0
+    out = capsys.readouterr().out
+    assert "dc-cvap-syndrome (20 cases)" in out and "DDI 0487" in out
+    assert "note: departure" not in out  # a subset does not call the others stale
+    assert out.strip().splitlines()[-1].startswith("qemu-differential: QEMU emulator version")
 
 
 # --------------------------------------------------------------------------- forms and cases
