@@ -121,8 +121,8 @@ DEPARTURES: tuple[Departure, ...] = (
         "split access carries none",
         "DDI 0487 ESR_ELx ISS (Data Abort), ISV: 'For other faults reported in ESR_EL2, ISV is 0 except for "
         "the following stage 2 aborts: AArch64 loads and stores of a single general-purpose register ...'; "
-        "the AArch64.Mem pseudocode splits an unaligned access and builds the syndrome only for the access "
-        "at its lowest address (docs/facts.md, ISV)",
+        "DDI 0487 M.a pseudocode: AArch64.InstructionSyndromeValid is FALSE when the fault is not on the "
+        "access's lowest address (docs/facts.md, Architecture: ISV)",
         _isv_on_later_page,
     ),
     Departure(
