@@ -37,6 +37,7 @@ class Fault(enum.Enum):
     PERMISSION = "permission"
     ACCESS_FLAG = "access-flag"
     WALK = "walk"  # the stage-1 walk's table frame faults at stage 2 (S1PTW)
+    PAN = "pan"  # an EL1 access to user pages with PSTATE.PAN = 1
 
 
 # SCTLR_EL1 as Linux sets it with the MMU on (arch/arm64/include/asm/sysreg.h INIT_SCTLR_EL1_MMU_ON),
@@ -62,6 +63,7 @@ class Case:
     s2: tuple[S2, S2]  # (LO, HI) stage-2 entries
     sctlr: int = SCTLR_LINUX
     s2_walk: S2 = S2.RW  # stage-2 entry of the frame holding the data pages' stage-1 level-3 table
+    pan: bool = False  # PSTATE.PAN at EL1
 
     @property
     def address(self) -> int:
@@ -164,6 +166,18 @@ def s1ptw_cases() -> Iterator[Case]:
                 yield _case("s1ptw", form, el, 2, Fault.WALK, Page.LO if off else Page.HI, BOUNDARY_VA - off)
 
 
+def pan_cases() -> Iterator[Case]:
+    """Every form at EL1 with PSTATE.PAN = 1 on user pages: a permission fault on the first byte, except
+    for LDTR/STTR (PAN does not apply to unprivileged accesses) and DC/IC by VA and prefetch (not data
+    accesses PAN restricts; DC ZVA is one)."""
+    for form in FORMS:
+        offsets = (0,) if (form.operand or form.aligned or form.size < 2) else sorted({0, 1, form.size // 2})
+        for off in offsets:
+            address = BOUNDARY_VA - off
+            yield Case("pan", form, 1, 1, Fault.PAN, Page.LO if off else Page.HI, address - form.disp,
+                       (S1.USER_RW, S1.USER_RW), (S2.RW, S2.RW), pan=True)
+
+
 def maintenance_cases() -> Iterator[Case]:
     """DC ZVA, DC/IC by VA and prefetch with the operand anywhere in a faulting page."""
     for form in FORMS:
@@ -226,6 +240,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("straddle", "every form at every offset across the boundary, translation fault on either page", straddle_cases),
     Family("permission", "the writing forms with a read-only page at stage 1 or stage 2", permission_cases),
     Family("maintenance", "DC ZVA, DC/IC by VA and prefetch on a faulting page", maintenance_cases),
+    Family("pan", "every form at EL1 on user pages with PSTATE.PAN = 1", pan_cases),
     Family("access-flag-s2", "every form across the boundary, a stage-2 entry with AF = 0", access_flag_s2_cases),
     Family("access-flag", "every form across the boundary, a stage-1 entry with AF = 0", access_flag_cases,
            gap="issue 14 item 2: the machine's stage 1 has no access flag yet", architectural=access_flag_fault),

@@ -48,6 +48,7 @@ CPTR_EL2 = 0x32FF  # RES1 bits, TZ (SVE traps, unused), TFP = 0: SIMD/FP not tra
 CPACR_EL1 = 3 << 20  # FPEN: SIMD/FP usable at EL0 and EL1
 SPSR_EL0T = 0x3C0  # DAIF masked, EL0t
 SPSR_EL1H = 0x3C5  # DAIF masked, EL1h (PAN = 0)
+SPSR_PAN = 1 << 22  # PSTATE.PAN (FEAT_PAN), restored by eret
 
 _BLOCK = 2 << 20
 
@@ -140,7 +141,7 @@ class Harness:
             patches = case_patches(case)
             if len(patches) > H.MAX_PATCHES:
                 raise ValueError(f"{case.id}: more than {H.MAX_PATCHES} table entries")
-            spsr = SPSR_EL1H if case.el == 1 else SPSR_EL0T
+            spsr = (SPSR_EL1H | (SPSR_PAN if case.pan else 0)) if case.el == 1 else SPSR_EL0T
             words = [self.stub_va(case.form, case.el), spsr, case.x0, case.sctlr, len(patches)]
             for address, value in patches:
                 words += [address, value]

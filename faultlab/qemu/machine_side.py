@@ -118,7 +118,7 @@ class MachineSide:
             m.cpu.write_sysreg("SCTLR_EL1", case.sctlr)
         stub = self.harness.stub_va(case.form, case.el)
         try:
-            result = m.call(stub, case.x0, *X_REGS[1:], el=case.el, pan=False, budget=BUDGET, timeout=TIMEOUT)
+            result = m.call(stub, case.x0, *X_REGS[1:], el=case.el, pan=case.pan, budget=BUDGET, timeout=TIMEOUT)
         except (MachineError, NoAbortHandler) as exc:  # the machine refused: one case's error, not the run's
             return Observation(Taken.ERROR, note=f"{type(exc).__name__}: {exc}")
         regs = tuple(result.regs[f"x{i}"] for i in range(8))
