@@ -7,11 +7,12 @@ departure from the Arm ARM (departures.py, keyed by QEMU version), a gap of our 
 issue names (a family marked so in cases.py), or unexplained. The parts, one job each:
     layout      addresses and descriptors both sides share (VAs, frames, stage-1/stage-2 entries)
     forms       the load/store forms, one per class the access decoder knows
-    cases       Case, families (straddle, permission, maintenance, alignment) and their status
+    cases       Case, families (straddle, permission, maintenance, pan, access flag, S1PTW, alignment)
     harness     the EL2 harness source and the RAM image (tables, case table) QEMU boots
     qemu_side   boot QEMU on a batch of cases and read the results out of the RAM file
     machine_side  run the cases on emu.machine.Machine
     observation Observation: what one side saw for one case
     departures  known QEMU departures with the Arm ARM text that decides them
     compare     classify every case: agree, QEMU departure, machine gap, unexplained
+    differential  select cases and run both sides (what scripts/qemu_syndromes.py calls)
 """
