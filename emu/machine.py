@@ -20,6 +20,7 @@ from unicorn.unicorn_const import UC_TLB_VIRTUAL
 
 from emu.abort import AbortBuilder, MemoryAbort
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
+from emu.debug_hook import Debugger, paused_for
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import INTNO_BKPT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
@@ -85,6 +86,7 @@ class Machine(AddressSpace):
         self._trace_truncated = False
         self._limits: RunLimits | None = None
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
+        self.debugger: Debugger | None = None  # emu/debug_hook.py: set only while a debugger is attached
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
         uc.hook_add(UC_HOOK_INTR, self._intr)
@@ -105,6 +107,8 @@ class Machine(AddressSpace):
             data["trace_index"] = len(self._trace)  # the instructions executed before it: traces interleave events
         event = Event(len(self._events), kind, pc, el, message, data)
         self._events.append(event)
+        if self.debugger is not None:
+            paused_for(self._limits, self.debugger.on_event, self, event)
         return event
 
     @property
@@ -285,6 +289,13 @@ class Machine(AddressSpace):
                 self.uc.emu_start(self.cpu.pc, UNTIL_VA, count=chunk)
             except UcError as exc:
                 error = exc
+            if self.debugger is not None and (ran := self.debugger.engine_stop()) is not None:
+                left_insns -= ran  # it stopped the engine before an instruction (emu/debug_hook.py)
+                paused_for(self._limits, self.debugger.serve_stop, self)
+                deadline = self._limits.deadline
+                if left_insns <= 0:
+                    break
+                continue
             if self.fill_fault is not None or self._intno is not None or error is not None:
                 break
             left_insns -= chunk
