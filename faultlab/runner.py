@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from abi.arch import MASK64
 from emu.run_limits import DEFAULT_MAX_TRACE
@@ -187,12 +187,14 @@ def vmlinux_missing(scenario: Scenario, kernels: VmlinuxShelf | None = None) -> 
 
 
 def run(
-    scenario: Scenario, policy: "str | Policy", *, trace: bool = False, max_trace: int = DEFAULT_MAX_TRACE, kernels: VmlinuxShelf | None = None
+    scenario: Scenario, policy: "str | Policy", *, trace: bool = False, max_trace: int = DEFAULT_MAX_TRACE, kernels: VmlinuxShelf | None = None,
+    before_call: Callable[[Lab, int], object] | None = None,
 ) -> RunRecord:
     """`policy`: a name, or a Policy object (its name is the key of the scenario's expectations).
 
     `max_trace` caps a trace (the machine says `trace-truncated` past it): a runaway loop under
-    --trace must not print a million lines.
+    --trace must not print a million lines. `before_call(lab, routine address)` runs with the
+    lab set up, just before the call (`faultlab run --gdb` attaches its debugger there).
     """
     name = policy if isinstance(policy, str) else policy.name
     try:
@@ -203,6 +205,8 @@ def run(
         raise RunError(str(exc)) from None
     before = snapshot(lab)
     r = scenario.routine
+    if before_call is not None:
+        before_call(lab, lab.symbol(r.symbol))
     result = lab.call(r.symbol, *args, el=r.el, pan=r.pan, budget=r.budget, trace=trace, max_trace=max_trace)
     verdict = judge(lab, result, before)
     failures = compare(scenario.expectation(name), verdict, lab, scenario.path)

@@ -21,6 +21,7 @@ from emu.machine import MachineError
 from hyp.policies import known as known_policies
 from kimage.elf import Vmlinux
 
+from faultlab.gdb.attach import GdbAttach
 from faultlab.kernel.lab import KernelRig, KernelUsageError
 from faultlab.stack import HOSTS
 from faultlab.lab import Lab
@@ -199,6 +200,7 @@ def cmd_call(args, console: Console) -> int:
     buffer_size = _buffer_size(args.buffer, "--buffer") if args.buffer else None
     user_size = _buffer_size(args.user_buffer, "--user-buffer") if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
+    gdb = GdbAttach(args.gdb, name=args.symbol) if args.gdb else None  # listens now: a busy port fails before the boot
     vm = _open(args.vmlinux)
     # The task context, as in scenario files: a user task when a user buffer is mapped, else a kernel thread.
     task = args.task or ("user" if user_size else "kthread")
@@ -232,7 +234,11 @@ def cmd_call(args, console: Console) -> int:
         _say(console, f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
     shown = ", ".join(f"{a:#x}" for a in call_args)
     _say(console, f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {args.policy} ({args.host} host, {task})")
+    if gdb:
+        gdb.attach(lab, target)
     result = kernel.call(target, *call_args, budget=budget, trace=args.trace)
+    if gdb:
+        gdb.finish(result)
     if args.trace and result.trace:
         _say(console, "trace:")
         for step in result.trace:
@@ -339,6 +345,7 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--trace", action="store_true", help="print every executed instruction")
     c.add_argument("--host", choices=HOSTS, default="model", help=HOST_HELP)
     c.add_argument("--task", choices=("user", "kthread"), help="current: a user task with an mm, or a kernel thread (default: user with --user-buffer, else kthread)")
+    c.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb's remote protocol (127.0.0.1 unless HOST), stopped at the function's entry (docs/gdb.md)")
     c.set_defaults(func=cmd_call)
     w = sub.add_parser("sweep", help="move a guest page across a real routine's buffers under every policy; check the reference contract")
     w.add_argument("vmlinux", help="a vmlinux path or a suite name")

@@ -84,14 +84,27 @@ def cmd_run(args, console: Console) -> int:
     scenario = load(args.file)
     status = EXIT_OK
     kernels = VmlinuxShelf(args.host)
-    for sc, p in [(v, p) for v in scenario.variants() for p in _policies(args.policy, v)]:
-        record = run(sc, p, trace=args.trace, max_trace=max_trace, kernels=kernels)
+    runs = [(v, p) for v in scenario.variants() for p in _policies(args.policy, v)]
+    gdb = _gdb(args.gdb, scenario.name, len(runs)) if args.gdb else None
+    for sc, p in runs:
+        record = run(sc, p, trace=args.trace, max_trace=max_trace, kernels=kernels, before_call=gdb and gdb.attach)
+        if gdb:
+            gdb.finish(record.result)
         if args.json:
             report.write_json([record], sys.stdout, trace=args.trace)
         else:
             report.print_run(record, console, trace=args.trace)
         status = EXIT_UNEXPECTED if record.unexpected else status
     return status
+
+
+def _gdb(spec: str, name: str, runs: int):
+    """`--gdb [HOST:]PORT`: one run only (faultlab/gdb/attach.py)."""
+    if runs != 1:
+        raise UsageError(f"--gdb debugs one run, this asks for {runs}: choose one policy with --policy")
+    from faultlab.gdb.attach import GdbAttach
+
+    return GdbAttach(spec, name=name)
 
 
 def cmd_list(args, console: Console) -> int:
@@ -159,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace-limit", type=int, metavar="N", help=f"trace at most N instructions (default {DEFAULT_MAX_TRACE})")
     r.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb's remote protocol (127.0.0.1 unless HOST), stopped at the routine's entry (docs/gdb.md)")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="built-in policies, scenarios and routines")
     ls.set_defaults(func=cmd_list)
