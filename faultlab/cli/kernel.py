@@ -21,7 +21,6 @@ from emu.machine import MachineError
 from hyp.policies import known as known_policies
 from kimage.elf import Vmlinux
 
-from faultlab.gdb.attach import GdbAttach
 from faultlab.kernel.lab import KernelRig, KernelUsageError
 from faultlab.stack import HOSTS
 from faultlab.lab import Lab
@@ -187,6 +186,12 @@ def cmd_info(args, console: Console) -> int:
     return EXIT_OK
 
 
+def _gdb(spec: str, name: str):
+    from faultlab.gdb.attach import GdbAttach  # faultlab/gdb imports faultlab.cli's errors: not at module level
+
+    return GdbAttach(spec, name=name)
+
+
 def cmd_call(args, console: Console) -> int:
     if args.policy not in known_policies():
         raise KernelUsageError(f"unknown policy {args.policy!r} (known: {', '.join(known_policies())})")
@@ -200,7 +205,7 @@ def cmd_call(args, console: Console) -> int:
     buffer_size = _buffer_size(args.buffer, "--buffer") if args.buffer else None
     user_size = _buffer_size(args.user_buffer, "--user-buffer") if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
-    gdb = GdbAttach(args.gdb, name=args.symbol) if args.gdb else None  # listens now: a busy port fails before the boot
+    gdb = _gdb(args.gdb, args.symbol) if args.gdb else None  # listens now: a busy port fails before the boot
     vm = _open(args.vmlinux)
     # The task context, as in scenario files: a user task when a user buffer is mapped, else a kernel thread.
     task = args.task or ("user" if user_size else "kthread")

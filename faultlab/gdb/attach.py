@@ -30,9 +30,10 @@ def connect_command(files: list[Path], address: Address) -> str:
 class GdbAttach:
     """One `--gdb [HOST:]PORT` of a command: at most one run is debugged."""
 
-    def __init__(self, spec: str, *, name: str, out: TextIO = sys.stderr, timeout: float | None = None) -> None:
+    def __init__(self, spec: str, *, name: str, out: TextIO = sys.stderr, timeout: float | None = None, symbols_dir: Path | None = None) -> None:
         self.listener = Listener(Address.parse(spec))
         self.name = name
+        self.symbols_dir = symbols_dir
         self.out = out
         self.timeout = timeout
         self.session: GdbSession | None = None
@@ -40,7 +41,7 @@ class GdbAttach:
 
     def attach(self, lab: Lab, entry: int) -> GdbSession:
         """Called with the lab ready and the routine's address: write symbols, say how to connect, attach."""
-        self.files = symbol_files(lab, self.name, entry)
+        self.files = symbol_files(lab, self.name, entry, self.symbols_dir)
         for path in self.files:
             print(f"gdb: symbols: {path}", file=self.out)
         print(f"gdb: connect: {connect_command(self.files, self.listener.address)}", file=self.out, flush=True)

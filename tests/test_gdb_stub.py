@@ -1,0 +1,352 @@
+"""The gdb stub driven over a socket by a Python gdb (tests/gdb_client.py), against independent references.
+
+References: the same scenario run without a debugger (its instruction trace,
+its events, its verdict), the lab's own layout (buffer addresses, physical
+frames read directly), the Arm register layout gdb expects (target.xml), and
+the manual's packet semantics. No wait is unbounded: sockets and threads all
+have timeouts.
+"""
+from __future__ import annotations
+
+import io
+import threading
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from emu.memory import PAGE_SIZE
+from faultlab.gdb.attach import GdbAttach, connect_command
+from faultlab.gdb.control import SIGINT, SIGSEGV, SIGTRAP
+from faultlab.gdb.session import Address, GdbSession, GdbUsageError, Listener, RunKilled
+from faultlab.lab import Lab
+from faultlab.runner import run
+from faultlab.scenario import load
+from gdb_client import ROOT, Client, start, stop_signal
+
+ZEROPAD = "faultlab/builtin/a_zeropad_overread.toml"
+GUP = "faultlab/builtin/c_gup_kernel_alias.toml"
+
+
+def plain(scenario: str, policy: str, trace: bool = False):
+    """The reference: the same run with no debugger attached."""
+    return run(load(ROOT / scenario).variants()[0], policy, trace=trace)
+
+
+def _attach(tmp_path, scenario=ZEROPAD, policy="inject-reclaim"):
+    debugged = start(scenario, policy, tmp_path)
+    return debugged, Client(debugged.gdb.listener.address)
+
+
+def _regs_from_g(reply: str) -> list[int]:
+    raw = bytes.fromhex(reply)
+    core = [int.from_bytes(raw[i * 8 : i * 8 + 8], "little") for i in range(33)]
+    return core + [int.from_bytes(raw[264:268], "little")]
+
+
+# ------------------------------------------------------------------ handshake
+def test_handshake_target_xml_and_registers_at_entry(tmp_path):
+    debugged, gdb = _attach(tmp_path)
+    try:
+        features = gdb.cmd("qSupported:multiprocess+;swbreak+;xmlRegisters=i386")
+        assert "qXfer:features:read+" in features and "PacketSize=" in features
+        assert gdb.cmd("?").startswith("T05")
+        xml, offset = "", 0
+        while True:  # read target.xml in small windows, as gdb may
+            part = gdb.cmd(f"qXfer:features:read:target.xml:{offset:x},40")
+            xml += part[1:]
+            offset += len(part) - 1
+            if part[0] == "l":
+                break
+        root = ET.fromstring(xml)
+        assert root.findtext("architecture") == "aarch64"
+        core = root.find("feature[@name='org.gnu.gdb.aarch64.core']")
+        names = [r.get("name") for r in core.findall("reg")]
+        assert names == [f"x{i}" for i in range(31)] + ["sp", "pc", "cpsr"]
+        sizes = [int(r.get("bitsize")) for feature in root.findall("feature") for r in feature.findall("reg")]
+        regnums = [int(r.get("regnum")) for feature in root.findall("feature") for r in feature.findall("reg")]
+        assert regnums == list(range(len(regnums)))
+        g = gdb.cmd("g")
+        assert len(g) == sum(sizes) // 4  # two hex digits per byte: every described register, in order
+
+        lab = debugged.gdb.session.lab
+        regs = _regs_from_g(g)
+        name = lab.regions["name"]
+        assert regs[32] == lab.symbol("full_name_hash")  # pc: stopped at the routine's entry
+        assert regs[0:3] == [0, name.va + 4090, 6]  # the scenario's arguments
+        assert regs[30] == lab.machine.return_sentinel
+        assert regs[31] == lab.machine.kernel_stack_top
+        assert (regs[33] >> 2) & 3 == 1  # cpsr: EL1
+        assert gdb.reg(1) == name.va + 4090
+        assert gdb.cmd("qC") == "QC1" and gdb.cmd("qfThreadInfo") == "m1" and gdb.cmd("qsThreadInfo") == "l"
+        assert gdb.cmd("qAttached") == "1"
+        assert gdb.cmd("vMustReplyEmpty") == ""  # unknown packets: the empty reply
+        assert gdb.cmd("Z2,1000,4") == ""  # watchpoints: not supported
+        assert gdb.cmd("vCont?").startswith("vCont;") and ";s" in gdb.cmd("vCont?")
+        gdb.resume("c")  # stops at the abort (the default stop-on)
+        gdb.cmd("D")
+    finally:
+        gdb.close()
+    record = debugged.join()
+    assert record.verdict.outcome == plain(ZEROPAD, "inject-reclaim").verdict.outcome
+
+
+# ----------------------------------------------------------------- memory
+def test_memory_reads_go_through_stage_1_and_writes_land_in_the_frame(tmp_path):
+    debugged, gdb = _attach(tmp_path)
+    try:
+        gdb.cmd("?")
+        lab = debugged.gdb.session.lab
+        name = lab.regions["name"]
+        # The name's bytes at a kernel linear-map VA, read from the frame directly as the reference.
+        want = lab.machine.phys.read((name.pfns[0] << 12) + 4090, 6)
+        assert want == b"pkvm.c"
+        assert bytes.fromhex(gdb.cmd(f"m{name.va + 4090:x},6")) == want
+        # A read crossing into the guest's page: the debugger sees through stage 1 whoever owns the frame.
+        span = bytes.fromhex(gdb.cmd(f"m{name.va + 4090:x},{PAGE_SIZE:x}"))
+        assert span == lab.machine.phys.read((name.pfns[0] << 12) + 4090, PAGE_SIZE - 4090) + lab.machine.phys.read(name.pfns[1] << 12, 4090)
+        # Code: the routine's first instruction word, as assembled.
+        image = lab.images[0]
+        entry = lab.symbol("full_name_hash")
+        assert bytes.fromhex(gdb.cmd(f"m{entry:x},4")) == image.data[entry - image.base : entry - image.base + 4]
+        # Unmapped: E14; a read running off the end of a mapping: the mapped prefix.
+        assert gdb.cmd("m1000,4") == "E14"
+        end = name.va + 2 * PAGE_SIZE
+        assert len(bytes.fromhex(gdb.cmd(f"m{end - 3:x},8"))) in (3, 8)  # 8 only if the next page happens to be mapped
+        assert gdb.cmd("M1000,2:abcd") == "E14"
+        # Writes: hex and binary (escaped '#'), read back from the frame.
+        assert gdb.cmd(f"M{name.va:x},3:414243") == "OK"
+        assert lab.machine.phys.read(name.pfns[0] << 12, 3) == b"ABC"
+        assert gdb.cmd(b"X%x,3:}\x03}]z" % name.va) == "OK"
+        assert lab.machine.phys.read(name.pfns[0] << 12, 3) == b"#}z"
+        gdb.cmd("D")
+    finally:
+        gdb.close()
+    debugged.join()
+
+
+def test_register_writes_take_effect(tmp_path):
+    debugged, gdb = _attach(tmp_path)
+    try:
+        gdb.cmd("?")
+        cpu = debugged.gdb.session.machine.cpu
+        assert gdb.cmd("P5=efbeadde00000000") == "OK"
+        assert cpu.x(5) == 0xDEADBEEF and gdb.reg(5) == 0xDEADBEEF
+        g = gdb.cmd("g")
+        patched = g[: 7 * 16] + (0x1122).to_bytes(8, "little").hex() + g[8 * 16 :]
+        assert gdb.cmd("G" + patched) == "OK"
+        assert cpu.x(7) == 0x1122 and cpu.x(5) == 0xDEADBEEF
+        assert gdb.cmd("P99=00") == "E16"  # no such register
+        # The routine's name argument (x1): the start of the buffer - the word loads no longer reach the guest page.
+        name = debugged.gdb.session.lab.regions["name"]
+        assert gdb.cmd("P1=" + name.va.to_bytes(8, "little").hex()) == "OK"
+        console, reply = gdb.resume("c")
+        assert reply == "W00", (console, reply)
+    finally:
+        gdb.close()
+    record = debugged.join()
+    assert record.verdict.outcome == "returned"
+    assert not record.result.events_of("protected-access")
+
+
+# ------------------------------------------------------ stepping and stops
+EXIT_BRK = 0xD4200000 | (0xE817 << 5)  # brk #0xe817 (Arm ARM C6.2.38 BRK: imm16 at bits [20:5]): the machine's hand-over points
+
+
+def test_single_steps_visit_exactly_the_undebugged_trace(tmp_path):
+    """Every instruction the undebugged run executed, in order, one step each; plus the hand-over points.
+
+    The machine's trace leaves out its hand-over points (a `brk #0xe817` at the host
+    model's vectors, at the return sentinel, after a fixup's re-read): Python takes over
+    there and they never execute. A step stops on them like on any instruction.
+    """
+    reference = plain(ZEROPAD, "inject-reclaim", trace=True)
+    debugged, gdb = _attach(tmp_path)
+    visited = []  # (pc, the instruction word there when we stopped)
+    try:
+        gdb.cmd("?")
+        assert gdb.monitor("stop-on none").startswith("stop on: none")
+        for _ in range(2 * len(reference.result.trace) + 10):
+            pc = gdb.pc()
+            visited.append((pc, int.from_bytes(bytes.fromhex(gdb.cmd(f"m{pc:x},4")), "little")))
+            _console, reply = gdb.resume("vCont;s:1;c" if len(visited) % 2 else "s")
+            if reply.startswith("W"):
+                break
+            assert stop_signal(reply) == SIGTRAP
+    finally:
+        gdb.close()
+    record = debugged.join()
+    executed = [pc for pc, word in visited if word != EXIT_BRK]
+    handovers = [pc for pc, word in visited if word == EXIT_BRK]
+    assert executed == [step.pc for step in reference.result.trace]
+    assert handovers[-1] == record.lab.machine.return_sentinel
+    assert record.lab.machine.cpu.read_sysreg("VBAR_EL1") + 0x200 in handovers  # the injected abort's vector
+    assert record.verdict.as_dict() == plain(ZEROPAD, "inject-reclaim").verdict.as_dict()
+    assert [e.kind for e in record.result.events] == [e.kind for e in reference.result.events]
+
+
+def test_breakpoint_and_abort_stop_where_the_undebugged_run_faulted(tmp_path):
+    reference = plain(ZEROPAD, "inject-reclaim")
+    fault = reference.result.events_of("protected-access")[0]
+    debugged, gdb = _attach(tmp_path)
+    try:
+        gdb.cmd("?")
+        lab = debugged.gdb.session.lab
+        # A breakpoint on the instruction after the faulting load: hit after the fixup.
+        after = fault.pc + 4
+        assert gdb.cmd(f"Z0,{after:x},4") == "OK"
+        console, reply = gdb.resume("c")
+        assert stop_signal(reply) == SIGSEGV and "protected-access" in console
+        assert gdb.pc() == fault.pc  # at the faulting instruction, before EL2 acts
+        assert "guest" in gdb.monitor("owner fault") and "OWNED" in gdb.monitor("owner fault")
+        assert "not mapped" in gdb.monitor("owner fault")
+        assert "ESR_EL2=0x92000007" in gdb.monitor("el2")
+        assert "stage-2" in gdb.monitor("events")
+        assert "idmap" not in gdb.monitor("events") and "idmap" in gdb.monitor("events all")
+        assert "DFSC" in gdb.monitor("explain 0x96000087")
+        # Then the injection: a stop at the EL1 vector, ESR_EL1/FAR_EL1 as injected.
+        assert gdb.monitor("stop-on abort,inject").startswith("stop on: abort, inject")
+        console, reply = gdb.resume("c")
+        inject = reference.result.events_of("inject")[0]
+        assert stop_signal(reply) == SIGTRAP and "inject into host EL1" in console
+        vbar = lab.machine.cpu.read_sysreg("VBAR_EL1")
+        assert gdb.pc() == vbar + 0x200  # current EL with SP_ELx, synchronous (Arm ARM D1.10.2)
+        esr_el1 = 34  # the first register of our EL1 feature
+        assert gdb.reg(esr_el1) == inject.data["injection"].esr.value
+        assert gdb.reg(esr_el1 + 1) == fault.data["abort"].far
+        console, reply = gdb.resume("c")
+        assert stop_signal(reply) == SIGTRAP and gdb.pc() == after  # the breakpoint, after the fixup
+        assert gdb.cmd(f"z0,{after:x},4") == "OK"
+        console, reply = gdb.resume("c")
+        assert reply == "W00" and "fixed-up" not in console and "returned" in console
+    finally:
+        gdb.close()
+    record = debugged.join()
+    assert record.verdict.as_dict() == reference.verdict.as_dict()
+
+
+def test_a_run_that_does_not_return_stops_at_its_end_then_terminates(tmp_path):
+    reference = plain(GUP, "inject")
+    assert reference.verdict.outcome == "host-oops"
+    debugged, gdb = _attach(tmp_path, GUP, "inject")
+    try:
+        gdb.cmd("?")
+        gdb.monitor("stop-on none")
+        console, reply = gdb.resume("c")
+        assert stop_signal(reply) == SIGSEGV and "the run ended: host-oops" in console
+        assert gdb.monitor("events").count("oops") >= 1
+        console, reply = gdb.resume("c")
+        assert reply == "X0b"
+    finally:
+        gdb.close()
+    record = debugged.join()
+    assert record.verdict.as_dict() == reference.verdict.as_dict()
+
+
+def test_detach_lets_the_run_finish_with_the_same_verdict(tmp_path):
+    for policy in ("inject", "reclaim", "panic"):
+        reference = plain(ZEROPAD, policy)
+        debugged, gdb = _attach(tmp_path, ZEROPAD, policy)
+        try:
+            gdb.cmd("?")
+            gdb.cmd(f"Z0,{gdb.pc() + 4:x},4")
+            gdb.resume("c")
+            assert gdb.cmd("D") == "OK"
+        finally:
+            gdb.close()
+        record = debugged.join()
+        assert record.verdict.as_dict() == reference.verdict.as_dict(), policy
+        assert record.lab.machine.debugger is None
+
+
+def test_hanging_up_detaches(tmp_path):
+    debugged, gdb = _attach(tmp_path)
+    gdb.cmd("?")
+    gdb.close()
+    record = debugged.join()
+    assert record.verdict.outcome == "fixed-up"
+    assert "detached" in debugged.out.getvalue()
+
+
+def test_kill_ends_the_run_without_a_verdict(tmp_path):
+    debugged, gdb = _attach(tmp_path)
+    try:
+        gdb.cmd("?")
+        gdb.send("k")
+    finally:
+        gdb.close()
+    assert debugged.join() is None
+    assert isinstance(debugged.error[0], RunKilled)
+
+
+def test_gdb_that_never_connects_times_out_and_the_run_goes_on(tmp_path):
+    debugged = start(ZEROPAD, "inject", tmp_path, timeout=0.3)
+    record = debugged.join()
+    assert record.verdict.outcome == "fixed-up"
+    assert "did not connect" in debugged.out.getvalue()
+
+
+def test_interrupt_stops_a_running_loop(tmp_path):
+    lab = Lab("inject")
+    lab.load_asm("spin.S", text=".globl spin\nspin:\n  add x0, x0, #1\n  b spin\n")
+    listener = Listener(Address.parse("0"))
+    session = GdbSession(listener, lab, lab.symbol("spin"), out=io.StringIO(), timeout=20)
+    session.attach()
+    results = []
+    thread = threading.Thread(target=lambda: results.append(lab.call("spin", budget=200_000_000, timeout=60)), daemon=True)
+    thread.start()
+    gdb = Client(listener.address)
+    try:
+        gdb.cmd("?")
+        gdb.send("c")
+        gdb.sock.sendall(b"\x03")
+        reply = gdb.packet()
+        assert stop_signal(reply) == SIGINT
+        assert gdb.reg(0) > 0  # it ran
+        pc = gdb.pc()
+        assert pc in (lab.symbol("spin"), lab.symbol("spin") + 4)
+        gdb.cmd("D")
+    finally:
+        gdb.close()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert results[0].outcome.kind == "budget-exceeded"  # the budget counts the instructions, debugged or not
+    session.close()
+
+
+# --------------------------------------------------------------- addresses
+@pytest.mark.parametrize(
+    "spec, host, port",
+    [("1234", "127.0.0.1", 1234), (":1234", "127.0.0.1", 1234), ("0.0.0.0:99", "0.0.0.0", 99), ("[::1]:5", "::1", 5), ("localhost:0", "localhost", 0)],
+)
+def test_address_parsing(spec, host, port):
+    assert Address.parse(spec) == Address(host, port)
+
+
+@pytest.mark.parametrize("spec", ["", "abc", "127.0.0.1:", "1:2:x", "70000", "-1"])
+def test_bad_addresses_are_usage_errors(spec):
+    with pytest.raises(GdbUsageError):
+        Address.parse(spec)
+
+
+def test_binds_loopback_by_default_and_reports_a_busy_port():
+    listener = Listener(Address.parse("0"))
+    try:
+        assert listener.address.host == "127.0.0.1" and listener.address.port > 0
+        with pytest.raises(GdbUsageError, match="cannot listen"):
+            Listener(Address("127.0.0.1", listener.address.port))
+    finally:
+        listener.close()
+
+
+def test_connect_command_loads_every_symbol_file(tmp_path):
+    cmd = connect_command([tmp_path / "vmlinux", tmp_path / "a b.elf"], Address("127.0.0.1", 7))
+    assert cmd.startswith("gdb-multiarch -q -ex ") and "'file " in cmd and "'add-symbol-file " in cmd
+    assert cmd.endswith("-ex 'target remote 127.0.0.1:7'")
+
+
+def test_no_debugger_no_hook():
+    lab = Lab("inject")
+    assert lab.machine.debugger is None
+    gdb = GdbAttach("0", name="x", out=io.StringIO())
+    gdb.finish(plain(ZEROPAD, "inject").result)  # never attached: closes its socket
+    assert gdb.listener.sock.fileno() == -1
