@@ -350,3 +350,22 @@ def test_no_debugger_no_hook():
     gdb = GdbAttach("0", name="x", out=io.StringIO())
     gdb.finish(plain(ZEROPAD, "inject").result)  # never attached: closes its socket
     assert gdb.listener.sock.fileno() == -1
+
+
+# ------------------------------------------------------------- command line
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", ZEROPAD, "--policy", "inject", "--gdb", "nonsense"], "want [HOST:]PORT"),
+        (["run", ZEROPAD, "--gdb", "0"], "--gdb debugs one run, this asks for 7"),
+        (["run", ZEROPAD, "--policy", "inject", "--policy", "panic", "--gdb", "0"], "choose one policy"),
+        (["kernel", "call", "/nonexistent/vmlinux", "f", "--gdb", "host:port"], "want [HOST:]PORT"),
+        (["run", ZEROPAD, "--policy", "inject", "--gdb", "192.0.2.1:0"], "cannot listen"),  # TEST-NET: not ours
+    ],
+)
+def test_cli_bad_gdb_requests_are_one_line_exit_2(argv, words, capsys):
+    from faultlab.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
