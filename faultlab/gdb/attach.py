@@ -13,7 +13,7 @@ from typing import TextIO
 
 from emu.outcome import RunResult
 
-from faultlab.gdb.session import Address, GdbSession, Listener
+from faultlab.gdb.session import Address, GdbSession, GdbUsageError, Listener
 from faultlab.gdb.symbols import symbol_files, symbolizer
 from faultlab.lab import Lab
 
@@ -54,3 +54,16 @@ class GdbAttach:
             self.session.finish(result)
         else:
             self.listener.close()
+
+
+def attach_one(spec: str, name: str, runs: list[str]) -> GdbAttach:
+    """`faultlab run --gdb`: `runs` names the runs the command asks for (a variant per policy); gdb debugs one."""
+    if len(runs) != 1:
+        variants = sorted(set(runs))
+        hint = (
+            "choose one policy with --policy"
+            if len(variants) == 1
+            else f"the scenario runs once per kernel ({', '.join(variants)}): debug one kernel's function with `faultlab kernel call ... --gdb`"
+        )
+        raise GdbUsageError(f"--gdb debugs one run, this asks for {len(runs)}: {hint}")
+    return GdbAttach(spec, name=name)
