@@ -72,8 +72,13 @@ class Client:
             return console, reply
 
     def monitor(self, command: str) -> str:
-        reply = self.cmd("qRcmd," + command.encode().hex())
-        return "" if reply == "OK" else bytes.fromhex(reply).decode()
+        """`monitor COMMAND`: its output comes as console packets, then OK."""
+        self.send("qRcmd," + command.encode().hex())
+        output = ""
+        while (reply := self.packet()) != "OK":
+            assert reply.startswith("O"), reply
+            output += bytes.fromhex(reply[1:]).decode()
+        return output
 
     def reg(self, number: int) -> int:
         return int.from_bytes(bytes.fromhex(self.cmd(f"p{number:x}")), "little")

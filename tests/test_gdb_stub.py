@@ -224,6 +224,36 @@ def test_breakpoint_and_abort_stop_where_the_undebugged_run_faulted(tmp_path):
     assert record.verdict.as_dict() == reference.verdict.as_dict()
 
 
+def test_monitor_commands_answer_and_refuse_in_one_line(tmp_path, monkeypatch):
+    import faultlab.gdb.session as session_module
+
+    monkeypatch.setattr(session_module, "CONSOLE_CHUNK", 16)  # long output: many console packets, joined by gdb
+    debugged, gdb = _attach(tmp_path)
+    try:
+        gdb.cmd("?")
+        lab = debugged.gdb.session.lab
+        text = gdb.monitor("help")
+        assert all(kind in text for kind in ("abort", "inject", "fixup", "eret", "reclaim", "owner ADDR", "stop-on"))
+        assert gdb.monitor("bogus") == "monitor: unknown command 'bogus' (monitor help)\n"
+        assert gdb.monitor("owner nowhere").startswith("monitor owner: unknown name 'nowhere'")
+        assert gdb.monitor("owner 0x1000") == "VA 0x1000: not mapped at stage 1\n"
+        assert gdb.monitor("owner fault") == "monitor owner: no abort yet\n"
+        assert gdb.monitor("stop-on sometimes").startswith("monitor stop-on: unknown event kind 'sometimes'")
+        # Buffers by name, as in scenario files: the guest's page and the host's.
+        guest_page = gdb.monitor("owner name+4096")
+        assert f"pfn {lab.regions['name'].pfns[1]:#x}" in guest_page and "owner guest" in guest_page and "OWNED" in guest_page
+        assert "owner host" in gdb.monitor("owner name")
+        assert "gfn" in gdb.monitor("guest") and "OWNED" in gdb.monitor("guest")
+        assert gdb.monitor("events") == "no events yet\n"  # only housekeeping so far: the idmap of the code page
+        assert "idmap" in gdb.monitor("events all")
+        assert "EL1 PAN=1" in gdb.monitor("el1")
+        assert "ESR_EL2 = 0x0000000092000007" in gdb.monitor("explain 0x92000007 2")
+        gdb.cmd("D")
+    finally:
+        gdb.close()
+    debugged.join()
+
+
 def test_a_run_that_does_not_return_stops_at_its_end_then_terminates(tmp_path):
     reference = plain(GUP, "inject")
     assert reference.verdict.outcome == "host-oops"

@@ -39,7 +39,7 @@ from faultlab.gdb.control import (
 from faultlab.gdb.monitor import Monitor
 from faultlab.gdb.registers import PC_NUMBER, REGISTERS
 from faultlab.gdb.rsp import Channel, RspError, int_to_hex_le
-from faultlab.gdb.stub import THREAD_ID, Action, Go, Stub
+from faultlab.gdb.stub import THREAD_ID, Action, Console, Go, Stub
 from faultlab.lab import Lab
 from faultlab.runner import RunError
 
@@ -247,6 +247,9 @@ class GdbSession:
                 pc = self.machine.cpu.pc
                 self._release(f"gdb killed the run at pc={pc:#x}")
                 raise RunKilled(f"the run was killed from gdb at pc={pc:#x}: no verdict")
+            if isinstance(reply, Console):
+                self._console(reply.text)
+                reply = "OK"
             self.channel.send(reply)
             if self.stub.no_ack_requested and self.channel.ack:
                 self.channel.ack = False  # from the packet after our OK on (gdb manual, QStartNoAckMode)

@@ -27,7 +27,7 @@ from faultlab.gdb.rsp import hex_to_int_le, int_to_hex_le, unescape
 
 THREAD_ID = 1
 PACKET_SIZE = 0x4000
-MAX_MEMORY_READ = 0x10000
+MAX_MEMORY_READ = (PACKET_SIZE - 16) // 2  # two hex digits a byte must fit in one reply
 EFAULT = "E14"
 EINVAL = "E16"
 
@@ -38,6 +38,13 @@ class Action(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Console:
+    """Text for gdb's console (a `monitor` command's output): sent as `O` packets, then `OK`."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Go:
     """A packet that resumes the machine: how, and from where (None: the current PC)."""
 
@@ -45,7 +52,6 @@ class Go:
     addr: int | None = None
 
 
-Reply = "str | Go | Action"
 
 
 class Stub:
@@ -58,7 +64,7 @@ class Stub:
         self.no_ack_requested = False
         self._xml = target_xml().encode()
 
-    def handle(self, packet: bytes, stop_reply: str) -> "str | Go | Action":
+    def handle(self, packet: bytes, stop_reply: str) -> "str | Go | Action | Console":
         if packet.startswith(b"X"):
             return self._write_binary(packet)
         text = packet.decode("latin-1")
@@ -196,7 +202,7 @@ class Stub:
         return ""  # vMustReplyEmpty, vKill, vFile...: the empty reply
 
     # -------------------------------------------------------------- queries
-    def _query(self, text: str) -> str:
+    def _query(self, text: str) -> "str | Console":
         name = text.split(":", 1)[0].split(",", 1)[0]
         if name == "qSupported":
             return f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;QStartNoAckMode+;vContSupported+"
@@ -217,8 +223,7 @@ class Stub:
             return "OK"
         if name == "qRcmd":
             command = bytes.fromhex(text.split(",", 1)[1]).decode("utf-8", "replace")
-            output = self.monitor(command)
-            return output.encode().hex() if output else "OK"
+            return Console(self.monitor(command))
         return ""
 
     def _xfer_features(self, rest: str) -> str:
