@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import select
+import threading
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from queue import Empty, Queue
 
 import pytest
 
@@ -38,17 +39,20 @@ def _start_faultlab(*argv: str) -> tuple[subprocess.Popen, str, list[str]]:
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
+    queue: Queue[str] = Queue()
+    threading.Thread(target=lambda: [queue.put(line) for line in proc.stderr], daemon=True).start()
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
-        if ready:
-            line = proc.stderr.readline()
-            if not line:
+        try:
+            line = queue.get(timeout=1.0)
+        except Empty:
+            if proc.poll() is not None:
                 break
-            lines.append(line)
-            m = re.search(r"waiting for gdb on (\S+)", line)
-            if m:
-                return proc, m.group(1), lines
+            continue
+        lines.append(line)
+        m = re.search(r"waiting for gdb on (\S+)", line)
+        if m:
+            return proc, m.group(1), lines
     proc.kill()
     raise AssertionError("faultlab never said where gdb should connect:\n" + "".join(lines))
 
@@ -63,7 +67,7 @@ def _gdb(*commands: str) -> str:
 
 def _finish(proc: subprocess.Popen) -> tuple[int, str]:
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
+        out = proc.stdout.read() if proc.wait(timeout=TIMEOUT) is not None else ""
     except subprocess.TimeoutExpired:
         proc.kill()
         raise

@@ -8,6 +8,7 @@ installed, must read it without a warning.
 from __future__ import annotations
 
 import io
+import posixpath
 import shutil
 import subprocess
 
@@ -110,7 +111,10 @@ def test_our_images_as_elf_symbols_bytes_and_lines(scenario, tmp_path):
     rows = {}
     for cu in dwarf.iter_CUs():
         program = dwarf.line_program_for_CU(cu)
-        files = [entry.name.decode() for entry in program["file_entry"]]
+        dirs = [d.decode() for d in program["include_directory"]]
+        comp_dir = cu.get_top_DIE().attributes["DW_AT_comp_dir"].value.decode()
+        # A file's path: its directory's (or the unit's) joined with its name, as a DWARF consumer resolves it.
+        files = [posixpath.join(comp_dir, dirs[e.dir_index - 1] if e.dir_index else "", e.name.decode()) for e in program["file_entry"]]
         for entry in program.get_entries():
             state = entry.state
             if state is not None and not state.end_sequence:
@@ -144,3 +148,17 @@ def test_binutils_reads_it_without_complaint(tmp_path):
     assert "word_at_a_time.S" in readelf.stdout
     objdump = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(path)], capture_output=True, text=True, timeout=60)
     assert "<full_name_hash>:" in objdump.stdout and "ldr\tx5, [x1]" in objdump.stdout
+
+
+def test_the_testbeds_own_code_is_named_like_the_kernels(tmp_path):
+    lab = _lab("faultlab/builtin/a_zeropad_overread.toml")
+    elf = ELFFile(write_symbol_file(lab, tmp_path / "x.elf").open("rb"))
+    symbols = {s.name: s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()}
+    vbar = lab.machine.cpu.read_sysreg("VBAR_EL1")
+    # Arm ARM D1.10.2: current EL with SP_ELx at +0x200, lower EL AArch64 at +0x400, AArch32 at +0x600; 0x80 a kind.
+    assert symbols["el1t_64_sync"] == vbar and symbols["el1h_64_sync"] == vbar + 0x200
+    assert symbols["el0t_64_sync"] == vbar + 0x400 and symbols["el0t_32_error"] == vbar + 0x780
+    assert symbols["faultlab_return"] == lab.machine.return_sentinel
+    vectors = elf.get_section_by_name(".vectors")
+    assert vectors.data()[:0x800] == lab.machine.read(vbar, 0x800)
+    assert symbolizer(lab)(vbar + 0x204) == "el1h_64_sync+0x4"

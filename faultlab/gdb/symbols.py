@@ -52,13 +52,42 @@ def elf_contents(images: list[Image]) -> tuple[list[ElfSection], list[ElfSymbol]
     return sections, symbols
 
 
-def write_symbol_file(lab: Lab, path: Path, *, entry: int = 0) -> Path | None:
-    """The lab's assembled images as one ELF at `path` (None when the lab assembled nothing)."""
-    if not lab.images:
-        return None
+# arch/arm64/kernel/entry.S names its 16 vector entries el{1t,1h,0t}_{64,32}_{sync,irq,fiq,error} (kernel_ventry).
+VECTOR_NAMES = [f"{group}_{kind}" for group in ("el1t_64", "el1h_64", "el0t_64", "el0t_32") for kind in ("sync", "irq", "fiq", "error")]
+
+
+def machine_contents(lab: Lab) -> tuple[list[ElfSection], list[ElfSymbol]]:
+    """The code the testbed itself puts in memory, named: the host model's vectors and stubs, the return sentinels.
+
+    Not for a real host (`--host real`), whose vectors are the vmlinux's own.
+    """
+    machine = lab.machine
+    sections: list[ElfSection] = []
+    symbols: list[ElfSymbol] = []
+    stubs = getattr(lab.kernel, "stubs", None)
+    vbar = machine.cpu.read_sysreg("VBAR_EL1")
+    if stubs is not None and vbar and not (lab.image is not None and lab.image.in_image(vbar)):
+        size = stubs.reread + 8 - vbar  # the 16 entries, then eret, hvc, the fixup's re-read
+        sections.append(ElfSection(".vectors", SectionKind.CODE, machine.read(vbar, size), vbar))
+        symbols += [ElfSymbol(name, vbar + 0x80 * i, ".vectors", 0x80) for i, name in enumerate(VECTOR_NAMES)]
+        symbols += [
+            ElfSymbol("host_model_eret", stubs.eret, ".vectors", 4),
+            ElfSymbol("host_model_hvc", stubs.hvc, ".vectors", 8),
+            ElfSymbol("host_model_fixup_reread", stubs.reread, ".vectors", 8),
+        ]
+    for name, addr, size in (("faultlab_return", machine.return_sentinel, 8), ("faultlab_user_return", machine.user_return_sentinel, 4)):
+        sections.append(ElfSection(f".{name}", SectionKind.CODE, machine.read(addr, size), addr))
+        symbols.append(ElfSymbol(name, addr, f".{name}", 4))
+    symbols.append(ElfSymbol("faultlab_eret_to_el0", machine.eret_stub, ".faultlab_return", 4))
+    return sections, symbols
+
+
+def write_symbol_file(lab: Lab, path: Path, *, entry: int = 0) -> Path:
+    """The lab's assembled images and the testbed's own code pages as one ELF at `path`."""
     sections, symbols = elf_contents(lab.images)
     sections += line_sections(lab.images, [s for s in sections if s.kind is SectionKind.CODE])
-    return write_elf(path, sections, symbols, entry=entry)
+    extra_sections, extra_symbols = machine_contents(lab)
+    return write_elf(path, sections + extra_sections, symbols + extra_symbols, entry=entry)
 
 
 def symbols_dir() -> Path:
@@ -69,20 +98,20 @@ def symbols_dir() -> Path:
 
 
 def symbol_files(lab: Lab, name: str, entry: int, directory: Path | None = None) -> list[Path]:
-    """What gdb should load for this lab: the vmlinux (if any), then our images' ELF (if any)."""
+    """What gdb should load for this lab: the vmlinux (if any), then our ELF (images, vectors, sentinels)."""
     files: list[Path] = []
     if lab.image is not None:
         files.append(Path(lab.image.vmlinux.path).resolve())
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "faultlab"
-    written = write_symbol_file(lab, (directory or symbols_dir()) / f"{safe}.elf", entry=entry)
-    if written is not None:
-        files.append(written)
+    files.append(write_symbol_file(lab, (directory or symbols_dir()) / f"{safe}.elf", entry=entry))
     return files
 
 
 def symbolizer(lab: Lab) -> Callable[[int], str]:
     """addr -> 'symbol+0x1c' from our images, then the vmlinux; '' when nothing names it."""
     table = sorted((value, name, image.sizes.get(name, 0)) for image in lab.images for name, value in image.symbols.items())
+    table += [(sym.value, sym.name, sym.size) for sym in machine_contents(lab)[1]]
+    table.sort()
     values = [value for value, _, _ in table]
 
     def name_of(addr: int) -> str:
