@@ -9,6 +9,7 @@ have timeouts.
 from __future__ import annotations
 
 import io
+import re
 import threading
 import xml.etree.ElementTree as ET
 
@@ -402,3 +403,37 @@ def test_cli_bad_gdb_requests_are_one_line_exit_2(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+# Event kinds each stop-on class covers, written from docs/gdb.md's table (not from control.py).
+REPORTED = {"protected-access", "inject", "fixup", "resume", "hvc", "reclaim", "signal", "exception", "exception-entry"}
+BUILTIN = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "faultlab" / "builtin").glob("*.toml"))
+
+
+@pytest.mark.parametrize("scenario", BUILTIN)
+def test_stop_on_all_reports_every_event_once_in_order(scenario, tmp_path):
+    """Under every policy: continuing with `stop-on all` tells gdb of exactly the undebugged run's events, in order."""
+    for policy in ("panic", "inject", "inject-reclaim", "reclaim", "rme-gpc-el3-inject", "rme-gpc-realm-inject"):
+        reference = plain(scenario, policy)
+        want = [
+            e.seq
+            for e in reference.result.events
+            if e.kind in REPORTED or (e.kind == "abort" and e.data["abort"].stage == 1)
+        ]
+        debugged, gdb = _attach(tmp_path, scenario, policy)
+        told, replies = [], []
+        try:
+            gdb.cmd("?")
+            gdb.monitor("stop-on all")
+            for _ in range(200):
+                console, reply = gdb.resume("c")
+                told += [int(m) for m in re.findall(r"^faultlab: \[\s*(\d+)\]", console, re.M)]
+                replies.append(reply)
+                if reply[0] in "WX":
+                    break
+        finally:
+            gdb.close()
+        record = debugged.join()
+        assert told == want, (scenario, policy)
+        assert record.verdict.as_dict() == reference.verdict.as_dict(), (scenario, policy)
+        assert (replies[-1] == "W00") == (reference.result.outcome.kind == "returned"), (scenario, policy, replies[-1])

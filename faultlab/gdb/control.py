@@ -53,6 +53,7 @@ _BY_EVENT: dict[str, StopOn] = {
     "hvc": StopOn.RECLAIM,
     "reclaim": StopOn.RECLAIM,
     "signal": StopOn.SIGNAL,
+    "exception": StopOn.EXCEPTION,
     "exception-entry": StopOn.EXCEPTION,
 }
 

@@ -23,7 +23,7 @@ from emu.address_space import MachineError
 
 from faultlab.gdb.control import Resume
 from faultlab.gdb.registers import REGISTERS, target_xml
-from faultlab.gdb.rsp import hex_to_int_le, int_to_hex_le, unescape
+from faultlab.gdb.rsp import escape, hex_to_int_le, int_to_hex_le, unescape
 
 THREAD_ID = 1
 PACKET_SIZE = 0x4000
@@ -233,5 +233,4 @@ class Stub:
         offset, length = (int(v, 16) for v in window.split(","))
         part = self._xml[offset : offset + length]
         more = offset + length < len(self._xml)
-        # The XML holds no byte that needs escaping ('#', '$', '}', '*').
-        return ("m" if more else "l") + part.decode()
+        return ("m" if more else "l") + escape(part).decode("latin-1")  # qXfer data is binary: escaped
