@@ -326,7 +326,7 @@ def test_interrupt_stops_a_running_loop(tmp_path):
     session = GdbSession(listener, lab, lab.symbol("spin"), out=io.StringIO(), timeout=20)
     session.attach()
     results = []
-    thread = threading.Thread(target=lambda: results.append(lab.call("spin", budget=200_000_000, timeout=60)), daemon=True)
+    thread = threading.Thread(target=lambda: results.append(lab.call("spin", budget=20_000_000, timeout=60)), daemon=True)
     thread.start()
     gdb = Client(listener.address)
     try:

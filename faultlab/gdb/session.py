@@ -24,6 +24,7 @@ from emu.outcome import Event, OutcomeKind, RunResult
 
 from faultlab.cli.errors import UsageError
 from faultlab.gdb.control import (
+    DEFAULT_STOP_ON,
     SIGABRT,
     SIGKILL,
     SIGSEGV,
@@ -92,15 +93,18 @@ class Listener:
     """The listening socket, opened before anything runs (so a busy port is reported at once)."""
 
     def __init__(self, address: Address) -> None:
+        sock = None
         try:
-            infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-            family, kind, proto, _, where = infos[0]
-            self.sock = socket.socket(family, kind, proto)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(where)
-            self.sock.listen(1)
+            family, kind, proto, _, where = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(where)
+            sock.listen(1)
         except OSError as exc:
+            if sock is not None:
+                sock.close()
             raise GdbUsageError(f"--gdb {address}: cannot listen: {exc.strerror or exc}") from None
+        self.sock = sock
         host, port = self.sock.getsockname()[:2]
         self.address = Address(host, port)
 
@@ -138,7 +142,7 @@ class GdbSession:
         self.listener = listener
         self.lab = lab
         self.machine = lab.machine
-        self.control = Control(self.machine, entry) if stop_on is None else Control(self.machine, entry, stop_on)
+        self.control = Control(self.machine, entry, DEFAULT_STOP_ON if stop_on is None else stop_on)
         self.control.poll_interrupt = self._interrupt_pending
         self.symbolize = symbolize
         self.stub = Stub(self.machine, self.control, Monitor(lab, self.control, symbolize))
