@@ -437,3 +437,61 @@ def test_stop_on_all_reports_every_event_once_in_order(scenario, tmp_path):
         assert told == want, (scenario, policy)
         assert record.verdict.as_dict() == reference.verdict.as_dict(), (scenario, policy)
         assert (replies[-1] == "W00") == (reference.result.outcome.kind == "returned"), (scenario, policy, replies[-1])
+
+
+# ------------------------------------------------------------ a real kernel
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _connect_when_listening(port: int, seconds: float = 60.0) -> Client:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return Client(Address("127.0.0.1", port))
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "faultlab kernel call never listened"
+            time.sleep(0.05)
+
+
+def test_kernel_call_gdb_reads_the_kernels_own_text_and_stops_at_its_fault(capsys):
+    from cached_kernels import vmlinux
+    from elftools.elf.elffile import ELFFile
+
+    from faultlab.cli.main import main
+
+    vm = vmlinux("7.2")
+    entry = vm.symbols.lookup("full_name_hash").addr
+    port = _free_port()
+    argv = ["kernel", "call", str(vm.path), "full_name_hash", "0", "buf+4091", "5", "--buffer", "8192",
+            "--write", "buf+4091=hello", "--protect", "buf+4096", "--policy", "inject", "--gdb", f"127.0.0.1:{port}"]
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(main(argv)), daemon=True)
+    thread.start()
+    gdb = _connect_when_listening(port)
+    try:
+        assert stop_signal(gdb.cmd("?")) == SIGTRAP
+        assert gdb.pc() == entry and gdb.reg(0) == 0 and gdb.reg(2) == 5
+        assert bytes.fromhex(gdb.cmd(f"m{gdb.reg(1):x},5")) == b"hello"  # a kernel linear-map VA
+        # The function's code at its kernel VA is the vmlinux file's bytes there (read with pyelftools).
+        with open(vm.path, "rb") as f:
+            text = next(s for s in ELFFile(f).iter_sections() if s["sh_addr"] <= entry < s["sh_addr"] + s["sh_size"])
+            want = text.data()[entry - text["sh_addr"] : entry - text["sh_addr"] + 64]
+        assert bytes.fromhex(gdb.cmd(f"m{entry:x},40")) == want
+        console, reply = gdb.resume("c")
+        assert stop_signal(reply) == SIGSEGV and "protected-access" in console
+        assert "owner guest" in gdb.monitor("owner fault")
+        console, reply = gdb.resume("c")
+        assert reply == "W00" and "the run ended: returned" in console
+    finally:
+        gdb.close()
+    thread.join(60)
+    assert not thread.is_alive() and codes == [0]
+    out = capsys.readouterr()
+    assert "outcome: returned" in out.out and f"waiting for gdb on 127.0.0.1:{port}" in out.err

@@ -30,11 +30,11 @@ def connect_command(files: list[Path], address: Address) -> str:
 class GdbAttach:
     """One `--gdb [HOST:]PORT` of a command: at most one run is debugged."""
 
-    def __init__(self, spec: str, *, name: str, out: TextIO = sys.stderr, timeout: float | None = None, symbols_dir: Path | None = None) -> None:
+    def __init__(self, spec: str, *, name: str, out: TextIO | None = None, timeout: float | None = None, symbols_dir: Path | None = None) -> None:
         self.listener = Listener(Address.parse(spec))
         self.name = name
         self.symbols_dir = symbols_dir
-        self.out = out
+        self.out = out if out is not None else sys.stderr  # looked up now: tests capture the current stderr
         self.timeout = timeout
         self.session: GdbSession | None = None
         self.files: list[Path] = []

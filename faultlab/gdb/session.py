@@ -135,7 +135,7 @@ class GdbSession:
         entry: int | None,
         *,
         symbolize: Callable[[int], str] = lambda addr: "",
-        out: TextIO = sys.stderr,
+        out: TextIO | None = None,
         timeout: float | None = None,
         stop_on: frozenset[StopOn] | None = None,
     ) -> None:
@@ -146,7 +146,7 @@ class GdbSession:
         self.control.poll_interrupt = self._interrupt_pending
         self.symbolize = symbolize
         self.stub = Stub(self.machine, self.control, Monitor(lab, self.control, symbolize))
-        self.out = out
+        self.out = out if out is not None else sys.stderr
         self.timeout = timeout
         self.channel: Channel | None = None
         self.ended = False  # gdb detached, hung up or killed the run: no more stops
