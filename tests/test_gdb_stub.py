@@ -460,7 +460,8 @@ def _connect_when_listening(port: int, seconds: float = 60.0) -> Client:
             time.sleep(0.05)
 
 
-def test_kernel_call_gdb_reads_the_kernels_own_text_and_stops_at_its_fault(capsys):
+@pytest.mark.parametrize("host", ["model", "real"])
+def test_kernel_call_gdb_reads_the_kernels_own_text_and_stops_at_its_fault(host, capsys):
     from cached_kernels import vmlinux
     from elftools.elf.elffile import ELFFile
 
@@ -470,7 +471,7 @@ def test_kernel_call_gdb_reads_the_kernels_own_text_and_stops_at_its_fault(capsy
     entry = vm.symbols.lookup("full_name_hash").addr
     port = _free_port()
     argv = ["kernel", "call", str(vm.path), "full_name_hash", "0", "buf+4091", "5", "--buffer", "8192",
-            "--write", "buf+4091=hello", "--protect", "buf+4096", "--policy", "inject", "--gdb", f"127.0.0.1:{port}"]
+            "--write", "buf+4091=hello", "--protect", "buf+4096", "--policy", "inject", "--host", host, "--gdb", f"127.0.0.1:{port}"]
     codes = []
     thread = threading.Thread(target=lambda: codes.append(main(argv)), daemon=True)
     thread.start()
@@ -483,10 +484,20 @@ def test_kernel_call_gdb_reads_the_kernels_own_text_and_stops_at_its_fault(capsy
         with open(vm.path, "rb") as f:
             text = next(s for s in ELFFile(f).iter_sections() if s["sh_addr"] <= entry < s["sh_addr"] + s["sh_size"])
             want = text.data()[entry - text["sh_addr"] : entry - text["sh_addr"] + 64]
+            text = {"sh_addr": text["sh_addr"], "sh_size": text["sh_size"]}
         assert bytes.fromhex(gdb.cmd(f"m{entry:x},40")) == want
         console, reply = gdb.resume("c")
         assert stop_signal(reply) == SIGSEGV and "protected-access" in console
         assert "owner guest" in gdb.monitor("owner fault")
+        # Injected, the abort enters the host at VBAR_EL1 + 0x200; with --host real the kernel's
+        # own do_mem_abort runs from there (a step lands in the image's text).
+        gdb.monitor("stop-on inject")
+        console, reply = gdb.resume("c")
+        assert "inject into host EL1" in console and gdb.pc() == gdb.reg(38) + 0x200  # vbar_el1
+        _console, reply = gdb.resume("s")
+        in_text = text["sh_addr"] <= gdb.pc() < text["sh_addr"] + text["sh_size"]
+        assert in_text == (host == "real"), hex(gdb.pc())
+        gdb.monitor("stop-on none")
         console, reply = gdb.resume("c")
         assert reply == "W00" and "the run ended: returned" in console
     finally:
