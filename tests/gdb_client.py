@@ -126,3 +126,17 @@ def start(scenario: str, policy: str, tmp_path: Path, *, timeout: float = TIMEOU
     debugged.thread = threading.Thread(target=body, daemon=True)
     debugged.thread.start()
     return debugged
+
+
+ZEROPAD = "faultlab/builtin/a_zeropad_overread.toml"
+GUP = "faultlab/builtin/c_gup_kernel_alias.toml"
+
+
+def plain(scenario: str, policy: str, trace: bool = False) -> RunRecord:
+    """The reference: the same run with no debugger attached."""
+    return run(load(ROOT / scenario).variants()[0], policy, trace=trace)
+
+
+def attach(tmp_path: Path, scenario: str = ZEROPAD, policy: str = "inject-reclaim") -> tuple[DebuggedRun, Client]:
+    debugged = start(scenario, policy, tmp_path)
+    return debugged, Client(debugged.gdb.listener.address)
