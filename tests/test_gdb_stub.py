@@ -44,6 +44,10 @@ def test_handshake_target_xml_and_registers_at_entry(tmp_path):
         core = root.find("feature[@name='org.gnu.gdb.aarch64.core']")
         names = [r.get("name") for r in core.findall("reg")]
         assert names == [f"x{i}" for i in range(31)] + ["sp", "pc", "cpsr"]
+        # PSTATE's fields where the Arm ARM puts them in SPSR_ELx (C5.2.19): EL [3:2], DAIF [9:6], PAN 22, NZCV [31:28].
+        fields = {f.get("name"): (int(f.get("start")), int(f.get("end"))) for f in core.findall("flags[@id='cpsr_flags']/field")}
+        assert fields["EL"] == (2, 3) and fields["D"] == (9, 9) and fields["F"] == (6, 6) and fields["PAN"] == (22, 22)
+        assert [fields[k] for k in "NZCV"] == [(31, 31), (30, 30), (29, 29), (28, 28)]
         sizes = [int(r.get("bitsize")) for feature in root.findall("feature") for r in feature.findall("reg")]
         regnums = [int(r.get("regnum")) for feature in root.findall("feature") for r in feature.findall("reg")]
         assert regnums == list(range(len(regnums)))

@@ -67,15 +67,28 @@ CORE: tuple[Register, ...] = (
     *(Register(f"x{i}", 8, RegKind.X, index=i) for i in range(31)),
     Register("sp", 8, RegKind.SP, gdb_type="data_ptr"),
     Register("pc", 8, RegKind.PC, gdb_type="code_ptr"),
-    Register("cpsr", 4, RegKind.CPSR),
+    Register("cpsr", 4, RegKind.CPSR, gdb_type="cpsr_flags"),
 )
-SYSREGS: tuple[Register, ...] = tuple(Register(name.lower(), 8, RegKind.SYSREG, sysreg=name) for name in EL1_SYSREGS)
+# PSTATE as SPSR_ELx lays it out in AArch64 state (Arm ARM C5.2.19): gdb prints `[ EL=1 SP D A I F PAN ]`.
+CPSR_FIELDS = (
+    ("SP", 0, 0), ("EL", 2, 3), ("nRW", 4, 4), ("F", 6, 6), ("I", 7, 7), ("A", 8, 8), ("D", 9, 9),
+    ("BTYPE", 10, 11), ("SSBS", 12, 12), ("IL", 20, 20), ("SS", 21, 21), ("PAN", 22, 22), ("UAO", 23, 23),
+    ("DIT", 24, 24), ("TCO", 25, 25), ("V", 28, 28), ("C", 29, 29), ("Z", 30, 30), ("N", 31, 31),
+)
+PSTATE_FLAG_TYPES = ("cpsr_flags", "spsr_flags")  # one per feature: a gdb type belongs to the feature defining it
+SYSREGS: tuple[Register, ...] = tuple(
+    Register(name.lower(), 8, RegKind.SYSREG, sysreg=name, gdb_type="spsr_flags" if name == "SPSR_EL1" else "int") for name in EL1_SYSREGS
+)
 REGISTERS: tuple[Register, ...] = CORE + SYSREGS
 PC_NUMBER = 32
 
 
 def _feature(name: str, regs: tuple[Register, ...], first: int) -> str:
     lines = [f"  <feature name={quoteattr(name)}>"]
+    for flags in sorted({reg.gdb_type for reg in regs if reg.gdb_type in PSTATE_FLAG_TYPES}):
+        lines.append(f'    <flags id="{flags}" size="{8 if flags == "spsr_flags" else 4}">')
+        lines += [f'      <field name="{n}" start="{lo}" end="{hi}"/>' for n, lo, hi in CPSR_FIELDS]
+        lines.append("    </flags>")
     for number, reg in enumerate(regs, first):
         lines.append(f'    <reg name={quoteattr(reg.name)} bitsize="{reg.size * 8}" type="{reg.gdb_type}" regnum="{number}"/>')
     lines.append("  </feature>")
