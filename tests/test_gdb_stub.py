@@ -44,6 +44,8 @@ def test_handshake_target_xml_and_registers_at_entry(tmp_path):
         core = root.find("feature[@name='org.gnu.gdb.aarch64.core']")
         names = [r.get("name") for r in core.findall("reg")]
         assert names == [f"x{i}" for i in range(31)] + ["sp", "pc", "cpsr"]
+        fpu = root.find("feature[@name='org.gnu.gdb.aarch64.fpu']")
+        assert [r.get("name") for r in fpu.findall("reg")] == [f"v{i}" for i in range(32)] + ["fpsr", "fpcr"]
         # PSTATE's fields where the Arm ARM puts them in SPSR_ELx (C5.2.19): EL [3:2], DAIF [9:6], PAN 22, NZCV [31:28].
         fields = {f.get("name"): (int(f.get("start")), int(f.get("end"))) for f in core.findall("flags[@id='cpsr_flags']/field")}
         assert fields["EL"] == (2, 3) and fields["D"] == (9, 9) and fields["F"] == (6, 6) and fields["PAN"] == (22, 22)
@@ -122,6 +124,13 @@ def test_register_writes_take_effect(tmp_path):
         assert gdb.cmd("G" + patched) == "OK"
         assert cpu.x(7) == 0x1122 and cpu.x(5) == 0xDEADBEEF
         assert gdb.cmd("P99=00") == "E16"  # no such register
+        # FP/SIMD: v1 (regnum 46: after the core's 34 and our 11 EL1 registers), 128 bits little-endian;
+        # the CPU's Q1 is the same register (Arm ARM: Q1 is the 128-bit view of V1).
+        from unicorn import arm64_const as A
+
+        v1 = (0x0123456789ABCDEF << 64) | 0xFEDCBA9876543210
+        assert gdb.cmd("P2e=" + v1.to_bytes(16, "little").hex()) == "OK"
+        assert cpu.uc.reg_read(A.UC_ARM64_REG_Q1) == v1 and gdb.reg(0x2E) == v1
         # The routine's name argument (x1): the start of the buffer - the word loads no longer reach the guest page.
         name = debugged.gdb.session.lab.regions["name"]
         assert gdb.cmd("P1=" + name.va.to_bytes(8, "little").hex()) == "OK"

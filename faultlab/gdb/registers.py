@@ -6,13 +6,17 @@ x0-x30, sp, pc (64 bits) and cpsr (32 bits), in that order (the gdb manual,
 them; `g` sends them all in that order, each in target byte order. After the
 core we describe the EL1 system registers a kernel engineer reads at a fault
 (ESR_EL1, FAR_EL1, ELR_EL1, SPSR_EL1, ...) as a feature of our own, so that
-`p/x $esr_el1` and `info registers far_el1` work in gdb.
+`p/x $esr_el1` and `info registers far_el1` work in gdb; then the FP/SIMD
+registers (`org.gnu.gdb.aarch64.fpu`: v0-v31 of 128 bits, fpsr, fpcr), whose
+d/s/h/b views gdb derives itself.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 from xml.sax.saxutils import quoteattr
+
+from unicorn import arm64_const as A
 
 from emu.cpu import Cpu
 
@@ -23,6 +27,8 @@ class RegKind(Enum):
     PC = "pc"
     CPSR = "cpsr"
     SYSREG = "sysreg"
+    VECTOR = "vector"  # v<index>, 128 bits
+    FP_STATUS = "fp"  # fpsr, fpcr
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,14 @@ class Register:
             return cpu.pc
         if self.kind is RegKind.CPSR:
             return cpu.pstate & 0xFFFF_FFFF
+        if self.kind in (RegKind.VECTOR, RegKind.FP_STATUS):
+            return cpu.uc.reg_read(self._uc_id())
         return cpu.read_sysreg(self.sysreg)
+
+    def _uc_id(self) -> int:
+        if self.kind is RegKind.VECTOR:
+            return A.UC_ARM64_REG_V0 + self.index
+        return {"fpsr": A.UC_ARM64_REG_FPSR, "fpcr": A.UC_ARM64_REG_FPCR}[self.name]
 
     def write(self, cpu: Cpu, value: int) -> None:
         if self.kind is RegKind.X:
@@ -54,6 +67,8 @@ class Register:
             cpu.pc = value
         elif self.kind is RegKind.CPSR:
             cpu.set_pstate(value & 0xFFFF_FFFF)  # switches the EL's banked SP as the hardware would
+        elif self.kind in (RegKind.VECTOR, RegKind.FP_STATUS):
+            cpu.uc.reg_write(self._uc_id(), value & ((1 << (8 * self.size)) - 1))
         else:
             cpu.write_sysreg(self.sysreg, value)
 
@@ -79,7 +94,26 @@ PSTATE_FLAG_TYPES = ("cpsr_flags", "spsr_flags")  # one per feature: a gdb type 
 SYSREGS: tuple[Register, ...] = tuple(
     Register(name.lower(), 8, RegKind.SYSREG, sysreg=name, gdb_type="spsr_flags" if name == "SPSR_EL1" else "int") for name in EL1_SYSREGS
 )
-REGISTERS: tuple[Register, ...] = CORE + SYSREGS
+FPU_FEATURE = "org.gnu.gdb.aarch64.fpu"
+FPU: tuple[Register, ...] = (
+    *(Register(f"v{i}", 16, RegKind.VECTOR, index=i, gdb_type="vreg") for i in range(32)),
+    Register("fpsr", 4, RegKind.FP_STATUS),
+    Register("fpcr", 4, RegKind.FP_STATUS),
+)
+# A V register seen as lanes of 64, 32, 16 and 8 bits, or whole.
+_VREG_TYPES = """\
+    <vector id="v2d" type="uint64" count="2"/>
+    <vector id="v4s" type="uint32" count="4"/>
+    <vector id="v8h" type="uint16" count="8"/>
+    <vector id="v16b" type="uint8" count="16"/>
+    <union id="vreg">
+      <field name="d" type="v2d"/>
+      <field name="s" type="v4s"/>
+      <field name="h" type="v8h"/>
+      <field name="b" type="v16b"/>
+      <field name="q" type="uint128"/>
+    </union>"""
+REGISTERS: tuple[Register, ...] = CORE + SYSREGS + FPU
 PC_NUMBER = 32
 
 
@@ -89,6 +123,8 @@ def _feature(name: str, regs: tuple[Register, ...], first: int) -> str:
         lines.append(f'    <flags id="{flags}" size="{8 if flags == "spsr_flags" else 4}">')
         lines += [f'      <field name="{n}" start="{lo}" end="{hi}"/>' for n, lo, hi in CPSR_FIELDS]
         lines.append("    </flags>")
+    if any(reg.gdb_type == "vreg" for reg in regs):
+        lines.append(_VREG_TYPES)
     for number, reg in enumerate(regs, first):
         lines.append(f'    <reg name={quoteattr(reg.name)} bitsize="{reg.size * 8}" type="{reg.gdb_type}" regnum="{number}"/>')
     lines.append("  </feature>")
@@ -105,6 +141,7 @@ def target_xml() -> str:
             "  <architecture>aarch64</architecture>",
             _feature(CORE_FEATURE, CORE, 0),
             _feature(SYSREG_FEATURE, SYSREGS, len(CORE)),
+            _feature(FPU_FEATURE, FPU, len(CORE) + len(SYSREGS)),
             "</target>",
             "",
         )
