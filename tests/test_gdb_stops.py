@@ -116,6 +116,21 @@ def test_a_run_that_does_not_return_stops_at_its_end_then_terminates(tmp_path):
     assert record.verdict.as_dict() == reference.verdict.as_dict()
 
 
+def test_kill_at_the_last_stop_keeps_the_verdict(tmp_path):
+    reference = plain(GUP, "inject")
+    debugged, gdb = _attach(tmp_path, GUP, "inject")
+    try:
+        gdb.cmd("?")
+        gdb.monitor("stop-on none")
+        _console, reply = gdb.resume("c")
+        assert stop_signal(reply) == SIGSEGV  # the oops, the run's end
+        gdb.send("k")
+    finally:
+        gdb.close()
+    record = debugged.join()
+    assert not debugged.error and record.verdict.as_dict() == reference.verdict.as_dict()
+
+
 def test_detach_lets_the_run_finish_with_the_same_verdict(tmp_path):
     for policy in ("inject", "reclaim", "panic"):
         reference = plain(ZEROPAD, policy)

@@ -279,7 +279,10 @@ class GdbSession:
         ending = f"faultlab: the run ended: {result.outcome}\n"
         try:
             if kind is not OutcomeKind.RETURNED or StopOn.END in self.control.stop_on:
-                self._serve(Stop(StopCause.END, _END_SIGNAL.get(kind, SIGTRAP if kind is OutcomeKind.RETURNED else SIGTERM), leftover), ending)
+                try:
+                    self._serve(Stop(StopCause.END, _END_SIGNAL.get(kind, SIGTRAP if kind is OutcomeKind.RETURNED else SIGTERM), leftover), ending)
+                except RunKilled:
+                    pass  # the run is over already: its verdict stands
                 leftover, ending = [], ""
             if self.channel is not None and not self.ended:
                 self._console("".join(self._event_text(e) for e in leftover) + ending)
