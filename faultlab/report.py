@@ -3,17 +3,33 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from typing import Iterable, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from abi.linux import signal_name
-from emu.outcome import OutcomeKind
+from emu.outcome import Event, OutcomeKind, TraceStep
 
 from faultlab.oracle import Architectural, GuestIntegrity
 from faultlab.runner import RunRecord
+
+# The version of every JSON document faultlab prints (docs/schema/*.schema.json). 1: the records
+# before issue 11, whose verdicts were sentences (faultlab/report_compat.py reads them); 2: the
+# structured verdict fields, and `schema_version` in every document.
+SCHEMA_VERSION = 2
+
+
+def versioned(doc: dict) -> dict:
+    """A JSON document as faultlab prints it: `schema_version` first, then the document."""
+    return {"schema_version": SCHEMA_VERSION, **doc}
+
+
+def dump(doc: dict, out: TextIO) -> None:
+    """One versioned JSON document as one line (the JSON-lines every --json output is)."""
+    out.write(json.dumps(versioned(doc), sort_keys=True) + "\n")
+
 
 _STYLE = {
     OutcomeKind.RETURNED: "green",
@@ -78,13 +94,16 @@ def print_matrix(records: list[RunRecord], policies: list[str], console: Console
         console.print(f"UNJUDGED under {policy} (no expectation stated): {names}", style="yellow", markup=False, highlight=False)
 
 
-def write_json(records: Iterable[RunRecord], out: TextIO, *, trace: bool = False) -> None:
-    """One JSON object per run; with `trace`, its instruction trace ("trace": [{pc, el, text}]) and
-    whether the trace stopped at the cap ("trace_truncated")."""
+def write_json(records: Iterable[RunRecord], out: TextIO, *, trace: bool = False, host: str | None = None) -> None:
+    """One JSON object per run (docs/schema/run.schema.json); with `trace`, its instruction trace
+    ("trace": [{pc, el, text}], one entry per executed instruction) and whether the trace stopped at
+    the cap ("trace_truncated"). `host`: the host fault path the runs used (model or real)."""
     for r in records:
-        record = r.as_dict()
+        record = {"schema_version": SCHEMA_VERSION, **r.as_dict()}
+        if host is not None:
+            record["host"] = host
         if trace:
-            steps = r.result.trace or []
+            steps = executed(r.result.trace or [], r.result.events)
             record["trace"] = [{"pc": s.pc, "el": s.el, "text": s.text} for s in steps]
             record["trace_truncated"] = r.result.trace_truncated
         out.write(json.dumps(record, sort_keys=True) + "\n")
@@ -107,35 +126,80 @@ def junit_xml(records: list[RunRecord]) -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
-def _bookkeeping(events, i: int) -> bool:
-    """A host stage-2 abort that EL2 answered with a lazy idmap is bookkeeping, not news."""
+def housekeeping(events: Sequence[Event], i: int) -> bool:
+    """A host stage-2 abort that EL2 answered with a lazy idmap is bookkeeping, not news (hyp/abort.py
+    maps the host's own frames on first touch): shown only with --verbose."""
     e = events[i]
     return e.kind == "idmap" or (e.kind == "abort" and i + 1 < len(events) and events[i + 1].kind == "idmap")
 
 
-def print_run(record: RunRecord, console: Console, *, trace: bool) -> None:
-    """One scenario under one policy: the instruction trace (if asked), the events and the verdict."""
+def visible_events(events: Sequence[Event], verbose: bool = False) -> list[Event]:
+    """The events a reader wants: everything with `verbose`, else all but the housekeeping."""
+    return list(events) if verbose else [e for i, e in enumerate(events) if not housekeeping(events, i)]
+
+
+def retried_steps(trace: Sequence[TraceStep], events: Sequence[Event]) -> set[int]:
+    """Indexes of trace steps whose instruction aborted and was attempted again: not executed.
+
+    Unicorn's code hook fires before an instruction runs; a stage-2 abort on
+    its access stops it, EL2 answers (a lazy idmap, a reclaim) and the same
+    instruction is attempted again, so the raw trace holds it twice. Step n
+    is such an attempt when an abort at its pc was logged after it
+    (trace_index n+1) and step n+1 is the same instruction. A loop that
+    branches to itself (`b .`) has no abort between its steps and keeps
+    every one.
+    """
+    aborted = {(e.data.get("trace_index"), e.pc) for e in events if e.kind == "abort"}
+    return {
+        n for n in range(len(trace) - 1)
+        if (n + 1, trace[n].pc) in aborted and (trace[n + 1].pc, trace[n + 1].el) == (trace[n].pc, trace[n].el)
+    }
+
+
+def executed(trace: Sequence[TraceStep], events: Sequence[Event]) -> list[TraceStep]:
+    """The trace with one step per executed instruction (aborted attempts folded into their retry)."""
+    drop = retried_steps(trace, events)
+    return [s for n, s in enumerate(trace) if n not in drop]
+
+
+def trace_stream(trace: Sequence[TraceStep], events: Sequence[Event], *, verbose: bool = False) -> Iterator[TraceStep | Event]:
+    """Instructions and events in one stream: each event after the instructions that ran before it,
+    one step per executed instruction, housekeeping events only with `verbose`."""
+    drop = retried_steps(trace, events)
+    pending = visible_events(events, verbose)
+    k = 0
+    for n, step in enumerate(trace):
+        while k < len(pending) and pending[k].data.get("trace_index", 0) <= n:
+            yield pending[k]
+            k += 1
+        if n not in drop:
+            yield step
+    yield from pending[k:]
+
+
+def print_run(record: RunRecord, console: Console, *, trace: bool, verbose: bool = False, header: str = "") -> None:
+    """One scenario under one policy: the instruction trace (if asked), the events and the verdict.
+
+    `header`: the run's settings (policy, host, kernel; which were defaults), printed under the title."""
     res = record.result
     lines = {pc: loc for image in record.lab.images for pc, loc in image.lines.items()}
     console.print(f"[bold]{record.scenario.name}[/bold] under [bold]{record.policy}[/bold]", highlight=False)
-    events = [e for i, e in enumerate(res.events) if not _bookkeeping(res.events, i)]
+    if header:
+        console.print(header, markup=False, highlight=False)
     if trace and res.trace is not None:
-        # One stream: each event is printed after the instructions that ran before it.
         console.print("[dim]-- instructions and events --[/dim]")
-        pending = list(events)
-        for n, step in enumerate(res.trace):
-            while pending and pending[0].data.get("trace_index", 0) <= n:
-                console.print("      >> " + str(pending.pop(0)), markup=False, highlight=False)
-            loc = lines.get(step.pc)
+        for item in trace_stream(res.trace, res.events, verbose=verbose):
+            if isinstance(item, Event):
+                console.print("      >> " + str(item), markup=False, highlight=False)
+                continue
+            loc = lines.get(item.pc)
             where = f"    {loc.file.rsplit('/', 1)[-1]}:{loc.line}" if loc else ""
-            console.print(f"{step}{where}", markup=False, highlight=False)
-        for e in pending:
-            console.print("      >> " + str(e), markup=False, highlight=False)
+            console.print(f"{item}{where}", markup=False, highlight=False)
         if res.trace_truncated:
             console.print(f"trace truncated after {len(res.trace)} steps (--trace-limit N for more)", markup=False, highlight=False)
     else:
         console.print("[dim]-- events --[/dim]")
-        for e in events:
+        for e in visible_events(res.events, verbose):
             console.print(str(e), markup=False, highlight=False)
     v = record.verdict
     console.print("[dim]-- verdict --[/dim]")

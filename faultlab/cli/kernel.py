@@ -9,7 +9,6 @@ command's (faultlab/cli/main.py).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from abi.arch import PAGE_SIZE
 from emu.machine import MachineError
+from emu.outcome import Event
 from hyp.policies import known as known_policies
 from kimage.elf import Vmlinux
 
@@ -28,6 +28,7 @@ from faultlab.runner import RunError, evaluate
 from faultlab.sweep.kernel import KERNEL_ROUTINES, kernel_routine, kernel_spec, lengths_plan, looseness, plan_cases, summary_record, sweep_kernel
 from faultlab.kernel.fetch import SUITES, fetch, resolve
 from faultlab.sweep import SweepError
+from faultlab import report
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
 from faultlab.cli.sweep import parse_shard, print_summary
 
@@ -120,9 +121,14 @@ def _open(spec: str | None) -> Vmlinux:
 
 
 def cmd_fetch(args, console: Console) -> int:
+    fetched = []
     for suite in args.suites or ["bookworm"]:
         path = fetch(suite, progress=lambda msg: print(f"{suite}: {msg}", file=sys.stderr))
-        _say(console, f"{suite}: {path}")
+        fetched.append({"suite": suite, "path": str(path), "version": SUITES[suite]})
+        if not args.json:
+            _say(console, f"{suite}: {path}")
+    if args.json:
+        report.dump({"kernels": fetched}, sys.stdout)
     return EXIT_OK
 
 
@@ -153,7 +159,7 @@ def cmd_info(args, console: Console) -> int:
     vm = _open(args.vmlinux)
     rec = info_record(vm)
     if args.json:
-        console.print_json(json.dumps(rec))
+        report.dump(rec, sys.stdout)
         return EXIT_OK
     ex = rec["extable"]
     _say(console, f"vmlinux:   {vm.path}")
@@ -192,12 +198,39 @@ def _gdb(spec: str, name: str):
     return GdbAttach(spec, name=name)
 
 
+DEFAULT_CALL_POLICY = "inject-reclaim"
+DEFAULT_BUDGET = "2000000"
+
+
+def _defaulted(args, name: str, default: str) -> tuple[str, bool]:
+    """(value, given): argparse defaults these to None so the header can say what was chosen for you."""
+    value = getattr(args, name)
+    return (default, False) if value is None else (value, True)
+
+
+def call_header(args, vm: Vmlinux, policy: tuple[str, bool], host: tuple[str, bool], task: tuple[str, bool], budget: tuple[str, bool]) -> str:
+    """The settings of `kernel call`, each default marked: a verdict is read with what produced it."""
+    def item(label: str, pair: tuple[str, bool], why: str) -> str:
+        return f"{label} {pair[0]}" + ("" if pair[1] else f" (default{why})")
+
+    return "settings: " + "; ".join([
+        item("policy", policy, "; --policy to choose"),
+        item("host", host, "; --host real for the image's own fault path"),
+        item("task", task, ": user with --user-buffer, else kthread"),
+        item("budget", budget, " instructions per segment"),
+        f"kernel Linux {vm.version.release} ({vm.path})",
+    ])
+
+
 def cmd_call(args, console: Console) -> int:
-    if args.policy not in known_policies():
-        raise KernelUsageError(f"unknown policy {args.policy!r} (known: {', '.join(known_policies())})")
-    budget = _int(args.budget, "instruction budget")
+    policy = _defaulted(args, "policy", DEFAULT_CALL_POLICY)
+    host = _defaulted(args, "host", "model")
+    budget_text = _defaulted(args, "budget", DEFAULT_BUDGET)
+    if policy[0] not in known_policies():
+        raise KernelUsageError(f"unknown policy {policy[0]!r} (known: {', '.join(known_policies())})")
+    budget = _int(budget_text[0], "instruction budget")
     if budget <= 0:
-        raise KernelUsageError(f"--budget {args.budget}: the instruction budget must be positive")
+        raise KernelUsageError(f"--budget {budget_text[0]}: the instruction budget must be positive")
     if len(args.args) > 8:
         # AAPCS64 passes the first eight integer arguments in x0..x7; the rest go on a stack we do not build.
         raise KernelUsageError(f"{len(args.args)} arguments: at most 8 arguments (x0..x7)")
@@ -208,18 +241,27 @@ def cmd_call(args, console: Console) -> int:
     gdb = _gdb(args.gdb, args.symbol) if args.gdb else None  # listens now: a busy port fails before the boot
     vm = _open(args.vmlinux)
     # The task context, as in scenario files: a user task when a user buffer is mapped, else a kernel thread.
-    task = args.task or ("user" if user_size else "kthread")
-    rig = KernelRig.boot(vm, args.policy, host=args.host, user_mm=task == "user")
+    task = (args.task, True) if args.task else ("user" if user_size else "kthread", False)
+    say = (lambda text: None) if args.json else (lambda text: _say(console, text))
+    doc: dict = {
+        "vmlinux": str(vm.path), "release": vm.version.release, "policy": policy[0], "host": host[0], "task": task[0],
+        "budget": budget, "defaults": [k for k, (_, given) in (("policy", policy), ("host", host), ("task", task), ("budget", budget_text)) if not given],
+    }
+    say(call_header(args, vm, policy, host, task, budget_text))
+    rig = KernelRig.boot(vm, policy[0], host=host[0], user_mm=task[0] == "user")
     lab, kernel = rig.lab, rig.kernel
     target = kernel.resolve(args.symbol)
     kernel.check_intact(target)
     names = _Names(lab)
+    doc["buffers"] = {}
     if buffer_size:
         buf = lab.alloc("buf", -(-buffer_size // PAGE_SIZE))
-        _say(console, f"buf  = {buf.va:#x} ({buffer_size} bytes, kernel linear map)")
+        doc["buffers"]["buf"] = {"va": buf.va, "size": buffer_size, "mapping": "kernel"}
+        say(f"buf  = {buf.va:#x} ({buffer_size} bytes, kernel linear map)")
     if user_size:
         names.values["ubuf"] = lab.alloc("ubuf", -(-user_size // PAGE_SIZE), user=True).user_va
-        _say(console, f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
+        doc["buffers"]["ubuf"] = {"va": names.values["ubuf"], "size": user_size, "mapping": "user"}
+        say(f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
     for where, data in writes:
         try:
             kernel.machine.write(names.value(where), data)
@@ -236,36 +278,60 @@ def cmd_call(args, console: Console) -> int:
             prot = rig.protect(names.value(where))
         except MachineError as exc:
             raise KernelUsageError(f"--protect {where}: {exc}") from None
-        _say(console, f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
+        say(f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
     shown = ", ".join(f"{a:#x}" for a in call_args)
-    _say(console, f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {args.policy} ({args.host} host, {task})")
+    doc.update(symbol=kernel.symbolize(target), address=target, args=call_args)
+    say(f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {policy[0]} ({host[0]} host, {task[0]})")
     if gdb:
         gdb.attach(lab, target)
     result = kernel.call(target, *call_args, budget=budget, trace=args.trace)
     if gdb:
         gdb.finish(result)
-    if args.trace and result.trace:
-        _say(console, "trace:")
-        for step in result.trace:
-            where = f" <{kernel.symbolize(step.pc)}>" if kernel.owns(step.pc) else ""
-            _say(console, f"  {step}{where}")
+
+    def at(pc: int) -> str:
+        return f" <{kernel.symbolize(pc)}>" if kernel.owns(pc) else ""
+
+    if args.trace and result.trace is not None:
+        say("trace and events:")
+        for item in report.trace_stream(result.trace, result.events, verbose=args.verbose):
+            say(f"      >> {item}{at(item.pc)}" if isinstance(item, Event) else f"  {item}{at(item.pc)}")
         if result.trace_truncated:
-            _say(console, f"trace truncated after {len(result.trace)} steps")
-    _say(console, "events:")
-    for event in result.events:
-        where = f" <{kernel.symbolize(event.pc)}>" if kernel.owns(event.pc) else ""
-        _say(console, f"  {event}{where}")
-    _say(console, f"outcome: {result.outcome}")
+            say(f"trace truncated after {len(result.trace)} steps")
+        doc["trace"] = [{"pc": t.pc, "el": t.el, "text": t.text} for t in report.executed(result.trace, result.events)]
+        doc["trace_truncated"] = result.trace_truncated
+    else:
+        say("events:")
+        for event in report.visible_events(result.events, args.verbose):
+            say(f"  {event}{at(event.pc)}")
+    doc["events"] = [
+        {"seq": e.seq, "kind": e.kind, "pc": e.pc, "el": e.el, "message": e.message, "housekeeping": report.housekeeping(result.events, i)}
+        for i, e in enumerate(result.events)
+    ]
+    say(f"outcome: {result.outcome}")
+    doc["outcome"] = {"kind": str(result.outcome.kind), "message": result.outcome.message}
     x0 = result.x0
-    _say(console, f"x0: {x0:#x} ({x0 - (1 << 64) if x0 >> 63 else x0})")
+    doc["x0"] = x0
+    say(f"x0: {x0:#x} ({x0 - (1 << 64) if x0 >> 63 else x0})")
+    doc["protected"] = []
     for prot in rig.protected:
-        _say(console, rig.guest_page_report(prot))
+        say(rig.guest_page_report(prot))
+        now = rig.machine.phys.read(prot.pfn << 12, PAGE_SIZE)
+        doc["protected"].append({
+            "va": prot.va, "pfn": prot.pfn, "guest": prot.handle, "gfn": prot.gfn,
+            "state": str(rig.hyp.ownership.guest_state(prot.handle, prot.gfn)),
+            "contents": "unchanged" if now == prot.before else "scrubbed" if not any(now) else "changed",
+        })
+    doc["dumps"] = []
     for spec, where, size in dumps:
         addr = names.value(where)
         try:
-            _say(console, f"{where} [{addr:#x}, +{size}]: {kernel.machine.read(addr, size).hex()}")
+            data = kernel.machine.read(addr, size)
         except MachineError as exc:
             raise KernelUsageError(f"--dump {spec}: {exc}") from None
+        say(f"{where} [{addr:#x}, +{size}]: {data.hex()}")
+        doc["dumps"].append({"spec": spec, "address": addr, "hex": data.hex()})
+    if args.json:
+        report.dump(doc, sys.stdout)
     return EXIT_OK
 
 
@@ -314,7 +380,7 @@ def cmd_sweep(args, console: Console) -> int:
             progress=lambda done, _total: bar.update(task, completed=done), fault_path=args.host, shard=shard,
         )
     if args.json:
-        sys.stdout.write(json.dumps(summary_record(summary, vm, spec, policies), sort_keys=True) + "\n")
+        report.dump(summary_record(summary, vm, spec, policies), sys.stdout)
         return EXIT_OK if summary.ok else EXIT_UNEXPECTED
     _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}{'; real host' if args.host == 'real' else ''}]")
     print_summary(summary, console)
@@ -329,10 +395,11 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     sub = kernel.add_subparsers(dest="kernel_command", required=True)
     f = sub.add_parser("fetch", help="download a Debian cloud-arm64 debug vmlinux into the user cache")
     f.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)} (default bookworm)")
+    f.add_argument("--json", action="store_true", help="the fetched paths as one JSON object (docs/schema/kernel-fetch.schema.json)")
     f.set_defaults(func=cmd_fetch)
     i = sub.add_parser("info", help="version, extable entries by type and the functions that own them")
     i.add_argument("vmlinux", nargs="?", help="a vmlinux path or a suite name (default: $FAULTLAB_VMLINUX)")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="one JSON object on stdout (docs/schema/kernel-info.schema.json)")
     i.set_defaults(func=cmd_info)
     c = sub.add_parser("call", help="run one kernel function at EL1 under a policy, with buffers and protected pages")
     c.add_argument("vmlinux", help="a vmlinux path or a suite name")
@@ -342,13 +409,15 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--user-buffer", metavar="SIZE", help="map a user buffer, named ubuf")
     c.add_argument("--write", action="append", metavar="ADDR=TEXT", help="write TEXT (or hex:BYTES) at ADDR before the call")
     c.add_argument("--protect", action="append", metavar="ADDR", help="donate the page holding ADDR to a guest (repeatable)")
-    c.add_argument("--policy", default="inject-reclaim", help=f"EL2 policy ({', '.join(known_policies())})")
+    c.add_argument("--policy", help=f"EL2 policy (default {DEFAULT_CALL_POLICY}; {', '.join(known_policies())})")
     c.add_argument("--static-key", action="append", metavar="NAME", help="enable a static key before the call")
     c.add_argument("--stub", action="append", metavar="NAME[=RET]", help="make a callee return RET (default 0) at once")
     c.add_argument("--dump", action="append", metavar="ADDR:LEN", help="print memory after the call")
-    c.add_argument("--budget", default="2000000", help="instructions per run segment")
-    c.add_argument("--trace", action="store_true", help="print every executed instruction")
-    c.add_argument("--host", choices=HOSTS, default="model", help=HOST_HELP)
+    c.add_argument("--budget", help=f"instructions per run segment (default {DEFAULT_BUDGET})")
+    c.add_argument("--trace", action="store_true", help="print every executed instruction, with the events between them")
+    c.add_argument("--host", choices=HOSTS, help=HOST_HELP + " (default model)")
+    c.add_argument("--json", action="store_true", help="one JSON object on stdout (docs/schema/kernel-call.schema.json)")
+    c.add_argument("--verbose", action="store_true", help="also show housekeeping events (lazy stage-2 idmap aborts)")
     c.add_argument("--task", choices=("user", "kthread"), help="current: a user task with an mm, or a kernel thread (default: user with --user-buffer, else kthread)")
     c.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb's remote protocol (127.0.0.1 unless HOST), stopped at the function's entry (docs/gdb.md)")
     c.set_defaults(func=cmd_call)

@@ -65,7 +65,7 @@ def cmd_matrix(args, console: Console) -> int:
             if p in sc.policies:
                 records.append(run(sc, p, kernels=kernels))
     if args.json:
-        report.write_json(records, sys.stdout)
+        report.write_json(records, sys.stdout, host=args.host)
     else:
         report.print_matrix(records, policies, console)
     if args.junit:
@@ -75,6 +75,8 @@ def cmd_matrix(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
+    args.host_given = args.host is not None
+    args.host = args.host or "model"
     if args.trace_limit is not None:
         if args.trace_limit < 1:
             raise UsageError(f"--trace-limit {args.trace_limit}: at least 1 step")
@@ -95,14 +97,38 @@ def cmd_run(args, console: Console) -> int:
         if gdb:
             gdb.finish(record.result)
         if args.json:
-            report.write_json([record], sys.stdout, trace=args.trace)
+            report.write_json([record], sys.stdout, trace=args.trace, host=args.host)
         else:
-            report.print_run(record, console, trace=args.trace)
+            header = run_header(record, policy_given=bool(args.policy), host=args.host, host_given=args.host_given)
+            report.print_run(record, console, trace=args.trace, verbose=args.verbose, header=header)
         status = EXIT_UNEXPECTED if record.unexpected else status
     return status
 
 
+def run_header(record, *, policy_given: bool, host: str, host_given: bool) -> str:
+    """The settings of one run, defaults marked, so nobody reads a verdict without knowing what produced it."""
+    vm = record.lab.vmlinux
+    kernel = f"Linux {vm.version.release} ({vm.path})" if vm is not None else "none (guest_asm routines on the Python host model)"
+    policy = f"policy {record.policy}" + ("" if policy_given else " (default: every policy the scenario names; --policy to choose)")
+    host_text = f"host {host}" + ("" if host_given else " (default; --host real for the image's own fault path)") if vm is not None else "host model"
+    return f"settings: {policy}; {host_text}; task {record.scenario.routine.task}; kernel {kernel}"
+
+
+def list_record() -> dict:
+    """`faultlab list --json` (docs/schema/list.schema.json): policies, built-in scenarios, routines."""
+    from faultlab.sweep import ROUTINES
+
+    return {
+        "policies": [{"name": p.name, "summary": p.summary} for p in known_policies().values()],
+        "scenarios": [{"name": sc.name, "description": sc.description, "file": f.name} for f in builtin_scenarios() for sc in [load(f)]],
+        "routines": [{"name": name, "file": spec.file, "symbol": spec.symbol} for name, spec in ROUTINES.items()],
+    }
+
+
 def cmd_list(args, console: Console) -> int:
+    if args.json:
+        report.dump(list_record(), sys.stdout)
+        return EXIT_OK
     console.print("[bold]policies[/bold]")
     for p in known_policies().values():
         console.print(f"  {p.name:20} {p.summary}", highlight=False)
@@ -146,7 +172,12 @@ def cmd_explain(args, console: Console) -> int:
     hpfar = _register(args.hpfar, "--hpfar")
     if hpfar is not None and args.el != 2:
         raise UsageError("--hpfar needs --el 2: HPFAR_EL2 is reported only for faults taken to EL2")
-    console.print(explain(esr, el=args.el, far=far, hpfar=hpfar), highlight=False)
+    if args.json:
+        from faultlab.cli.explain import explain_record
+
+        report.dump(explain_record(esr, el=args.el, far=far, hpfar=hpfar), sys.stdout)
+        return EXIT_OK
+    console.print(explain(esr, el=args.el, far=far, hpfar=hpfar), highlight=False, markup=False)
     return EXIT_OK
 
 
@@ -156,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("matrix", help="scenario x policy verdicts (built-in scenarios when no paths are given)")
     m.add_argument("paths", nargs="*", help="scenario files or directories")
     m.add_argument("--policy", action="append", help="only these policies (repeatable)")
-    m.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
+    m.add_argument("--json", action="store_true", help="one JSON object per run on stdout (docs/schema/run.schema.json)")
     m.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
     m.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
     m.set_defaults(func=cmd_matrix)
@@ -165,17 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", action="append")
     r.add_argument("--trace", action="store_true", help=f"print the executed instructions (at most {DEFAULT_MAX_TRACE}; with --json, as a list)")
     r.add_argument("--trace-limit", type=int, metavar="N", help=f"trace at most N instructions (default {DEFAULT_MAX_TRACE})")
-    r.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--host", choices=("model", "real"), default=None, help="vmlinux scenarios: the host fault path is the Python model of fault.c (model, the default) or the image's own do_mem_abort (real)")
+    r.add_argument("--json", action="store_true", help="one JSON object per run on stdout (docs/schema/run.schema.json)")
+    r.add_argument("--verbose", action="store_true", help="also show housekeeping events (lazy stage-2 idmap aborts)")
     r.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb's remote protocol (127.0.0.1 unless HOST), stopped at the routine's entry (docs/gdb.md)")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="built-in policies, scenarios and routines")
+    ls.add_argument("--json", action="store_true", help="one JSON object on stdout (docs/schema/list.schema.json)")
     ls.set_defaults(func=cmd_list)
     e = sub.add_parser("explain", help="decode an ESR value field by field")
     e.add_argument("esr")
     e.add_argument("--el", type=int, choices=(1, 2), default=1)
     e.add_argument("--far")
     e.add_argument("--hpfar")
+    e.add_argument("--json", action="store_true", help="the fields as one JSON object (docs/schema/explain.schema.json)")
     e.set_defaults(func=cmd_explain)
     add_sweep_command(sub)
     add_kernel_commands(sub)

@@ -1,7 +1,7 @@
 """`faultlab sweep ROUTINE`: move the protected boundary across a routine's buffers, with progress.
 
-JSON (`--json`): one summary object per routine (`SweepSummary.as_json`):
-{"routine", "cases", "passed", "unjudged", "failures": [{"case", "problems"}], "outcomes": {kind: count}, "seconds"}
+JSON (`--json`, docs/schema/sweep.schema.json): one summary object per routine (`SweepSummary.as_json`):
+{"schema_version", "routine", "cases", "passed", "unjudged", "failures": [{"case", "problems"}], "outcomes": {kind: count}, "seconds"}
 `faultlab kernel sweep` emits the same shape for a real kernel's routine.
 With `--shard K/N` the object adds "shard": "K/N", "planned" (cases in the
 whole plan) and "case_ids" (the plan indexes this shard ran);
@@ -16,6 +16,7 @@ import sys
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from faultlab import report
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED, UsageError
 from faultlab.sweep import ROUTINES, Shard, ShardError, SweepError, SweepSummary, merge_records, run_sweep
 
@@ -67,7 +68,7 @@ def cmd_sweep(args, console) -> int:
             raise UsageError(str(exc)) from None
         ok = ok and summary.ok
         if args.json:
-            sys.stdout.write(json.dumps(summary.as_json(), sort_keys=True) + "\n")
+            report.dump(summary.as_json(), sys.stdout)
         else:
             print_summary(summary, console)
     return EXIT_OK if ok else EXIT_UNEXPECTED
@@ -99,6 +100,8 @@ def cmd_sweep_merge(args, console) -> int:
                 raise UsageError(f"{path}:{n}: not a sweep JSON line ({exc.msg})") from None
             if not isinstance(rec, dict) or "routine" not in rec:
                 raise UsageError(f"{path}:{n}: not a sweep summary object")
+            if rec.get("schema_version", report.SCHEMA_VERSION) != report.SCHEMA_VERSION:
+                raise UsageError(f"{path}:{n}: schema_version {rec['schema_version']!r}; this faultlab reads {report.SCHEMA_VERSION}")
             records.append(rec)
     if not records:
         raise UsageError(f"no sweep summaries in {' '.join(args.files)}")
@@ -109,7 +112,7 @@ def cmd_sweep_merge(args, console) -> int:
     ok = all(m["passed"] for m in merged)
     for m in merged:
         if args.json:
-            sys.stdout.write(json.dumps(m, sort_keys=True) + "\n")
+            report.dump(m, sys.stdout)
         else:
             kinds = ", ".join(f"{k} {v}" for k, v in m["outcomes"].items())
             unjudged = f", {m['unjudged']} unjudged" if m["unjudged"] else ""
