@@ -30,7 +30,7 @@ from faultlab.kernel.fetch import SUITES, fetch, resolve
 from faultlab.sweep import SweepError
 from faultlab import report
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED
-from faultlab.cli.sweep import parse_shard, print_summary
+from faultlab.cli.sweep import check_plot_args, parse_shard, print_summary, save_plot
 
 MAX_SWEEP_LENGTH = 4 * 4096
 HOST_HELP = "the host fault path: the Python model of fault.c (model) or the image's own do_mem_abort (real)"
@@ -355,6 +355,8 @@ def cmd_sweep(args, console: Console) -> int:
             raise KernelUsageError(f"unknown policy {p!r} (known: {', '.join(known_policies())})")
     lengths = _lengths(args.lengths) if args.lengths else None
     shard = parse_shard(args.shard)
+    if args.plot:
+        check_plot_args(args)  # before the vmlinux is opened: a bad file name costs nothing
     jobs = _int(args.jobs, "number of jobs")
     limit = _int(args.limit, "case limit") if args.limit else None
     if jobs < 1 or (limit is not None and limit < 1):
@@ -370,6 +372,8 @@ def cmd_sweep(args, console: Console) -> int:
     total = len(plan_cases(spec, full, policies, limit))
     total = len(shard.ids(total)) if shard else total
     where = f"{spec.symbol} on Linux {vm.version.release}"
+    if args.plot:
+        return _plot_kernel_sweep(args, console, vm, spec, policies, full, limit, shard, where)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=Console(stderr=True), transient=True, disable=args.json,
@@ -386,6 +390,24 @@ def cmd_sweep(args, console: Console) -> int:
     print_summary(summary, console)
     for item in looseness(vm, routine.name):
         _say(console, f"  looser than the reference (allowed): {item.what}")
+    return EXIT_OK if summary.ok else EXIT_UNEXPECTED
+
+
+def _plot_kernel_sweep(args, console: Console, vm: Vmlinux, spec, policies, full: bool, limit, shard, where: str) -> int:
+    """`kernel sweep ... --plot FILE`: the same cases, each kept for the heatmaps (faultlab/plot.py)."""
+    from faultlab.plot import collect
+    from faultlab.sweep import shard_cases, with_shard
+    from faultlab.sweep.kernel import KernelBench
+
+    planned = plan_cases(spec, full, policies, limit)
+    todo, ids = shard_cases(planned, shard)
+    summary, points = collect(spec, todo, KernelBench(vm, fault_path=args.host))
+    summary = with_shard(summary, shard, ids, len(planned))
+    save_plot(summary, points, args.plot, policies, console, f"faultlab kernel sweep {where}", args.json)
+    if args.json:
+        report.dump(summary_record(summary, vm, spec, policies), sys.stdout)
+    else:
+        print_summary(summary, console)
     return EXIT_OK if summary.ok else EXIT_UNEXPECTED
 
 
@@ -429,9 +451,10 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--full", action="store_true", help="the full plan (tens of thousands of cases)")
     w.add_argument("--limit", metavar="N", help="run at most N cases")
     w.add_argument("--jobs", default="1", metavar="N", help="worker processes")
-    w.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    w.add_argument("--json", action="store_true", help="print the summary as one JSON object (docs/schema/sweep.schema.json)")
     w.add_argument("--host", choices=HOSTS, default="model", help=HOST_HELP)
     w.add_argument("--shard", metavar="K/N", help="run only shard K of N of the planned cases; merge with `faultlab sweep-merge`")
+    w.add_argument("--plot", metavar="FILE", help="also draw the cases as heatmaps into FILE.svg or FILE.png (needs matplotlib; one process)")
     w.set_defaults(func=cmd_sweep)
     return kernel
 

@@ -11,14 +11,16 @@ incomplete sets with exit 2.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import sys
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from faultlab import report
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED, UsageError
-from faultlab.sweep import ROUTINES, Shard, ShardError, SweepError, SweepSummary, merge_records, run_sweep
+from faultlab.sweep import ROUTINES, Plan, Shard, ShardError, SweepError, SweepSummary, merge_records, run_sweep
 
 
 def print_summary(summary: SweepSummary, console) -> None:
@@ -47,6 +49,8 @@ def cmd_sweep(args, console) -> int:
     names = list(ROUTINES) if args.routine == "all" else [args.routine]
     if args.routine != "all" and args.routine not in ROUTINES:
         raise UsageError(f"unknown routine {args.routine!r} (known: all, {', '.join(ROUTINES)})")
+    if args.plot or args.lengths:
+        return plot_sweep(args, console, shard)
     ok = True
     for name in names:
         try:
@@ -72,6 +76,81 @@ def cmd_sweep(args, console) -> int:
         else:
             print_summary(summary, console)
     return EXIT_OK if ok else EXIT_UNEXPECTED
+
+
+def check_plot_args(args) -> None:
+    """--plot draws one routine from case runs kept in this process: refuse what it cannot do, before running."""
+    from faultlab.plot import PlotError, check_target
+
+    what = "--plot" if args.plot else "--lengths"
+    if getattr(args, "routine", None) == "all":
+        raise UsageError(f"{what} takes one routine: name it instead of all")
+    if int(args.jobs) > 1:
+        raise UsageError(f"{what} runs every case in this process: leave out --jobs")
+    if args.plot:
+        try:
+            check_target(args.plot)
+        except PlotError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def save_plot(summary: SweepSummary, points, path: str, policies, console, title: str, quiet: bool) -> None:
+    from faultlab.plot import PlotError, heatmaps, save
+
+    try:
+        save(heatmaps(summary.routine, points, policies), path, title)
+    except PlotError as exc:
+        raise UsageError(str(exc)) from None
+    if not quiet:
+        console.print(f"plot: {path} ({len(points)} cases, {len(summary.failures)} marked as mismatches)", markup=False, highlight=False)
+
+
+def plot_sweep(args, console, shard: Shard | None) -> int:
+    """`faultlab sweep ROUTINE --plot FILE`: the same cases as the sweep, each kept for the heatmaps."""
+    from faultlab.plot import collect
+    from faultlab.sweep import Bench, cases, check_policies, routine, shard_cases, with_shard
+    from hyp.policies import known as known_policies
+
+    check_plot_args(args)
+    spec = routine(args.routine)
+    policies = list(args.policy) if args.policy else list(known_policies())
+    check_policies(policies)
+    full, mode = args.full, "full" if args.full else "quick"
+    if args.lengths:
+        if any(len(s) != 1 for s in spec.quick.sizes):
+            raise UsageError(f"--lengths: {spec.name} is sized by more than one number ({spec.quick.sizes[0]}); use the quick or --full plan")
+        lengths = parse_lengths(args.lengths)
+        # as `kernel sweep --lengths`: every boundary under every policy up to 64 bytes of reach, sampled above
+        spec = dataclasses.replace(spec, full=Plan([(n,) for n in lengths], every_boundary_upto=64, sampled_boundaries=4, all_policies_upto=None))
+        full, mode = True, f"lengths {args.lengths}"
+    todo = list(cases(spec, full, policies))[: args.limit]
+    planned = len(todo)
+    todo, ids = shard_cases(todo, shard)
+    summary, points = collect(spec, todo, Bench())
+    summary = with_shard(summary, shard, ids, planned)
+    if args.plot:
+        save_plot(summary, points, args.plot, policies, console, f"faultlab sweep {spec.name} ({mode})", args.json)
+    if args.json:
+        report.dump(summary.as_json(), sys.stdout)
+    else:
+        print_summary(summary, console)
+    return EXIT_OK if summary.ok else EXIT_UNEXPECTED
+
+
+MAX_LENGTH = 4 * 4096
+
+
+def parse_lengths(text: str) -> range:
+    """--lengths: 'A-B' (inclusive) or one length 'N', at most MAX_LENGTH bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        raise UsageError(f"--lengths wants A-B or N (bytes), not {text!r}")
+    lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+    if hi < lo:
+        raise UsageError(f"--lengths {text}: the range is empty ({hi} < {lo})")
+    if hi > MAX_LENGTH:
+        raise UsageError(f"--lengths {text}: at most {MAX_LENGTH} bytes")
+    return range(lo, hi + 1)
 
 
 def parse_shard(text: str | None) -> Shard | None:
@@ -132,10 +211,12 @@ def add_sweep_command(sub) -> None:
     s.add_argument("--full", action="store_true", help="the full cross product (slow) instead of the quick subset")
     s.add_argument("--jobs", type=int, default=1, help="worker processes")
     s.add_argument("--limit", type=int, help="stop after this many cases")
-    s.add_argument("--json", action="store_true", help="one JSON summary per routine on stdout")
+    s.add_argument("--json", action="store_true", help="one JSON summary per routine on stdout (docs/schema/sweep.schema.json)")
     s.add_argument("--shard", metavar="K/N", help="run only shard K of N (planned case index mod N == K-1); merge with sweep-merge")
+    s.add_argument("--lengths", metavar="A-B", help="instead of the quick/full plan: these lengths, every boundary up to 64 bytes of reach under every policy (routines sized by one length)")
+    s.add_argument("--plot", metavar="FILE", help="also draw the cases as heatmaps (length x boundary offset, one panel per policy) into FILE.svg or FILE.png (needs matplotlib)")
     s.set_defaults(func=cmd_sweep)
     m = sub.add_parser("sweep-merge", help="merge the --json outputs of `sweep --shard K/N` runs into one summary per routine")
     m.add_argument("files", nargs="+", metavar="FILE", help="files of JSON lines from sharded sweeps (faultlab sweep or kernel sweep)")
-    m.add_argument("--json", action="store_true", help="one merged JSON summary per routine on stdout")
+    m.add_argument("--json", action="store_true", help="one merged JSON summary per routine on stdout (docs/schema/sweep.schema.json)")
     m.set_defaults(func=cmd_sweep_merge)
