@@ -18,6 +18,14 @@ machine; one `VmlinuxShelf` per session opens each vmlinux once.
 (`--host real` of `faultlab run/matrix`); the default is the Python model.
 The host is a run option, not a scenario field: a scenario states what the
 kernel does, and both hosts must meet the same expectations.
+
+Fixtures for your own tests (docs/api.md):
+    faultlab_lab         a fresh Lab with guest_asm's kernel routines assembled
+    faultlab_kernel      a real vmlinux by suite (default sid), skipped when not cached
+    faultlab_kernel_lab  that kernel booted in a lab (a KernelRig)
+Their policy (default inject-reclaim), kernel and host come from indirect
+parametrization (`request.param`: a policy name, or a dict of them) or from
+the marker `@pytest.mark.faultlab(policy=..., kernel=..., host=...)`.
 """
 from __future__ import annotations
 
@@ -49,6 +57,9 @@ def _host(config) -> str:
 
 def pytest_configure(config) -> None:
     config.stash[_SHELF] = VmlinuxShelf(_host(config))
+    config.addinivalue_line(
+        "markers", "faultlab(policy=None, kernel=None, host=None): settings of the faultlab_lab / faultlab_kernel / faultlab_kernel_lab fixtures",
+    )
 
 
 def _shelf(config) -> VmlinuxShelf:
@@ -134,3 +145,50 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"scenario {self.scenario.name} [{self.policy}]"
+
+
+# ---------------------------------------------------------------- fixtures
+DEFAULT_POLICY = "inject-reclaim"
+DEFAULT_KERNEL = "sid"
+
+
+def _setting(request, name: str, default):
+    """A fixture setting: indirect parametrization first (a policy name, or a dict), then the marker, then the default."""
+    param = getattr(request, "param", None)
+    if isinstance(param, dict) and name in param:
+        return param[name]
+    if isinstance(param, str) and name == "policy":
+        return param
+    marker = request.node.get_closest_marker("faultlab")
+    if marker is not None and marker.kwargs.get(name) is not None:
+        return marker.kwargs[name]
+    return default
+
+
+@pytest.fixture
+def faultlab_lab(request):
+    """A fresh `Lab` under the policy (default inject-reclaim) with guest_asm's kernel routines assembled."""
+    from faultlab import api
+
+    return api.lab(_setting(request, "policy", DEFAULT_POLICY))
+
+
+@pytest.fixture
+def faultlab_kernel(request):
+    """A real vmlinux (default: the cached sid kernel, Linux 7.2), opened once per session; skips, saying how to
+    fetch it, when it is not on this machine."""
+    shelf = _shelf(request.config)
+    spec = _setting(request, "kernel", DEFAULT_KERNEL)
+    missing = shelf.missing(spec)
+    if missing is not None:
+        pytest.skip(missing)
+    return shelf.open(spec)
+
+
+@pytest.fixture
+def faultlab_kernel_lab(request, faultlab_kernel):
+    """`faultlab_kernel` booted under the policy (a `KernelRig`: .lab, .protect(va), .call(symbol, *args))."""
+    from faultlab import api
+
+    host = _setting(request, "host", _shelf(request.config).host)
+    return api.kernel_lab(faultlab_kernel, _setting(request, "policy", DEFAULT_POLICY), host=host)
