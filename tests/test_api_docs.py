@@ -54,3 +54,14 @@ def test_fixture_example_runs_under_pytest(tmp_path):
     summary = proc.stdout.strip().splitlines()[-1]
     # two parametrized lab tests pass; the kernel one passes, or skips saying how to fetch the kernel
     assert re.search(r"\b3 passed\b", summary) or (re.search(r"\b2 passed, 1 skipped\b", summary) and "faultlab kernel fetch" in proc.stdout), summary
+
+
+@pytest.mark.kernel
+def test_readme_python_example_runs(capsys):
+    """The README's Python block (it boots the sid kernel, so it runs where that kernel is cached)."""
+    vmlinux("7.2")
+    readme = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["inject fixed-up intact", "reclaim returned reclaimed"]
