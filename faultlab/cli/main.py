@@ -56,6 +56,8 @@ def _policies(asked: list[str] | None, scenario: Scenario | None = None) -> list
 
 
 def cmd_matrix(args, console: Console) -> int:
+    args.host_given = args.host is not None
+    args.host = args.host or "model"
     scenarios = [v for f in _scenario_files(args.paths) for v in load(f).variants()]
     policies = _policies(args.policy)
     kernels = VmlinuxShelf(args.host)  # each vmlinux is parsed once for the whole matrix
@@ -67,6 +69,9 @@ def cmd_matrix(args, console: Console) -> int:
     if args.json:
         report.write_json(records, sys.stdout, host=args.host)
     else:
+        if any(r.lab.vmlinux is not None for r in records):  # only a vmlinux's runs depend on the host
+            note = "" if args.host_given else " (default; --host real for the image's own fault path)"
+            console.print(f"settings: host {args.host}{note}; policies {'as given' if args.policy else 'all (default)'}", markup=False, highlight=False)
         report.print_matrix(records, policies, console)
     if args.junit:
         Path(args.junit).write_text(report.junit_xml(records))
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--policy", action="append", help="only these policies (repeatable)")
     m.add_argument("--json", action="store_true", help="one JSON object per run on stdout (docs/schema/run.schema.json)")
     m.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
-    m.add_argument("--host", choices=("model", "real"), default="model", help="vmlinux scenarios: the host fault path is the Python model of fault.c (model) or the image's own do_mem_abort (real)")
+    m.add_argument("--host", choices=("model", "real"), default=None, help="vmlinux scenarios: the host fault path is the Python model of fault.c (model, the default) or the image's own do_mem_abort (real)")
     m.set_defaults(func=cmd_matrix)
     r = sub.add_parser("run", help="one scenario with events (and an instruction trace)")
     r.add_argument("file")
