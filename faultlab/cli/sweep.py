@@ -85,7 +85,11 @@ def check_plot_args(args) -> None:
     what = "--plot" if args.plot else "--lengths"
     if getattr(args, "routine", None) == "all":
         raise UsageError(f"{what} takes one routine: name it instead of all")
-    if int(args.jobs) > 1:
+    try:
+        jobs = int(args.jobs)
+    except ValueError:
+        raise UsageError(f"--jobs {args.jobs!r}: not an integer") from None
+    if jobs > 1:
         raise UsageError(f"{what} runs every case in this process: leave out --jobs")
     if args.plot:
         try:
