@@ -190,7 +190,6 @@ def numeric(h: Heatmaps, metric: str, policy: str) -> list[list[float]]:
 
 def _matplotlib():
     try:
-        import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
         from matplotlib.colors import ListedColormap
     except ImportError:

@@ -451,7 +451,7 @@ def test_cli_sweep_json(capsys):
     assert out.count("\n") == 1
     rec = json.loads(out)
     # the shape of `faultlab sweep --json`, plus the kernel's keys
-    assert set(rec) == {"routine", "cases", "passed", "unjudged", "failures", "outcomes", "seconds", "symbol", "vmlinux", "release", "policies", "looseness"}
+    assert set(rec) == {"schema_version", "routine", "cases", "passed", "unjudged", "failures", "outcomes", "seconds", "symbol", "vmlinux", "release", "policies", "looseness"}
     spec = ks.kernel_spec(vm, "strscpy", ks.lengths_plan(ks.kernel_routine("strscpy"), range(3, 6)))
     assert rec["cases"] == len(ks.plan_cases(spec, True, ["inject", "reclaim"]))
     assert (rec["routine"], rec["symbol"], rec["passed"], rec["failures"]) == ("strscpy", "sized_strscpy", True, [])
