@@ -189,12 +189,14 @@ def numeric(h: Heatmaps, metric: str, policy: str) -> list[list[float]]:
 
 
 def _matplotlib():
+    """(matplotlib, Figure, ListedColormap), or a PlotError saying how to install it."""
     try:
-        from matplotlib.figure import Figure
+        import matplotlib  # the package itself first: its submodules may be cached without it
         from matplotlib.colors import ListedColormap
+        from matplotlib.figure import Figure
     except ImportError:
         raise PlotError("--plot needs matplotlib: pip install 'pkvm-faultlab[plot]'") from None
-    return Figure, ListedColormap
+    return matplotlib, Figure, ListedColormap
 
 
 def _ticks(n: int) -> list[int]:
@@ -207,7 +209,7 @@ def draw(h: Heatmaps, title: str = ""):
 
     Each panel's image has gid "METRIC:POLICY" and holds `numeric(h, METRIC, POLICY)`.
     """
-    Figure, ListedColormap = _matplotlib()
+    _, Figure, ListedColormap = _matplotlib()
     npol = max(len(h.policies), 1)
     width = min(4 + 3.2 * npol, 40)
     height = 3 * (1.2 + min(len(h.rows), 40) * 0.12) + 1
@@ -254,8 +256,7 @@ def check_target(path: str | Path) -> Path:
 
 
 def save(h: Heatmaps, path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
+    matplotlib = _matplotlib()[0]
     p = check_target(path)
     fig = draw(h, title)
     svg = p.suffix.lower() == ".svg"
