@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import venv
 import zipfile
@@ -67,6 +68,12 @@ def test_wheel_installs_and_runs_the_matrix_outside_the_checkout(tmp_path):
             raise
     names = zipfile.ZipFile(wheel).namelist()
     assert "faultlab/builtin/a_zeropad_overread.toml" in names and "guest_asm/include/copy_template.S" in names
+    # the sdist is a clone's worth: the tests, the docs they read (schemas, api.md, pictures), the scenarios
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
+    tracked = {"tests/test_json_schema.py", "docs/schema/run.schema.json", "docs/api.md", "docs/img/sweep_copy_from_user.png",
+               "scenarios/inline_zeropad.toml", "CHANGELOG.md", "tests/data/asm/copy_user.S", ".ci/run", "scripts/update_docs.py"}
+    assert tracked <= members, sorted(tracked - members)
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=False)
