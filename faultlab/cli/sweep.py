@@ -50,7 +50,7 @@ def cmd_sweep(args, console) -> int:
     if args.routine != "all" and args.routine not in ROUTINES:
         raise UsageError(f"unknown routine {args.routine!r} (known: all, {', '.join(ROUTINES)})")
     if args.plot or args.lengths:
-        return plot_sweep(args, console, shard)
+        return sweep_in_process(args, console, shard)
     ok = True
     for name in names:
         try:
@@ -109,8 +109,8 @@ def save_plot(summary: SweepSummary, points, path: str, policies, console, title
         console.print(f"plot: {path} ({len(points)} cases, {len(summary.failures)} marked as mismatches)", markup=False, highlight=False)
 
 
-def plot_sweep(args, console, shard: Shard | None) -> int:
-    """`faultlab sweep ROUTINE --plot FILE`: the same cases as the sweep, each kept for the heatmaps."""
+def sweep_in_process(args, console, shard: Shard | None) -> int:
+    """`faultlab sweep ROUTINE --plot FILE` or `--lengths A-B`: the sweep's cases run here, each kept (for the heatmaps)."""
     from faultlab.plot import collect
     from faultlab.sweep import Bench, cases, check_policies, routine, shard_cases, with_shard
     from hyp.policies import known as known_policies
