@@ -153,6 +153,10 @@ def test_kernel_commands(capsys):
     assert call["policy"] == "inject-reclaim" and set(call["defaults"]) == {"policy", "host", "task", "budget"}
     assert call["outcome"]["kind"] == "returned" and call["dumps"][0]["hex"] == b"hello".hex()
     assert any(e["housekeeping"] for e in call["events"]) and any(e["kind"] == "fixup" for e in call["events"])
+    assert call["verdict"]["outcome"] == "fixed-up" and call["verdict"]["guest_integrity"] == "intact"
+    (reclaimed,) = documents(capsys, [*argv, "--policy", "reclaim"])
+    check("kernel-call", [reclaimed])
+    assert reclaimed["verdict"]["guest_integrity"] == "reclaimed" and reclaimed["protected"][0]["state"] == "POISON"
     (traced,) = documents(capsys, [*argv, "--trace", "--policy", "inject"])
     check("kernel-call", [traced])
     assert traced["defaults"] == ["host", "task", "budget"] and traced["trace"]

@@ -24,6 +24,7 @@ from kimage.elf import Vmlinux
 from faultlab.kernel.lab import KernelRig, KernelUsageError
 from faultlab.stack import HOSTS
 from faultlab.lab import Lab
+from faultlab.oracle import judge, snapshot
 from faultlab.runner import RunError, evaluate
 from faultlab.kernel.fetch import SUITES, fetch, resolve
 from faultlab import report
@@ -278,6 +279,7 @@ def cmd_call(args, console: Console) -> int:
     shown = ", ".join(f"{a:#x}" for a in call_args)
     doc.update(symbol=kernel.symbolize(target), address=target, args=call_args)
     say(f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {policy[0]} ({host[0]} host, {task[0]})")
+    before = snapshot(lab)  # for the oracle's verdict in --json (the same judge as scenario runs)
     if gdb:
         gdb.attach(lab, target)
     result = kernel.call(target, *call_args, budget=budget, trace=args.trace)
@@ -327,6 +329,7 @@ def cmd_call(args, console: Console) -> int:
         say(f"{where} [{addr:#x}, +{size}]: {data.hex()}")
         doc["dumps"].append({"spec": spec, "address": addr, "hex": data.hex()})
     if args.json:
+        doc["verdict"] = judge(lab, result, before).as_dict()
         report.dump(doc, sys.stdout)
     return EXIT_OK
 
