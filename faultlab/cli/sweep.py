@@ -49,6 +49,8 @@ def cmd_sweep(args, console) -> int:
     names = list(ROUTINES) if args.routine == "all" else [args.routine]
     if args.routine != "all" and args.routine not in ROUTINES:
         raise UsageError(f"unknown routine {args.routine!r} (known: all, {', '.join(ROUTINES)})")
+    if not args.json:
+        console.print(settings_line(args), markup=False, highlight=False)
     if args.plot or args.lengths:
         return sweep_in_process(args, console, shard)
     ok = True
@@ -76,6 +78,16 @@ def cmd_sweep(args, console) -> int:
         else:
             print_summary(summary, console)
     return EXIT_OK if ok else EXIT_UNEXPECTED
+
+
+def settings_line(args) -> str:
+    """What this sweep runs, defaults marked (the header every run prints)."""
+    from hyp.policies import known as known_policies
+
+    plan = f"lengths {args.lengths}" if args.lengths else "full plan" if args.full else "quick plan (default; --full, --lengths A-B)"
+    policies = ", ".join(args.policy) if args.policy else f"all {len(known_policies())} (default)"
+    extra = "".join(f"; {flag} {value}" for flag, value in (("limit", args.limit), ("shard", args.shard)) if value is not None)
+    return f"settings: {plan}; policies {policies}{extra}"
 
 
 def check_plot_args(args) -> None:
