@@ -97,3 +97,15 @@ def test_kernel_call_header_events_and_trace(capsys):
     assert len(loads) == 1, loads
     i = out.index(loads[0])
     assert "abort: stage-2" in out[i + 1] and out[i + 1].lstrip().startswith(">>")
+
+
+def test_sweep_header_names_plan_and_policies(capsys):
+    from hyp.policies import known
+
+    assert main(["sweep", "full_name_hash", "--limit", "3"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"settings: quick plan (default; --full, --lengths A-B); policies all {len(known())} (default); limit 3"
+    assert main(["sweep", "full_name_hash", "--lengths", "2", "--policy", "inject", "--limit", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "settings: lengths 2; policies inject; limit 2"
+    assert main(["sweep", "full_name_hash", "--limit", "3", "--json"]) == 0
+    assert not capsys.readouterr().out.startswith("settings")  # JSON lines only
