@@ -19,6 +19,10 @@ REPT_OPENERS = {".rept", ".irp", ".irpc"}
 # Lines one `.rept` may expand to: kernel code repeats a few lines a few dozen times; a count of
 # 100000 is a typo that would take minutes to assemble (and a budget-less run to refuse).
 MAX_REPT_LINES = 1 << 16
+# Lines all `.rept`/`.irp`/`.irpc` expansions of one source may add together: nested repetitions
+# multiply (three nested `.rept 300` are 27 million lines, each under the per-`.rept` limit when it
+# is expanded), so the sum is bounded too.
+MAX_REPT_TOTAL_LINES = 1 << 16
 MACRO_DIRECTIVES = MACRO_OPENERS | REPT_OPENERS | {".endm", ".endr", ".exitm", ".purgem"}
 
 
@@ -124,6 +128,9 @@ class Macros(Symbols):
             for value in values:
                 pattern = re.compile(r"\\" + re.escape(param) + r"(?![\w])|\\\(\)")
                 body.extend(Line(b.loc, pattern.sub(lambda m: "" if m.group(0) == "\\()" else value.strip(), b.text), b.origin) for b in c.body)
+        self.rept_lines += len(body)
+        if self.rept_lines > MAX_REPT_TOTAL_LINES:
+            raise error(c.line, f".{c.kind} expansions (nested or repeated) add up past {MAX_REPT_TOTAL_LINES} lines")
         note = f"in .{c.kind} at {c.line.loc.file}:{c.line.loc.line}"
         self._push([Line(b.loc, b.text, b.origin + (note,)) for b in body], "rept", c.line)
 

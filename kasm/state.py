@@ -145,6 +145,7 @@ class AssemblerState:
         self.frames: list[Frame] = []
         self.conds: list[Cond] = []
         self.collector: Collector | None = None
+        self.rept_lines = 0  # lines added by every .rept/.irp/.irpc expansion so far (macros.MAX_REPT_TOTAL_LINES)
         self.exit_macro = False
         self.backend = KeystoneBackend()
         self.insn_addrs: set[int] = set()

@@ -100,3 +100,20 @@ def test_a_real_vmlinux_cut_short_is_one_line_of_bad_input(tmp_path, capsys, kee
     err = capsys.readouterr().err
     assert err.splitlines() == [err.rstrip("\n")] and err.startswith("faultlab: error: ")
     assert f"truncated or corrupt ELF file ({keep} bytes" in err
+
+
+# ------------------------------------------------------------------ kernel call --trace-limit
+@pytest.mark.parametrize("limit", [1, 5, 17])
+def test_kernel_call_trace_limit_caps_the_trace_and_says_so(capsys, limit) -> None:
+    """`kernel call --trace --trace-limit N`, as on `faultlab run`: exactly N trace lines, then the cut is named."""
+    from faultlab.kernel.fetch import find_cached
+
+    if find_cached("sid") is None:
+        pytest.skip("the sid vmlinux is not cached (faultlab kernel fetch sid)")
+    argv = ["kernel", "call", "sid", "memset", "buf", "0", "256", "--buffer", "256", "--trace", "--trace-limit", str(limit)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("trace:") + 1
+    steps = [line for line in out[start:] if line.startswith("  EL1 ")]
+    assert len(steps) == limit
+    assert out[start + limit] == f"trace truncated after {limit} steps (--trace-limit N for more)"

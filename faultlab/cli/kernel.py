@@ -18,6 +18,7 @@ from rich.console import Console
 from abi.arch import PAGE_SIZE
 from emu.machine import MachineError
 from emu.outcome import Event
+from emu.run_limits import DEFAULT_MAX_TRACE
 from hyp.policies import known as known_policies
 from kimage.elf import Vmlinux
 
@@ -231,6 +232,12 @@ def cmd_call(args, console: Console) -> int:
     if len(args.args) > 8:
         # AAPCS64 passes the first eight integer arguments in x0..x7; the rest go on a stack we do not build.
         raise KernelUsageError(f"{len(args.args)} arguments: at most 8 arguments (x0..x7)")
+    if args.trace_limit is not None:
+        if args.trace_limit < 1:
+            raise KernelUsageError(f"--trace-limit {args.trace_limit}: at least 1 step")
+        if not args.trace:
+            raise KernelUsageError("--trace-limit needs --trace")
+    max_trace = args.trace_limit or DEFAULT_MAX_TRACE
     dumps = [_dump_spec(d) for d in args.dump or []]
     buffer_size = _buffer_size(args.buffer, "--buffer") if args.buffer else None
     user_size = _buffer_size(args.user_buffer, "--user-buffer") if args.user_buffer else None
@@ -282,7 +289,7 @@ def cmd_call(args, console: Console) -> int:
     before = snapshot(lab)  # for the oracle's verdict in --json (the same judge as scenario runs)
     if gdb:
         gdb.attach(lab, target)
-    result = kernel.call(target, *call_args, budget=budget, trace=args.trace)
+    result = kernel.call(target, *call_args, budget=budget, trace=args.trace, max_trace=max_trace)
     if gdb:
         gdb.finish(result)
 
@@ -294,7 +301,7 @@ def cmd_call(args, console: Console) -> int:
         for item in report.trace_stream(result.trace, result.events, verbose=args.verbose):
             say(f"      >> {item}{at(item.pc)}" if isinstance(item, Event) else f"  {item}{at(item.pc)}")
         if result.trace_truncated:
-            say(f"trace truncated after {len(result.trace)} steps")
+            say(f"trace truncated after {len(result.trace)} steps (--trace-limit N for more)")
         doc["trace"] = [{"pc": t.pc, "el": t.el, "text": t.text} for t in report.executed(result.trace, result.events)]
         doc["trace_truncated"] = result.trace_truncated
     else:
@@ -359,7 +366,8 @@ def add_kernel_commands(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--stub", action="append", metavar="NAME[=RET]", help="make a callee return RET (default 0) at once")
     c.add_argument("--dump", action="append", metavar="ADDR:LEN", help="print memory after the call")
     c.add_argument("--budget", help=f"instructions per run segment (default {DEFAULT_BUDGET})")
-    c.add_argument("--trace", action="store_true", help="print every executed instruction, with the events between them")
+    c.add_argument("--trace", action="store_true", help=f"print the executed instructions (at most {DEFAULT_MAX_TRACE}), with the events between them")
+    c.add_argument("--trace-limit", type=int, metavar="N", help=f"trace at most N instructions (default {DEFAULT_MAX_TRACE})")
     c.add_argument("--host", choices=HOSTS, help=HOST_HELP + " (default model)")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout (docs/schema/kernel-call.schema.json)")
     c.add_argument("--verbose", action="store_true", help="also show housekeeping events (lazy stage-2 idmap aborts)")
