@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 from abi.arch import MASK64, PAGE_SHIFT
 from abi.linux import Errno
+from hyp.page_state import HANDLE_MASK
 
 if TYPE_CHECKING:
     from hyp.el2 import El2
@@ -77,26 +78,33 @@ def _create_guest(hyp: "El2") -> tuple[int, ...]:
     return (handle,) if handle < 0 else (0, handle)  # -ENOMEM: no free vm_table slot
 
 
+# Handles: hyp-main.c reads them with DECLARE_REG(pkvm_handle_t, ...), a u32: the register's upper
+# half is ignored (HANDLE_MASK), so 0x1_0000_1000 names VM 0x1000.
 def _donate_guest(hyp: "El2", phys: int, handle: int, gfn: int) -> tuple[int, ...]:
     pfn = _pfn_of(phys)
-    return (int(Errno.EINVAL if pfn is None else hyp.ownership.host_donate_guest(pfn, handle, gfn)),)
+    return (int(Errno.EINVAL if pfn is None else hyp.ownership.host_donate_guest(pfn, handle & HANDLE_MASK, gfn)),)
 
 
 def _share_guest(hyp: "El2", phys: int, handle: int, gfn: int) -> tuple[int, ...]:
     pfn = _pfn_of(phys)
-    return (int(Errno.EINVAL if pfn is None else hyp.ownership.host_share_guest(pfn, handle, gfn)),)
+    return (int(Errno.EINVAL if pfn is None else hyp.ownership.host_share_guest(pfn, handle & HANDLE_MASK, gfn)),)
 
 
 def _unshare_guest(hyp: "El2", handle: int, gfn: int) -> tuple[int, ...]:
-    return (int(hyp.ownership.host_unshare_guest(handle, gfn)),)
+    return (int(hyp.ownership.host_unshare_guest(handle & HANDLE_MASK, gfn)),)
 
 
 def _teardown(hyp: "El2", handle: int) -> tuple[int, ...]:
-    return (int(hyp.ownership.teardown_guest(handle)),)
+    return (int(hyp.ownership.teardown_guest(handle & HANDLE_MASK)),)
 
 
 def _reclaim_dying(hyp: "El2", handle: int, gfn: int) -> tuple[int, ...]:
-    return (int(hyp.ownership.reclaim_dying_guest_page(handle, gfn)),)
+    return (int(hyp.ownership.reclaim_dying_guest_page(handle & HANDLE_MASK, gfn)),)
+
+
+def _init_vcpu(hyp: "El2", handle: int, vcpu_idx: int) -> tuple[int, ...]:
+    # The index is the host vCPU's vcpu_idx, an unsigned int in struct kvm_vcpu.
+    return (int(hyp.ownership.init_vcpu(handle & HANDLE_MASK, vcpu_idx & HANDLE_MASK)),)
 
 
 # Numbers: 43 is __pkvm_force_reclaim_guest_page in Debian sid's Linux 7.2
@@ -114,6 +122,7 @@ HCALLS: dict[int, Hcall] = {
         Hcall(23, "__pkvm_host_unshare_guest", 2, _unshare_guest),
         Hcall(24, "__pkvm_start_teardown_vm", 1, _teardown),
         Hcall(25, "__pkvm_reclaim_dying_guest_page", 2, _reclaim_dying),
+        Hcall(26, "__pkvm_init_vcpu", 2, _init_vcpu),
         Hcall(43, "__pkvm_force_reclaim_guest_page", 1, _errno_of_pfn_call(_force_reclaim)),
     )
 }

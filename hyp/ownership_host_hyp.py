@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from abi.linux import Errno
 from hyp.ownership_effects import NOPAGE, OWNED, SHARED_BORROWED, SHARED_OWNED, OwnershipEffects, pfn_range, the_pfn
-from hyp.page_checks import check_page_states, is_int, pfn_range_is_valid
-from hyp.page_state import HYP, Annotation
+from hyp.page_checks import check_page_states, check_pfns, is_int, pfn_range_is_valid
+from hyp.page_state import HYP, MAX_HYP_PIN_COUNT, Annotation, HypBug
 from hyp.transition_log import transition
 
 
@@ -55,6 +55,8 @@ class HostHypTransitions(OwnershipEffects):
         """
         if ret := check_page_states(self._frames, pfn, nr, host=SHARED_OWNED, hyp=SHARED_BORROWED):
             return ret
+        if any(self._frames[p].hyp_pin_count >= MAX_HYP_PIN_COUNT for p in range(pfn, pfn + nr)):
+            raise HypBug(f"hyp_pin_shared_mem: refcount of a frame in {pfn:#x}+{nr} at USHRT_MAX")
         for p in range(pfn, pfn + nr):
             self._frames[p].hyp_pin_count += 1
         return Errno.SUCCESS
@@ -63,14 +65,15 @@ class HostHypTransitions(OwnershipEffects):
     def hyp_unpin_shared_mem(self, pfn: int, nr: int = 1) -> Errno:
         """Drop a hyp reference (mem_protect.c: hyp_unpin_shared_mem()).
 
-        pKVM checks nothing here and BUG()s on a zero refcount; the model
-        checks the shared states (-EPERM) and returns -EINVAL for an unpinned
-        frame instead of panicking.
+        pKVM checks no page state here: it decrements each frame's refcount, and
+        hyp_page_ref_dec() BUG()s on a zero refcount (raised as HypBug). Model
+        choice: a range that is not well formed or not memory (pKVM would read a
+        stray hyp_page) is refused like hyp_pin_shared_mem refuses it.
         """
-        if ret := check_page_states(self._frames, pfn, nr, host=SHARED_OWNED, hyp=SHARED_BORROWED):
+        if ret := check_pfns(self._frames, pfn, nr, pa_check=False):
             return ret
-        if any(self._frames[p].hyp_pin_count == 0 for p in range(pfn, pfn + nr)):
-            return Errno.EINVAL
+        if any(self._frames.peek(p).hyp_pin_count == 0 for p in range(pfn, pfn + nr)):
+            raise HypBug(f"hyp_unpin_shared_mem: refcount 0 in {pfn:#x}+{nr} (hyp_page_ref_dec BUG_ON)")
         for p in range(pfn, pfn + nr):
             self._frames[p].hyp_pin_count -= 1
         return Errno.SUCCESS

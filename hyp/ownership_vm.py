@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abi.linux import Errno
 from hyp.ownership_effects import NOPAGE, OWNED, SHARED_BORROWED, SHARED_OWNED, OwnershipEffects, entry_frame, no_frame
-from hyp.page_checks import check_guest_gfn, find_vm
+from hyp.page_checks import check_guest_gfn, find_vm, is_int
 from hyp.page_state import FIRST_VM_HANDLE, KVM_MAX_PVMS, Transition, VmRecord
 from hyp.transition_log import transition
 
@@ -19,21 +19,42 @@ from hyp.transition_log import transition
 class VmLifecycle(OwnershipEffects):
     """Guest creation and teardown; ``reclaim_all_dying_guest_pages`` also uses ``Ownership.host_unshare_guest``."""
 
-    def create_guest(self, protected: bool = True) -> int:
-        """Create a VM and return its handle, or -ENOMEM when KVM_MAX_PVMS VMs exist (pkvm.c: __pkvm_init_vm()).
+    def create_guest(self, protected: bool = True, nr_vcpus: int = 1) -> int:
+        """Create a VM and return its handle, or -errno (pkvm.c: __pkvm_reserve_vm() + __pkvm_init_vm()).
 
         ``protected`` selects the pVM kind: hyp-main.c only lets the host
         donate to protected VMs and only share with non-protected ones.
+        ``nr_vcpus`` is the host's created_vcpus: fewer than one -> -EINVAL.
         """
+        args = (bool(protected), nr_vcpus)
+        if not is_int(nr_vcpus) or nr_vcpus < 1:
+            self.transitions.append(Transition("__pkvm_init_vm", None, args, Errno.EINVAL, (), ()))
+            return Errno.EINVAL
         # A full vm_table: allocate_vm_table_entry() returns -ENOMEM (pkvm.c).
         if len(self._vms) >= KVM_MAX_PVMS:
-            self.transitions.append(Transition("__pkvm_init_vm", None, (bool(protected),), Errno.ENOMEM, (), ()))
+            self.transitions.append(Transition("__pkvm_init_vm", None, args, Errno.ENOMEM, (), ()))
             return Errno.ENOMEM
         handle = self._next_handle
-        self._vms[handle] = VmRecord(handle=handle, protected=bool(protected))
+        self._vms[handle] = VmRecord(handle=handle, protected=bool(protected), nr_vcpus=nr_vcpus)
         self._next_handle = self._first_free_handle()
-        self.transitions.append(Transition("__pkvm_init_vm", None, (bool(protected),), Errno.SUCCESS, (), ()))
+        self.transitions.append(Transition("__pkvm_init_vm", None, args, Errno.SUCCESS, (), ()))
         return handle
+
+    @transition("__pkvm_init_vcpu", no_frame)
+    def init_vcpu(self, handle: int, vcpu_idx: int) -> Errno:
+        """Give a VM its vCPU number vcpu_idx (pkvm.c: __pkvm_init_vcpu()).
+
+        No VM with this handle -> -ENOENT (get_vm_by_handle()); vcpu_idx not
+        below created_vcpus, or that vCPU already initialised -> -EINVAL. The
+        vCPU state pages the host donates are not modelled.
+        """
+        vm = find_vm(self._vms, handle)
+        if vm is None:
+            return Errno.ENOENT
+        if not is_int(vcpu_idx) or not 0 <= vcpu_idx < vm.nr_vcpus or vcpu_idx in vm.vcpus:
+            return Errno.EINVAL
+        vm.vcpus.add(vcpu_idx)
+        return Errno.SUCCESS
 
     def _first_free_handle(self) -> int:
         """HANDLE_OFFSET + the first free vm_table slot (pkvm.c allocate_vm_table_entry())."""
@@ -41,9 +62,11 @@ class VmLifecycle(OwnershipEffects):
 
     @transition("__pkvm_start_teardown_vm", no_frame)
     def teardown_guest(self, handle: int) -> Errno:
-        """Mark the VM dying (pkvm.c: __pkvm_start_teardown_vm()): -EINVAL if unknown or already dying."""
-        vm = find_vm(self._vms, handle, dying=False)
+        """Mark the VM dying (pkvm.c: __pkvm_start_teardown_vm()): no such VM -> -ENOENT, already dying -> -EINVAL."""
+        vm = find_vm(self._vms, handle)
         if vm is None:
+            return Errno.ENOENT
+        if vm.dying:
             return Errno.EINVAL
         vm.dying = True
         return Errno.SUCCESS
@@ -101,15 +124,15 @@ class VmLifecycle(OwnershipEffects):
     def finalize_teardown_guest(self, handle: int) -> Errno:
         """Forget a dying VM (pkvm.c: __pkvm_finalize_teardown_vm()).
 
-        -EINVAL if unknown or not dying. Model choice: -EBUSY while the guest
-        still has any stage-2 entry; pKVM relies on the host having reclaimed
-        everything first, and refusing keeps every annotation pointing at a
-        live VM.
+        No such VM -> -ENOENT; not dying -> -EBUSY (pkvm.c). Model choice:
+        -EBUSY also while the guest still has any stage-2 entry; pKVM relies on
+        the host having reclaimed everything first, and refusing keeps every
+        annotation pointing at a live VM.
         """
-        vm = find_vm(self._vms, handle, dying=True)
+        vm = find_vm(self._vms, handle)
         if vm is None:
-            return Errno.EINVAL
-        if vm.entries:
+            return Errno.ENOENT
+        if not vm.dying or vm.entries:
             return Errno.EBUSY
         del self._vms[handle]
         self._next_handle = self._first_free_handle()  # the slot is free for the next __pkvm_init_vm

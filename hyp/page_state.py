@@ -26,6 +26,19 @@ DEFAULT_GUEST_IPA_BITS = 40
 FIRST_VM_HANDLE = 0x1000
 # arch/arm64/include/asm/kvm_pkvm.h: KVM_MAX_PVMS, the vm_table size; a full table is -ENOMEM.
 KVM_MAX_PVMS = 255
+# pkvm.c: pkvm_handle_t is a u32, so a handle passed in a 64-bit register is read as its low 32 bits.
+HANDLE_MASK = 0xFFFF_FFFF
+# memory.h: struct hyp_page.refcount is an unsigned short; hyp_page_ref_inc() BUG()s at USHRT_MAX.
+MAX_HYP_PIN_COUNT = 0xFFFF
+
+
+class HypBug(Exception):
+    """pKVM hits a BUG() (a hypervisor panic): the machine is gone, there is no errno to return.
+
+    Raised only by EL2-internal functions no hypercall reaches with bad arguments
+    (hyp_pin_shared_mem/hyp_unpin_shared_mem's refcount BUG_ONs); Hyp turns it into
+    a hyp-panic outcome.
+    """
 
 
 class PageState(enum.IntEnum):
@@ -155,6 +168,9 @@ class VmRecord:
     handle: int
     protected: bool
     dying: bool = False
+    # pkvm.c: created_vcpus, fixed at __pkvm_init_vm(); __pkvm_init_vcpu() fills vcpus[idx] once each.
+    nr_vcpus: int = 1
+    vcpus: set[int] = field(default_factory=set)
     entries: dict[int, GuestEntry] = field(default_factory=dict)
     # gfns lost to a forced reclaim, in order (history: survives teardown reclaim).
     poisoned: list[int] = field(default_factory=list)

@@ -124,6 +124,9 @@ HCALL_CASES = {
     "__pkvm_force_reclaim_guest_page": HcallCase(
         _guest_with_page, lambda pfn, h: (pfn << 12,), lambda own, pfn, h: (own.host_force_reclaim_guest_page(pfn),)
     ),
+    "__pkvm_init_vcpu": HcallCase(
+        lambda own, pfn: own.create_guest(protected=True, nr_vcpus=2), lambda pfn, h: (h, 1), lambda own, pfn, h: (own.init_vcpu(h, 1),)
+    ),
 }
 
 
@@ -257,7 +260,7 @@ def _bad_cases():
             lambda s, p, h: (h, GFN),
             Errno.ENOENT,
         ),
-        "teardown-unknown-vm": (teardown, none, lambda s, p, c: (0x5555,), Errno.EINVAL),
+        "teardown-unknown-vm": (teardown, none, lambda s, p, c: (0x5555,), Errno.ENOENT),  # pkvm.c: no VM -> -ENOENT
         "teardown-twice": (teardown, lambda s, p: s.own.teardown_guest(s.guest), lambda s, p, c: (s.guest,), Errno.EINVAL),
         "reclaim-dying-live-vm": (dying, donated, lambda s, p, c: (s.guest, GFN), Errno.EINVAL),
         "force-reclaim-host-owned": (force, none, lambda s, p, c: (p << 12,), Errno.EAGAIN),
