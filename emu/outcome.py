@@ -34,6 +34,9 @@ class OutcomeKind(enum.StrEnum):
     FATAL_CALL = "fatal-call"
     # hyp: EL2 gives up
     HYP_PANIC = "hyp-panic"
+    # hyp: the model's own ownership invariants failed after an EL2 event (a bug in the model or a
+    # policy, not something the machine does); the message names the broken invariant
+    INVARIANT_BROKEN = "invariant-broken"
     # host: the kernel's fault path ends the run
     HOST_OOPS = "host-oops"
     HOST_BUG = "host-bug"

@@ -92,6 +92,7 @@ class Lab:
     image: LoadedKernel | None = None  # the real kernel in `stack`'s machine, if any
     text_base: int = KERNEL_TEXT_BASE
     asm_cache: AsmCache = field(default=SHARED_ASM_CACHE, repr=False)  # a fresh AsmCache() per Lab assembles afresh
+    check_invariants: bool = True  # EL2 checks the ownership invariants after every hypercall and abort (Hyp)
     machine: Machine = field(init=False)
     hyp: Hyp = field(init=False)
     kernel: HostKernel = field(init=False)
@@ -102,6 +103,7 @@ class Lab:
         if self.stack is None:
             self.stack = compose(Machine(phys_size=self.phys_size), self.policy, self.host_config, numbering=self.numbering)
         self.machine, self.hyp, self.kernel = self.stack.machine, self.stack.hyp, self.stack.host
+        self.hyp.check_invariants = self.check_invariants
         self.phys_size = self.machine.phys.size
         self.symbols: dict[str, int] = {}
         self.images: list[Image] = []

@@ -25,10 +25,20 @@ if TYPE_CHECKING:
 
 
 class Hyp:
-    """Installs itself as the machine's stage 2 and EL2 handler."""
+    """Installs itself as the machine's stage 2 and EL2 handler.
 
-    def __init__(self, machine: "Machine", policy: Policy | str = "inject-reclaim", abi: HostAbi = MODEL_ABI) -> None:
+    With ``check_invariants`` (faultlab.lab.Lab turns it on), the ownership
+    invariants (hyp/invariants.py) are checked after every hypercall and host
+    abort EL2 handles, and the first breakage ends the run with an
+    ``invariant-broken`` outcome naming it: a policy or model bug shows at the
+    event that caused it, not at the end of a test.
+    """
+
+    def __init__(
+        self, machine: "Machine", policy: Policy | str = "inject-reclaim", abi: HostAbi = MODEL_ABI, *, check_invariants: bool = False
+    ) -> None:
         self.machine = machine
+        self.check_invariants = check_invariants
         self.policy = policy_by_name(policy) if isinstance(policy, str) else policy
         self.abi = abi
         self.stage2 = HostStage2(machine.stage2_changed)
@@ -48,9 +58,10 @@ class Hyp:
     def handle_abort(self, machine: "Machine", abort: "MemoryAbort") -> Outcome | None:
         self.forget_setup()
         try:
-            return handle_host_mem_abort(self, self.policy, abort)
+            outcome = handle_host_mem_abort(self, self.policy, abort)
         finally:
             self._log_transitions()
+        return outcome or self._invariants_after(f"the host abort at pc={abort.pc:#x}")
 
     def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None:
         self.forget_setup()
@@ -63,9 +74,22 @@ class Hyp:
         cpu.set_x(0, answer.status)
         for i, value in enumerate(answer.results, start=1):
             cpu.set_x(i, value)
-        self._log_call(answer, regs, f"hvc #{imm}" if imm else answer.label(self.policy.name))
+        label = f"hvc #{imm}" if imm else answer.label(self.policy.name)
+        self._log_call(answer, regs, label)
         self._log_transitions()
-        return None
+        return self._invariants_after(f"hypercall {label}")
+
+    def _invariants_after(self, event: str) -> Outcome | None:
+        """With check_invariants: an invariant-broken outcome if the ownership invariants fail now."""
+        if not self.check_invariants:
+            return None
+        problems = self.ownership.check_invariants()
+        if not problems:
+            return None
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        message = f"ownership invariant broken after {event}: {problems[0]}{more}"
+        self.machine.log("invariant-broken", message, invariants=problems, after=event)
+        return Outcome(OutcomeKind.INVARIANT_BROKEN, message, {"invariants": problems, "after": event})
 
     def handle_smc(self, machine: "Machine", imm: int) -> Outcome | None:
         """A host SMC trapped by HCR_EL2.TSC: no SMCCC service is modelled, so every function is

@@ -1,26 +1,33 @@
-"""Random walks over one whole emulated system: Python transitions, real `hvc #0`, real host loads/stores.
+"""Random walks over one whole emulated system, checked against an independent shadow of pKVM.
 
-Each hypothesis example builds a fresh Machine + Hyp(policy) + HostKernel and
-runs a short sequence of steps drawn from three kinds:
+Each sequence puts a fresh Hyp(policy) on a booted Machine + HostKernel and takes a
+few steps drawn from:
 
 - an ownership transition called from Python (valid and invalid arguments);
-- a hypercall issued by a real `hvc #0` at EL1 with a random function id and
-  random arguments (aligned, unaligned, out of range, garbage);
-- a host kernel load or store of a pool frame through its linear-map VA, with
-  an exception-table entry so a protected frame ends in -EFAULT, not an oops.
+- a hypercall with a random function id and random arguments (aligned,
+  unaligned, out of range, garbage), mostly handed straight to EL2's dispatcher
+  and one in HVC_EVERY issued by a real `hvc #0` at EL1 (same handler, plus the
+  register plumbing);
+- a host kernel load or store of a pool frame through its linear-map VA, with an
+  exception-table entry so a protected frame ends in -EFAULT, not an oops.
 
-Expectations are computed here, not by the code under test: the SMCCC decoding
-and the per-call argument handling are written from SMCCC / hyp-main.c, their
-ownership effects come from a shadow `Ownership` (no emulator attached) that
-every step is replayed on, and frame contents follow a small memory model
-(the guest writes its secret when it receives a page, a forced or dying
-reclaim scrubs it: mem_protect.c hyp_poison_page()). After every step the
-ownership invariants hold, the host stage 2 maps only frames the host may
-access, the shadow agrees, and no host-accessible frame holds a guest secret.
+Expectations come from tests/shadow/pkvm_table.py, a table of mem_protect.c's and
+pkvm.c's transition rules written from the kernel and never calling hyp/; the
+SMCCC decoding and the per-policy fate of a protected host access are written
+here from SMCCC / hyp-main.c and docs/facts.md. Frame contents follow a small
+memory model (the guest writes its secret when it receives a page; a forced or
+dying reclaim scrubs it: hyp_poison_page()). After every step: the model answers
+every query as the shadow does, its own invariants hold, the host stage 2 maps
+only frames the host may access, and no host-accessible frame holds a secret.
+
+10,000 sequences run by default (seeded `random`, so each run is the same), 100,000
+in the slow job; a hypothesis state machine drives the same steps for shrinking.
 """
 from __future__ import annotations
 
 import functools
+import random
+from typing import Protocol, Sequence
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,22 +40,23 @@ from emu.machine import Machine
 from emu.memory import PAGE_SIZE
 from host.kernel import HostKernel
 from abi.linux import Errno
-from hyp.hypercalls import HCALL_BY_NAME
-from hyp.ownership import Ownership, PageState
+from hyp.hypercalls import HCALL_BY_NAME, dispatch
+from hyp.page_state import HypBug
 from hyp.pkvm import Hyp
 from faultlab.stack import compose
 from hyp.policies import POLICIES
 from reference_fault import EFAULT, SMCCC_NOT_SUPPORTED, SMCCC_VENDOR_HYP_FAST64, neg, u64
+from shadow.pkvm_table import BUG, NOPAGE, SB, UNSPECIFIED, Shadow
 
-PHYS_SIZE = 256 << 10  # 64 frames: the invariant check runs over all of them after every step
+PHYS_SIZE = 256 << 10  # 64 frames
 POOL_FRAMES = 4
-GFNS = (0x10, 0x11, 0x12)
-IPA_LIMIT_GFN = 1 << (40 - 12)  # page_state.DEFAULT_GUEST_IPA_BITS = 40: a gfn at 2^28 is -ERANGE
+IPA_LIMIT_GFN = 1 << (40 - 12)  # the model's 40-bit guest IPA space: a gfn at 2^28 is -ERANGE
+GFNS = (0x10, 0x11, 0x12, IPA_LIMIT_GFN - 1)
 BOGUS_HANDLES = (0, 0x5555, (1 << 64) - 1)
-# SMCCC v1.3: bit 16 of the function id is the SVE-live hint; hyp-main.c clears it before decoding.
-SMCCC_HINT = 1 << 16
+SMCCC_HINT = 1 << 16  # SMCCC v1.3 SVE-live hint; hyp-main.c clears it before decoding
 SECRET = bytes.fromhex("5ec2e75ec2e75ec2")  # what a guest writes into a page it owns
 PUBLIC = bytes.fromhex("9b11c9b11c9b11c0")  # what a guest writes into a page it shares with the host
+HVC_EVERY = 8  # one hypercall in 8 goes through a real hvc #0
 
 HVC_VA = CODE_VA
 LOAD_VA = CODE_VA + 0x100  # ldr x1, [x0]; mov x0, #0; ret | fixup: ret (x0 = -EFAULT, x1 = 0)
@@ -56,37 +64,19 @@ STORE_VA = CODE_VA + 0x200  # str x1, [x0]; mov x0, #0; ret | fixup: ret (x0 = -
 
 
 def _stubs() -> bytes:
-    """The three EL1 stubs on one code page (assembled once: keystone costs more than a step)."""
     page = bytearray(STORE_VA + 16 - CODE_VA)
-    for va, text in (
-        (HVC_VA, "hvc #0; ret"),
-        (LOAD_VA, "ldr x1, [x0]; mov x0, #0; ret; ret"),
-        (STORE_VA, "str x1, [x0]; mov x0, #0; ret; ret"),
-    ):
+    for va, text in ((HVC_VA, "hvc #0; ret"), (LOAD_VA, "ldr x1, [x0]; mov x0, #0; ret; ret"), (STORE_VA, "str x1, [x0]; mov x0, #0; ret; ret")):
         code = assemble(text, va)
         page[va - CODE_VA : va - CODE_VA + len(code)] = code
     return bytes(page)
 
 
 STUBS = _stubs()
-
-# The model's hypercall numbers (hyp/hypercalls.py; 43 is Linux 7.2's force reclaim), with the
-# number of results each puts after the SMCCC status: x1 = 0 / -errno, plus x2 = handle for init_vm.
-HCALL_RESULTS = {
-    "__pkvm_host_share_hyp": 1,
-    "__pkvm_host_unshare_hyp": 1,
-    "__pkvm_init_vm": 2,
-    "__pkvm_host_donate_guest": 1,
-    "__pkvm_host_share_guest": 1,
-    "__pkvm_host_unshare_guest": 1,
-    "__pkvm_start_teardown_vm": 1,
-    "__pkvm_reclaim_dying_guest_page": 1,
-    "__pkvm_force_reclaim_guest_page": 1,
-}
+HYPERCALLS = tuple(sorted(HCALL_BY_NAME))
 UNKNOWN_IDS = (0, SMCCC_VENDOR_HYP_FAST64 | 44, SMCCC_VENDOR_HYP_FAST64 | 0xFFFF, 0x8600_0002, 0x4600_0002,
                (1 << 32) | 0xC600_0002, 0x8400_0000)
 
-# What a host kernel access with an ERR_ZERO fixup ends in when the frame is protected, per policy
+# A host kernel access with an ERR_ZERO fixup to a frame the host may not touch, per policy
 # (docs/facts.md "policies"): "fixup" = injected stage-2 abort, the extable gives -EFAULT;
 # "reclaim" = EL2 takes the page back from its guest and the access retries, else the second word;
 # "oops" = a GPF injected by EL3 is do_bad in fault.c: no fixup is tried; "panic" = hypervisor BUG.
@@ -97,11 +87,11 @@ ON_PROTECTED = {
     "reclaim": ("reclaim", "fixup"),
     "rme-gpc-reclaim": ("reclaim", "oops"),
     "rme-gpc-el3-inject": ("oops", "oops"),
-    "rme-gpc-realm-inject": ("fixup", "fixup"),  # pKVM's marked abort, composed by a realm EL2
+    "rme-gpc-realm-inject": ("fixup", "fixup"),
 }
 OUTCOME_KIND = {"panic": "hyp-panic", "oops": "host-oops"}
 
-# Python-side transitions: name -> argument kinds ("pfn", "nr", "handle", "gfn").
+# Python-side transitions: the model's method (= the shadow's row) -> argument kinds.
 PY_TRANSITIONS = {
     "host_share_hyp": ("pfn",),
     "host_unshare_hyp": ("pfn",),
@@ -119,30 +109,58 @@ PY_TRANSITIONS = {
     "reclaim_dying_guest_page": ("handle", "gfn"),
     "reclaim_all_dying_guest_pages": ("handle",),
     "finalize_teardown_guest": ("handle",),
+    "init_vcpu": ("handle", "vcpu"),
 }
+PY_NAMES = tuple(sorted(PY_TRANSITIONS))
+# Starting situations of one pool frame P (G: a gfn of its own; A protected, B not).
+SETUPS = (
+    (),
+    (),
+    (("host_share_hyp", ("P",)),),
+    (("host_share_hyp", ("P",)), ("hyp_pin_shared_mem", ("P", 1))),
+    (("host_donate_hyp", ("P", 1)),),
+    (("host_donate_guest", ("P", "A", "G")),),
+    (("host_donate_guest", ("P", "A", "G")), ("guest_share_host", ("A", "G"))),
+    (("host_donate_guest", ("P", "A", "G")), ("host_force_reclaim_guest_page", ("P",))),
+    (("host_share_guest", ("P", "B", "G")),),
+)
 
-ACCESSIBLE = {PageState.OWNED, PageState.SHARED_OWNED, PageState.SHARED_BORROWED}
+
+class Pick(Protocol):
+    """Where a walk's choices come from: seeded `random` for the long runs, hypothesis for shrinking."""
+
+    def choice(self, items: Sequence): ...
+
+    def integer(self, lo: int, hi: int) -> int: ...
+
+
+class RandomPick:
+    def __init__(self, rng: random.Random) -> None:
+        self.choice = rng.choice
+        self.integer = rng.randint
+
+
+class DataPick:
+    def __init__(self, data) -> None:
+        self.data = data
+
+    def choice(self, items: Sequence):
+        return self.data.draw(st.sampled_from(items))
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.data.draw(st.integers(lo, hi))
 
 
 @functools.cache
 def _booted_host(policy: str) -> tuple[Machine, HostKernel, list[int]]:
-    """A Machine + HostKernel (configured for `policy`) with the stubs, their extable and the pool.
-
-    Booting costs ~2 ms, as much as a whole sequence of steps, so each policy's host is booted
-    once and every example gets a fresh Hyp on it (see HypSystemMachine.boot). Machine.call()
-    resets every register and PSTATE, and nothing of the host changes between examples but
-    the pool frames' contents, which boot zeroes.
-    """
+    """A Machine + HostKernel for `policy` with the stubs, their extable and the pool, booted once per policy."""
     m = Machine(phys_size=PHYS_SIZE)
-    kernel = compose(m, policy).host  # each example then puts a fresh Hyp on it (HypSystemMachine.boot)
+    kernel = compose(m, policy).host
     m.load(CODE_VA, STUBS, "rx")
     numbering = kernel.config.numbering
     kaccess = numbering.number(ExType.KACCESS_ERR_ZERO)
     kernel.add_extable(
-        [
-            ExtableEntry(LOAD_VA, LOAD_VA + 12, kaccess, pack_err_zero(0, 1)),
-            ExtableEntry(STORE_VA, STORE_VA + 12, kaccess, pack_err_zero(0, 31)),  # 31: xzr
-        ],
+        [ExtableEntry(LOAD_VA, LOAD_VA + 12, kaccess, pack_err_zero(0, 1)), ExtableEntry(STORE_VA, STORE_VA + 12, kaccess, pack_err_zero(0, 31))],
         numbering,
     )
     m.alloc_frame()  # a guard, so no pool range runs into the machine's own pages
@@ -151,266 +169,282 @@ def _booted_host(policy: str) -> tuple[Machine, HostKernel, list[int]]:
     return m, kernel, pool
 
 
-class HypSystemMachine(RuleBasedStateMachine):
-    """One emulated system per example, driven by Python transitions, hypercalls and host accesses."""
+def model_view(own, pfns, gfns) -> dict:
+    """The model's answers to the questions Shadow.view answers, in the shadow's vocabulary."""
+    frames = {}
+    for p in pfns:
+        owner = own.owner(p)
+        frames[p] = (own.host_state(p).name, own.hyp_state(p).name, own.hyp_pin_count(p), own.host_share_guest_count(p),
+                     own.annotation(p), None if owner is None else str(owner))
+    vms = {h: (own.is_dying(h), tuple(own.guest_state(h, g).name for g in gfns)) for h in own.guests()}
+    return {"frames": frames, "vms": vms}
 
-    @initialize(policy=st.sampled_from(sorted(ON_PROTECTED)), protected=st.booleans())
-    def boot(self, policy, protected):
+
+class SystemWalk:
+    """One sequence: a fresh EL2 on a booted host, its shadow, and the steps."""
+
+    def __init__(self, policy: str, pick: Pick) -> None:
         m, self.kernel, self.pool = _booted_host(policy)
-        self.machine = m
+        self.machine, self.policy, self.pick = m, policy, pick
         for pfn in self.pool:
             m.phys.zero(pfn)
-        # A fresh EL2 per example: all frames host-owned, nothing idmapped. Hyp() swaps the
-        # stage-2 callback without a TLB flush, so flush: no translation of the last example survives.
-        self.hyp = Hyp(m, policy)
-        m.flush_tlb()
-        self.policy = policy
-        first, nr = m.phys.first_pfn, m.phys.nr_frames
-        # Frames outside memory, and the last frame of memory (free, unmapped) for ranges that run out.
-        self.bad_pfns = (first - 1, first + nr, first + nr - 1, 1 << 40)
+        self.hyp = Hyp(m, policy)  # all frames host-owned, nothing idmapped
+        m.flush_tlb()  # Hyp() swaps the stage-2 callback: no translation of the last sequence survives
         self.own = self.hyp.ownership
-        self.shadow = Ownership(first, nr)
+        first, nr = m.phys.first_pfn, m.phys.nr_frames
+        self.shadow = Shadow(first, nr)
+        self.bad_pfns = (first - 1, first + nr, first + nr - 1, 1 << 40)  # not memory, and the last (free) frame
+        # Checked after every step: the pool and the last frame of memory (the other bad pfns are not
+        # memory, so no transition can touch them: checked once, at the end of the sequence).
+        self.watched = tuple(self.pool) + (first + nr - 1,)
         self.handles: list[int] = []
-        self.contents = {pfn: bytes(8) for pfn in self.pool}  # the first 8 bytes of each pool frame
-        self.secret = {pfn: False for pfn in self.pool}
-        self.new_guest(protected)
+        self.contents = {pfn: bytes(8) for pfn in self.pool}
+        self._start()
+        self.check()
 
-    # ------------------------------------------------------------ argument pickers
+    def _start(self) -> None:
+        """A protected guest A, a non-protected B, and each pool frame in a drawn starting situation.
 
-    def pick(self, data, kind: str) -> int:
-        if kind == "pfn":
-            # Mostly pool frames: a walk needs pages that actually move between owners.
-            return data.draw(st.sampled_from(self.pool * 3 + list(self.bad_pfns)))
-        if kind == "nr":
-            return data.draw(st.sampled_from((1, 1, 1, 2, 3, 0)))
-        if kind == "handle":
-            return data.draw(st.sampled_from(self.handles * 4 + list(BOGUS_HANDLES)))
-        return data.draw(st.sampled_from(GFNS + (IPA_LIMIT_GFN, IPA_LIMIT_GFN - 1)))
-
-    def pick_arg(self, data) -> int:
-        """A register argument: a pool frame's PA (maybe unaligned), a handle, a gfn, or anything."""
-        kind = data.draw(st.sampled_from(("phys", "phys", "unaligned", "bad-phys", "handle", "gfn", "raw")))
-        if kind == "phys":
-            return self.pick(data, "pfn") << 12
-        if kind == "unaligned":
-            return (self.pick(data, "pfn") << 12) | data.draw(st.integers(1, PAGE_SIZE - 1))
-        if kind == "bad-phys":
-            return data.draw(st.sampled_from((0, u64(-PAGE_SIZE), 1 << 63, 1 << 52)))
-        if kind in ("handle", "gfn"):
-            return u64(self.pick(data, kind))
-        return data.draw(st.integers(0, (1 << 64) - 1))
-
-    # ------------------------------------------------------------ the memory model
-
-    def _step(self, apply):
-        """Run one state-changing step; keep the frame-content model in line with what happened.
-
-        apply() performs the step and returns whether ownership should be unchanged (a failure).
+        Five random steps from all-host-owned rarely reach a pinned, dying or shared-back frame;
+        starting there lets every short walk begin deep. Each setup move is itself checked.
         """
-        before = self.own.snapshot()
-        host_before = {pfn: self.own.host_state(pfn) for pfn in self.pool}
-        owner_before = {pfn: self.own.owner(pfn) for pfn in self.pool}
-        unchanged = apply()
-        if unchanged:
-            assert self.own.snapshot() == before
-        for pfn in self.pool:
-            self._follow(pfn, host_before[pfn], owner_before[pfn])
+        self.new_guest(True, 2)
+        self.new_guest(False, 1)
+        a, b = self.handles
+        for pfn, gfn in zip(self.pool, GFNS):
+            for name, args in self.pick.choice(SETUPS):
+                args = [{"A": a, "B": b, "P": pfn, "G": gfn}.get(x, x) for x in args]
+                self._before, self._mark = {p: self.shadow.frame(p).host for p in self.pool}, len(self.shadow.scrubbed)
+                self._python(name, args)
+                self._contents_after()
+        if self.pick.choice((False, False, False, True)):
+            self._python("teardown_guest", [self.pick.choice((a, b))])
 
-    def _follow(self, pfn, host_before, owner_before):
-        host_now, owner_now = self.own.host_state(pfn), self.own.owner(pfn)
-        is_guest = owner_now is not None and owner_now.id.name == "GUEST"
-        if host_before in ACCESSIBLE and host_now not in ACCESSIBLE and is_guest:
-            self._guest_writes(pfn, SECRET)  # donated: the guest fills its new page
-        elif host_before is PageState.NOPAGE and host_now is PageState.SHARED_BORROWED:
-            self._guest_writes(pfn, PUBLIC)  # the guest shares: it wrote what it meant to expose
-        elif host_before is PageState.SHARED_BORROWED and host_now is PageState.NOPAGE:
-            self._guest_writes(pfn, SECRET)  # unshared again: the guest writes secrets once more
-        elif host_before not in ACCESSIBLE and host_now in ACCESSIBLE and self.secret[pfn]:
-            # A guest page comes back to the host: scrubbed first (hyp_poison_page()).
-            self.contents[pfn] = bytes(8)
-            self.secret[pfn] = False
+    # ------------------------------------------------------------ arguments
+    def arg(self, kind: str, handle: int | None = None) -> int:
+        pick = self.pick
+        if kind == "pfn":
+            return pick.choice(self.pool * 3 + list(self.bad_pfns))
+        if kind == "nr":
+            return pick.choice((1, 1, 1, 2, 3, 0))
+        if kind == "handle":
+            return pick.choice(self.handles * 4 + list(BOGUS_HANDLES))
+        if kind == "vcpu":
+            return pick.choice((0, 0, 1, 2, 1 << 32))
+        vm = self.shadow.vms.get(handle)
+        mapped = sorted(vm.entries) if vm else []
+        return pick.choice(tuple(mapped) * 3 + GFNS + (IPA_LIMIT_GFN,))  # mostly gfns the VM maps
 
-    def _guest_writes(self, pfn, data):
-        self.machine.phys.write(pfn << 12, data)
-        self.contents[pfn] = data
-        self.secret[pfn] = data == SECRET
+    def register(self) -> int:
+        """A hypercall argument: a pool frame's PA (maybe unaligned), a handle, a gfn, or anything."""
+        kind = self.pick.choice(("phys", "phys", "unaligned", "bad-phys", "handle", "gfn", "raw"))
+        if kind == "phys":
+            return self.arg("pfn") << 12
+        if kind == "unaligned":
+            return (self.arg("pfn") << 12) | self.pick.integer(1, PAGE_SIZE - 1)
+        if kind == "bad-phys":
+            return self.pick.choice((0, u64(-PAGE_SIZE), 1 << 63, 1 << 52))
+        if kind in ("handle", "gfn"):
+            return u64(self.arg(kind))
+        return self.pick.integer(0, (1 << 64) - 1)
 
-    def new_guest(self, protected: bool) -> int:
-        handle = self.own.create_guest(protected=protected)
-        assert self.shadow.create_guest(protected=protected) == handle
-        self.handles.append(handle)
-        return handle
+    # ------------------------------------------------------------ steps
+    def step(self) -> None:
+        kind = self.pick.choice(("python", "python", "productive", "hypercall", "hypercall", "access", "access", "guest"))
+        self._before = {p: self.shadow.frame(p).host for p in self.pool}
+        self._mark = len(self.shadow.scrubbed)
+        if kind == "access":
+            self.host_access()  # brings the contents up to date itself, before its own store
+        else:
+            {"python": self.python_transition, "productive": self.productive_transition, "hypercall": self.hypercall,
+             "guest": lambda: self.new_guest(self.pick.choice((True, False)), self.pick.choice((0, 1, 2)))}[kind]()
+            self._contents_after()
+        self.check()
 
-    # ------------------------------------------------------------ rules
-
-    @rule(protected=st.booleans())
-    def create_guest(self, protected):
-        if len(self.handles) < 4:
-            self.new_guest(protected)
-
-    @rule(data=st.data(), name=st.sampled_from(("host_donate_guest", "host_share_guest", "guest_share_host")))
-    def productive_transition(self, data, name):
-        """The moves that hand pages to guests, with a live guest and a free gfn: walks reach deep states."""
-        live = [h for h in self.handles if self.own.guest_state(h, 0) is not None and not self.own.is_dying(h)]
-        if not live:
+    def new_guest(self, protected: bool, nr_vcpus: int) -> None:
+        if len(self.handles) >= 4:
             return
-        handle = data.draw(st.sampled_from(live))
-        gfn = data.draw(st.sampled_from(GFNS))
-        args = (handle, gfn) if name == "guest_share_host" else (data.draw(st.sampled_from(self.pool)), handle, gfn)
+        handle = self.own.create_guest(protected=protected, nr_vcpus=nr_vcpus)
+        assert handle == self.shadow.create_guest(protected, nr_vcpus), (protected, nr_vcpus)
+        if handle > 0:
+            self.handles.append(handle)
+
+    def python_transition(self) -> None:
+        name = self.pick.choice(PY_NAMES)
+        args: list[int] = []
+        for kind in PY_TRANSITIONS[name]:
+            args.append(self.arg(kind, args[-1] if kind == "gfn" and args else None))
         self._python(name, args)
 
-    @rule(data=st.data(), name=st.sampled_from(sorted(PY_TRANSITIONS)))
-    def python_transition(self, data, name):
-        self._python(name, [self.pick(data, kind) for kind in PY_TRANSITIONS[name]])
+    def productive_transition(self) -> None:
+        """The moves that hand pages to guests, with a live guest and a free gfn: walks reach deep states."""
+        live = [h for h in self.handles if h in self.shadow.vms and not self.shadow.vms[h].dying]
+        if not live:
+            return
+        name = self.pick.choice(("host_donate_guest", "host_share_guest", "guest_share_host", "guest_unshare_host"))
+        handle, gfn = self.pick.choice(live), self.pick.choice(GFNS[:3])
+        args = [handle, gfn] if name.startswith("guest_") else [self.pick.choice(self.pool), handle, gfn]
+        self._python(name, args)
 
-    def _python(self, name, args):
-        def apply():
-            result = getattr(self.own, name)(*args)
-            assert isinstance(result, Errno), (name, args, result)
-            assert getattr(self.shadow, name)(*args) == result, (name, args)
-            return not result.ok
+    def _python(self, name: str, args: list[int]) -> None:
+        expected = self.shadow.call(name, *args)
+        if expected in (BUG, UNSPECIFIED):
+            before = self.own.snapshot()
+            if expected == BUG:
+                with pytest.raises(HypBug):
+                    getattr(self.own, name)(*args)
+            else:
+                assert getattr(self.own, name)(*args) < 0, (name, args)
+            assert self.own.snapshot() == before, f"{name}{args}: pKVM {expected}, the model changed state"
+            return
+        result = getattr(self.own, name)(*args)
+        assert isinstance(result, Errno) and result == expected, (name, args, result, expected)
 
-        self._step(apply)
-
-    @rule(data=st.data(), known=st.sampled_from(sorted(HCALL_RESULTS) + [None]), hint=st.booleans())
-    def hypercall(self, data, known, hint):
+    def hypercall(self) -> None:
+        known = self.pick.choice(HYPERCALLS + (None,))
         if known is None:
-            fid = data.draw(st.sampled_from(UNKNOWN_IDS) | st.integers(0, (1 << 64) - 1))
+            fid = self.pick.choice(UNKNOWN_IDS) if self.pick.choice((True, False)) else self.pick.integer(0, (1 << 64) - 1)
         else:
-            fid = HCALL_BY_NAME[known].function_id | (SMCCC_HINT if hint else 0)
-        args = [self.pick_arg(data) for _ in range(3)]
-
-        def apply():
-            expected = self._expected_hcall(fid, args)
+            fid = HCALL_BY_NAME[known].function_id | (SMCCC_HINT if self.pick.choice((True, False)) else 0)
+        args = [self.register() for _ in range(3)]
+        expected = self._expected_hcall(fid, args)
+        if self.pick.integer(1, HVC_EVERY) == 1:
             result = self.machine.call(HVC_VA, fid, *args, budget=1000, timeout=5.0)
             assert result.returned, result.outcome
             regs = [result.regs[f"x{i}"] for i in range(4)]
-            if expected is None:
-                assert regs == [SMCCC_NOT_SUPPORTED, *args]  # only x0 is written
-                return True
+        else:
+            answer = dispatch(self.hyp, self.hyp.policy, [fid, *args], self.hyp.abi)
+            regs = [answer.status, *answer.results, *args[len(answer.results):]]
+        if expected is None:
+            assert regs == [SMCCC_NOT_SUPPORTED, *args], hex(fid)  # only x0 is written
+        else:
             assert regs[0] == 0  # SMCCC success: dispatched
-            assert regs[1 : 1 + len(expected)] == [u64(v) for v in expected], (fid, args)
+            assert regs[1 : 1 + len(expected)] == [u64(v) for v in expected], (hex(fid), [hex(a) for a in args])
             assert regs[1 + len(expected) :] == args[len(expected) :]
-            return expected[0] != 0
-
-        self._step(apply)
 
     def _expected_hcall(self, fid: int, args: list[int]) -> list[int] | None:
         """SMCCC decode, then the call on the shadow: None = not supported, else [x1, ...]."""
-        fid &= ~SMCCC_HINT
-        by_id = {HCALL_BY_NAME[n].function_id: n for n in HCALL_RESULTS}
-        name = by_id.get(fid)
+        by_id = {HCALL_BY_NAME[n].function_id: n for n in HYPERCALLS}
+        name = by_id.get(fid & ~SMCCC_HINT)
         if name is None:
             return None
         if name == "__pkvm_force_reclaim_guest_page" and not POLICIES[self.policy].serves_force_reclaim:
-            return None  # a pre-patch EL2 has no such call: NOT_SUPPORTED
-        x1, x2, x3 = args
-        sh = self.shadow
+            return None  # a pre-patch EL2 has no such call
+        results = self.shadow.hypercall(name, *args)
+        if name == "__pkvm_init_vm" and results[0] == 0 and len(self.handles) < 8:
+            self.handles.append(results[1])
+        return results
 
-        def phys_call(fn, *rest):
-            # hyp-main.c: a PA argument must be page aligned, else -EINVAL before any check.
-            return [Errno.EINVAL if x1 & (PAGE_SIZE - 1) else fn(x1 >> 12, *rest)]
-
-        if name == "__pkvm_init_vm":
-            handle = sh.create_guest(protected=True)
-            self.handles.append(handle)
-            return [0, handle]
-        return {
-            "__pkvm_host_share_hyp": lambda: phys_call(sh.host_share_hyp),
-            "__pkvm_host_unshare_hyp": lambda: phys_call(sh.host_unshare_hyp),
-            "__pkvm_host_donate_guest": lambda: phys_call(sh.host_donate_guest, x2, x3),
-            "__pkvm_host_share_guest": lambda: phys_call(sh.host_share_guest, x2, x3),
-            "__pkvm_host_unshare_guest": lambda: [sh.host_unshare_guest(x1, x2)],
-            "__pkvm_start_teardown_vm": lambda: [sh.teardown_guest(x1)],
-            "__pkvm_reclaim_dying_guest_page": lambda: [sh.reclaim_dying_guest_page(x1, x2)],
-            "__pkvm_force_reclaim_guest_page": lambda: phys_call(sh.host_force_reclaim_guest_page),
-        }[name]()
-
-    @rule(index=st.integers(0, POOL_FRAMES - 1), store=st.booleans(), value=st.binary(min_size=8, max_size=8))
-    def host_access(self, index, store, value):
-        pfn = self.pool[index]
-        va = DATA_VA + index * PAGE_SIZE
-        may = self.own.host_may_access(pfn)
-        guest_page = self.own.annotation(pfn) is not None and self.own.guest_state(*self.own.annotation(pfn)) is PageState.OWNED
+    def host_access(self) -> None:
+        index = self.pick.integer(0, POOL_FRAMES - 1)
+        store = self.pick.choice((True, False))
+        value = self.pick.integer(0, (1 << 64) - 1)
+        pfn, va = self.pool[index], DATA_VA + index * PAGE_SIZE
+        f = self.shadow.frame(pfn)
+        guest_page = f.host == NOPAGE and f.owner[0] == "guest" and self.shadow.vms[f.owner[1]].entries[f.owner[2]][0] == "OWNED"
         first, second = ON_PROTECTED[self.policy]
-        if may:
-            fate = "access"
-        elif first == "reclaim":
-            fate = "reclaim" if guest_page else second
+        fate = "access" if self.shadow.may_access(pfn) else ("reclaim" if guest_page else second) if first == "reclaim" else first
+        if fate == "reclaim":
+            assert self.shadow.apply("host_force_reclaim_guest_page", pfn) == 0
+        if store:
+            result = self.machine.call(STORE_VA, va, value, budget=10_000, timeout=5.0)
         else:
-            fate = first
-
-        def apply():
-            if fate == "reclaim":
-                assert self.shadow.host_force_reclaim_guest_page(pfn) == 0
-            word = int.from_bytes(value, "little")
-            if store:
-                result = self.machine.call(STORE_VA, va, word, budget=10_000, timeout=5.0)
-            else:
-                result = self.machine.call(LOAD_VA, va, budget=10_000, timeout=5.0)
-            if fate in OUTCOME_KIND:
-                assert result.outcome.kind == OUTCOME_KIND[fate], result.outcome
-                return True
+            result = self.machine.call(LOAD_VA, va, budget=10_000, timeout=5.0)
+        if fate in OUTCOME_KIND:
+            assert result.outcome.kind == OUTCOME_KIND[fate], result.outcome
+        else:
             assert result.returned, (fate, result.outcome)
-            if fate == "fixup":
-                assert result.x0 == neg(EFAULT)
-                if not store:
-                    assert result.regs["x1"] == 0
-                return True
+        if fate == "fixup":
+            assert result.x0 == neg(EFAULT)
+            assert store or result.regs["x1"] == 0
+        elif fate in ("access", "reclaim"):
             assert result.x0 == 0, (fate, result.outcome)
             assert pfn in self.hyp.stage2.mapped  # idmapped lazily, or mapped again by the reclaim
-            if fate == "reclaim":  # the content model learns of the scrub from the host state change
-                self.contents[pfn], self.secret[pfn] = bytes(8), False
+        self._contents_after()
+        if fate in ("access", "reclaim"):
             if store:
-                self.contents[pfn] = value
-                self.secret[pfn] = False
+                self.contents[pfn] = value.to_bytes(8, "little")
             else:
                 loaded = result.regs["x1"].to_bytes(8, "little")
                 assert loaded != SECRET, "the host read a guest's secret"
                 assert loaded == self.contents[pfn]
-            return fate == "access"
 
-        self._step(apply)
+    # ------------------------------------------------------------ the memory model
+    def _contents_after(self) -> None:
+        """Frame contents after a step, from the shadow's host-state changes and scrubs during it."""
+        scrubbed = self.shadow.scrubbed[self._mark :]
+        for pfn in self.pool:
+            was, f = self._before[pfn], self.shadow.frame(pfn)
+            if pfn in scrubbed:
+                self.contents[pfn] = bytes(8)  # hyp_poison_page()
+            if was != NOPAGE and f.host == NOPAGE and f.owner[0] == "guest":
+                self._guest_writes(pfn, SECRET)  # donated: the guest fills its new page
+            elif was == NOPAGE and f.host == SB:
+                self._guest_writes(pfn, PUBLIC)  # the guest shares what it meant to expose
+            elif was == SB and f.host == NOPAGE:
+                self._guest_writes(pfn, SECRET)  # unshared again: secrets once more
 
-    # ------------------------------------------------------------ invariants, after every step
+    def _guest_writes(self, pfn: int, data: bytes) -> None:
+        self.machine.phys.write(pfn << 12, data)
+        self.contents[pfn] = data
 
-    @invariant()
-    def ownership_invariants_hold(self):
+    # ------------------------------------------------------------ after every step
+    def check(self, pfns: Sequence[int] = ()) -> None:
+        pfns = pfns or self.watched
+        assert model_view(self.own, pfns, GFNS) == self.shadow.view(pfns, GFNS)
         assert self.own.check_invariants() == []
-
-    @invariant()
-    def stage2_maps_only_accessible_frames(self):
-        assert all(self.own.host_may_access(pfn) for pfn in self.hyp.stage2.mapped)
-
-    @invariant()
-    def shadow_agrees(self):
-        assert self.own.snapshot() == self.shadow.snapshot()
-
-    @invariant()
-    def no_secret_where_the_host_can_read(self):
+        assert all(self.shadow.may_access(pfn) for pfn in self.hyp.stage2.mapped)
         for pfn in self.pool:
             frame = self.machine.phys.read(pfn << 12, 8)
-            assert frame == self.contents[pfn]
-            if self.own.host_may_access(pfn):
+            assert frame == self.contents[pfn], hex(pfn)
+            if self.shadow.may_access(pfn):
                 assert frame != SECRET, f"pfn {pfn:#x}: guest data readable by the host"
 
 
-def _settings(examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+# ---------------------------------------------------------------- the runs
+POLICY_NAMES = tuple(sorted(ON_PROTECTED))
 
 
-def test_random_system_walks_keep_invariants():
-    """>= 10,000 sequences: the issue-3 acceptance bar for the default suite."""
-    run_state_machine_as_test(HypSystemMachine, settings=_settings(10_000, 5))
+def walk_sequences(count: int, steps: int, seed: int) -> int:
+    """`count` sequences of `steps` steps each, seeded; returns the number of steps taken."""
+    rng = random.Random(seed)
+    pick = RandomPick(rng)
+    taken = 0
+    for n in range(count):
+        walk = SystemWalk(POLICY_NAMES[n % len(POLICY_NAMES)], pick)
+        for _ in range(steps):
+            walk.step()
+            taken += 1
+        walk.check(walk.watched + walk.bad_pfns)
+    return taken
+
+
+def test_10000_random_system_walks_agree_with_the_shadow():
+    """>= 10,000 sequences (the issue-3 bar for the default suite), every step against the shadow."""
+    assert walk_sequences(10_000, 5, seed=13) == 50_000
 
 
 @pytest.mark.slow
-def test_random_system_walks_keep_invariants_slow():
-    run_state_machine_as_test(HypSystemMachine, settings=_settings(10_000, 15))
+@pytest.mark.parametrize("seed", range(10))
+def test_100000_random_system_walks_agree_with_the_shadow(seed):
+    """100,000 longer sequences in the slow job: ten seeded shards of 10,000."""
+    assert walk_sequences(10_000, 12, seed=1000 + seed) == 120_000
+
+
+class HypSystemMachine(RuleBasedStateMachine):
+    """The same steps drawn by hypothesis, so a failure shrinks to a short sequence."""
+
+    @initialize(data=st.data(), policy=st.sampled_from(POLICY_NAMES))
+    def boot(self, data, policy):
+        self.walk = SystemWalk(policy, DataPick(data))
+
+    @rule(data=st.data())
+    def step(self, data):
+        self.walk.pick = DataPick(data)
+        self.walk.step()
+
+
+def test_hypothesis_walks_agree_with_the_shadow():
+    run_state_machine_as_test(HypSystemMachine, settings=settings(
+        max_examples=200, stateful_step_count=8, deadline=None, derandomize=True, database=None,
+        suppress_health_check=list(HealthCheck)))

@@ -1,0 +1,1 @@
+"""Independent references the tests compare the model against (written from the kernel, never calling hyp/)."""
