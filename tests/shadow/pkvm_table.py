@@ -16,6 +16,7 @@ loop) are built here from the kernel rows they stand for.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable, Union
@@ -286,8 +287,9 @@ TABLE: dict[str, Row] = {
 class Shadow:
     """The ownership state of frames [first_pfn, first_pfn + nr) and the VMs, moved only by TABLE's rows."""
 
-    def __init__(self, first_pfn: int, nr: int, *, gfn_limit: int = 1 << (40 - 12)) -> None:
+    def __init__(self, first_pfn: int, nr: int, *, gfn_limit: int = 1 << (40 - 12), tally: Counter | None = None) -> None:
         self.first, self.end, self.gfn_limit = first_pfn, first_pfn + nr, gfn_limit
+        self.tally = tally  # (row, result) -> count, for tests that guard what the walks reach
         self.frames: dict[int, Frame] = {}
         self.vms: dict[int, Vm] = {}
         self.scrubbed: list[int] = []  # pfns zeroed, in order
@@ -320,9 +322,13 @@ class Shadow:
         a = SimpleNamespace(**dict(zip(row.args, args)))
         for refused, result in row.checks:
             if refused(self, a):
-                return result
-        row.effect(self, a)
-        return E.SUCCESS
+                break
+        else:
+            row.effect(self, a)
+            result = E.SUCCESS
+        if self.tally is not None:
+            self.tally[name, result] += 1
+        return result
 
     def create_guest(self, protected: bool = True, nr_vcpus: int = 1) -> int:
         """pkvm.c __pkvm_reserve_vm() + __pkvm_init_vm(): -EINVAL without vCPUs, -ENOMEM when the table is full."""
