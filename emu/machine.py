@@ -24,6 +24,7 @@ from emu.debug_hook import Debugger, paused_for
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import INTNO_BKPT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
+from emu.eret import INTNO_ILLEGAL_RETURN, EretGuard, take_illegal_return
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 from emu.run_limits import (
@@ -90,6 +91,7 @@ class Machine(AddressSpace):
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
         uc.hook_add(UC_HOOK_INTR, self._intr)
+        self.eret_guard = EretGuard(self)  # illegal exception returns, which Unicorn does not model (emu/eret.py)
         self._setup_machine_pages()
 
     def _intr(self, uc, intno: int, _user) -> None:
@@ -226,6 +228,7 @@ class Machine(AddressSpace):
         Limits that cannot bound a run (budget <= 0, ...) raise `BadRunLimits`.
         """
         check_run_limits(budget, timeout, max_events, max_trace)
+        self.eret_guard.rearm()
         self._events = []
         self._start_trace(trace)
         self._limits = RunLimits(budget, time.monotonic() + timeout, max_events, max_trace)
@@ -328,6 +331,8 @@ class Machine(AddressSpace):
     def _on_interrupt(self, intno: int) -> Outcome | None:
         pc = self.cpu.pc
         from_el = self.cpu.el
+        if intno == INTNO_ILLEGAL_RETURN:
+            return take_illegal_return(self)
         if intno == INTNO_HVC:
             imm = (self._insn_word(pc - 4) >> 5) & 0xFFFF
             self.log("hvc", f"hvc #{imm} x0={self.cpu.x(0):#x}", imm=imm)

@@ -17,7 +17,7 @@ from abi.linux import Sig, signal_name
 from emu.cpu import VectorKind, VectorOffset
 from emu.memory import PAGE_SIZE, AccessType, Pte, WalkFault
 from emu.outcome import Outcome, OutcomeKind
-from emu.syndrome import EC, Esr, OopsStyle
+from emu.syndrome import EC, Esr, OopsStyle, ec_kernel_name
 from kimage.extable_format import TypeNumbering
 from kimage.profiles import MODEL_DEFAULT, KernelProfile
 
@@ -172,7 +172,13 @@ class HostKernel:
             if esr.iss & 0xFFFF == BUG_BRK_IMM:
                 return ctx.die(f"Internal error: Oops - BUG: {esr.value:016x} [#1]", bug=True)
             return ctx.die(f"Internal error: Oops - BRK: {esr.value:016x} [#1]")
-        return ctx.die(f"Internal error: Oops - Undefined instruction: {esr.value:016x} [#1]")
+        # entry-common.c el1h_64_sync_handler(): UNKNOWN/SYS64 -> do_el1_undef(); PC_ALIGN -> do_sp_pc_abort()
+        # (arm64_notify_die); any other class (svc, PSTATE.IL, ...) -> __panic_unhandled().
+        if ec in (EC.UNKNOWN, EC.SYS64):
+            return ctx.die(f"Internal error: Oops - Undefined instruction: {esr.value:016x} [#1]")
+        if ec == EC.PC_ALIGN:
+            return ctx.die(f"Internal error: SP/PC alignment exception: {esr.value:016x} [#1]")
+        return ctx.die(f"Unhandled 64-bit el1h sync exception on CPU0, ESR {esr.value:#018x} -- {ec_kernel_name(ec)}")
 
     def _count_refault(self, pc: int, far: int, result, *, retried: bool):
         """The same abort handled as "retry" LIVELOCK_AFTER times in a row is a livelock outcome.
