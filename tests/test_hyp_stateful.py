@@ -33,7 +33,7 @@ from typing import Protocol, Sequence
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from conftest import CODE_VA, DATA_VA, assemble
 from kimage.extable_format import ExtableEntry, ExType, pack_err_zero
