@@ -150,12 +150,16 @@ def _booted_host(policy: str) -> tuple[Machine, HostKernel, list[int]]:
 
 
 def model_view(own, pfns, gfns) -> dict:
-    """The model's answers to the questions Shadow.view answers, in the shadow's vocabulary."""
+    """The model's answers to the questions Shadow.view answers, in the shadow's vocabulary (public queries only)."""
     frames = {}
     for p in pfns:
-        owner = own.owner(p)
-        frames[p] = (own.host_state(p).name, own.hyp_state(p).name, own.hyp_pin_count(p), own.host_share_guest_count(p),
-                     own.annotation(p), None if owner is None else str(owner))
+        fs = own.frame_state(p)
+        if fs is None:  # not memory
+            frames[p] = ("NOPAGE", "NOPAGE", 0, 0, None, None)
+            continue
+        ann = fs.annotation
+        guest_ann = (ann.owner.handle, ann.gfn) if ann is not None and ann.owner.handle is not None else None
+        frames[p] = (fs.host.name, fs.hyp.name, fs.hyp_pin_count, fs.host_share_guest_count, guest_ann, None if fs.owner is None else str(fs.owner))
     vms = {h: (own.is_dying(h), tuple(own.guest_state(h, g).name for g in gfns)) for h in own.guests()}
     return {"frames": frames, "vms": vms}
 
