@@ -7,7 +7,8 @@ stage-2 entry for a gfn. Each ownership change is one method named after the
 kernel function it models. Like the kernel, a method first checks both sides
 and returns an :class:`Errno` without touching anything when a check fails;
 only then does it change both sides. Bad arguments are reported the same way:
-no transition raises.
+no transition raises, except where pKVM itself BUG()s (``HypBug``: the refcount
+checks of hyp_pin_shared_mem()/hyp_unpin_shared_mem(), which no hypercall reaches).
 
 The pieces live in modules of their own: the states, components and records
 in ``hyp.page_state`` (re-exported here), the queries in
