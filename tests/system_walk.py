@@ -235,7 +235,7 @@ class SystemWalk:
 
     # ------------------------------------------------------------ steps
     def step(self) -> None:
-        kind = self.pick.choice(("python", "python", "productive", "hypercall", "hypercall", "access", "access", "guest"))
+        kind = self.pick.choice(("python", "python", "python", "productive", "hypercall", "hypercall", "access", "guest"))
         self._before = {p: self.shadow.frame(p).host for p in self.pool}
         self._mark = len(self.shadow.scrubbed)
         if kind == "access":

@@ -78,3 +78,29 @@ def test_hypothesis_walks_agree_with_the_shadow():
     run_state_machine_as_test(HypSystemMachine, settings=settings(
         max_examples=100, stateful_step_count=8, deadline=None, derandomize=True, database=None,
         suppress_health_check=list(HealthCheck)))
+
+
+def _forget_pins(original):
+    def host_unshare_hyp(self, pfn):  # a model that unshares a page hyp still holds pinned
+        if self.is_memory(pfn) and self.hyp_pin_count(pfn):
+            self._frames[pfn].hyp_pin_count = 0
+        return original(self, pfn)
+    return host_unshare_hyp
+
+
+def _poison_as_enoent(original):
+    def guest_share_host(self, handle, gfn):  # a model that reports a poisoned gfn as unmapped
+        result = original(self, handle, gfn)
+        return Errno.ENOENT if result == Errno.EHWPOISON else result
+    return guest_share_host
+
+
+@pytest.mark.parametrize("name, mutant", [("host_unshare_hyp", _forget_pins), ("guest_share_host", _poison_as_enoent)])
+def test_the_walks_catch_a_broken_model(monkeypatch, name, mutant):
+    """Guard the walks' power: each deliberately broken transition is caught within 1,000 sequences."""
+    from hyp.ownership import Ownership
+
+    monkeypatch.setattr(Ownership, name, mutant(getattr(Ownership, name)))
+    with pytest.raises(AssertionError):
+        for seed in range(20):
+            walk_sequences(50, 5, seed=seed)
