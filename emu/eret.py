@@ -17,6 +17,9 @@ check is armed only while it can matter: an MSR hook (rare instructions) sees
 every `msr spsr_el1`, and only while SPSR_EL1 holds an illegal mode does a code
 hook look for the eret; the hook stops the run before the eret executes, and the
 machine's interrupt path (INTNO_ILLEGAL_RETURN) takes the exception here.
+Measured: code without msr runs at full speed; each msr (register form) costs a
+Python call of ~1.4 us, and a whole real-host `kernel sweep` of
+__arch_copy_from_user executes 26 of them.
 """
 from __future__ import annotations
 
