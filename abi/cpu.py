@@ -5,6 +5,11 @@ Unicorn CPU model runs, whether PAN exists), the real-kernel loader (which
 alternatives and capabilities a booted kernel would have patched in), and
 the syndrome and alignment rules. Changing a value here changes the machine
 everyone measures against, so it is a frozen dataclass, not a setting.
+
+FEAT_LSE2 is off: Unicorn (QEMU 5 TCG underneath) faults every misaligned
+exclusive and atomic itself, which is the architecture without FEAT_LSE2 (with
+it, those inside a 16-byte block must succeed); QEMU 7.2 does not implement it
+either; no cpucap or alternative of the real kernels depends on it.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CpuFeatures:
     lse: bool  # FEAT_LSE atomics (ldadd, cas, swp): run natively (Unicorn's MAX model)
-    lse2: bool  # FEAT_LSE2: unaligned LDAR/STLR/LDAPR within 16 bytes are single-copy atomic, no alignment fault
+    lse2: bool  # FEAT_LSE2: unaligned exclusives/atomics/LDAR/STLR/LDAPR inside 16 bytes do not alignment-fault
     pan: bool  # FEAT_PAN: privileged access never, set on exception entry when SCTLR_EL1.SPAN = 0
     pauth: bool  # FEAT_PAuth with keys enabled; False: paciasp/autiasp execute as the NOP-space hints they are
     bti: bool  # FEAT_BTI enforcement; False: bti executes as a hint
@@ -24,4 +29,4 @@ class CpuFeatures:
     lpa2: bool  # FEAT_LPA2: level -1 translation faults (DFSC 0x2B); our stage 1 has 4 levels, 48-bit VAs
 
 
-FEATURES = CpuFeatures(lse=True, lse2=True, pan=True, pauth=False, bti=False, mops=False, mte=False, ras=True, lpa2=False)
+FEATURES = CpuFeatures(lse=True, lse2=False, pan=True, pauth=False, bti=False, mops=False, mte=False, ras=True, lpa2=False)

@@ -27,7 +27,15 @@ def walk_fault_dfsc(fault: WalkFault) -> int:
         return 0x0C + fault.level
     if fault.kind == "access-flag":
         return 0x08 + fault.level
+    if fault.kind == "address-size":
+        return 0x00 + fault.level
+    if fault.kind == "alignment":
+        return 0x21  # Alignment fault (no level)
     raise ValueError(f"unknown walk fault kind {fault.kind!r}")
+
+
+# Faults a read of the same address would take as well (an atomic then reports WnR = 0).
+_READ_WOULD_FAULT = frozenset({"translation", "access-flag", "alignment"})
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,9 @@ class MemoryAbort:
 
     def summary(self) -> str:
         where = f"VA {self.far:#x}" + (f" IPA {self.ipa:#x}" if self.ipa is not None else "")
+        level = "" if self.fault.kind == "alignment" else f" (level {self.fault.level})"
         return (
-            f"stage-{self.stage} {self.fault.kind} fault (level {self.fault.level}) on "
+            f"stage-{self.stage} {self.fault.kind} fault{level} on "
             f"{self.access_type.value} of {self.size} at {where} by '{self.text}' from EL{self.el}, ESR={self.esr.value:#x}"
         )
 
@@ -118,7 +127,7 @@ class AbortBuilder:
                 va, size = insn.address, insn.size
                 far = fault_address(insn, pending.addr & PAGE_MASK)
                 # An atomic reports WnR = 0 when a read would have faulted as well (Arm ARM WnR).
-                read_would_fault = pending.access_type is AccessType.READ or pending.fault.kind == "translation"
+                read_would_fault = pending.access_type is AccessType.READ or pending.fault.kind in _READ_WOULD_FAULT
                 wnr = insn.wnr(read_would_fault=read_would_fault)
             esr = data_abort_esr(
                 from_lower_el=pending.stage == 2 or pending.el == 0,

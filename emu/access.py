@@ -46,6 +46,8 @@ class Access:
     sse/sf/ar: the values ESR.{SSE,SF,AR} take when the syndrome is valid.
     isv_eligible: a single general-register load/store without writeback, not exclusive and
         not atomic (Arm ARM D24.2.45, ISV); LDTR/STTR, LDAR/STLR, LDAPR and literal loads are.
+    esize: for LD1..LD4/ST1..ST4, the element size of the arrangement (0 otherwise): these
+        access memory one element at a time, so alignment is checked per element.
     operand_address: for DC/IC by VA, the register operand, which is what FAR reports
         (D24.2.48: "this field holds the address specified in the register argument").
     """
@@ -68,6 +70,7 @@ class Access:
     ar: bool = False
     isv_eligible: bool = False
     operand_address: int | None = None
+    esize: int = 0  # structure loads/stores (LD1..LD4/ST1..ST4): bytes of one element, what alignment checks
 
     @property
     def is_write(self) -> bool:

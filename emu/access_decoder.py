@@ -334,6 +334,7 @@ class AccessDecoder:
             writeback=writeback,
             simd=True,
             srt=rt,
+            esize=ELEMENT_BYTES[arrangement[-1]],
         )
 
 

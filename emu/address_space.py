@@ -26,6 +26,7 @@ from unicorn.unicorn_const import (
 )
 
 from emu.abort import PendingFault
+from emu.alignment import AlignmentWatch
 from emu.cpu import MASK64, PSTATE_PAN, Cpu
 from emu.memory import (
     PAGE_MASK,
@@ -72,7 +73,11 @@ class AddressSpace:
         self.fill_fault: PendingFault | None = None  # set by the fill hook when it refuses
         self._unpriv_cache: dict[int, bool] = {}
         self._probe_frame = phys.alloc()
+        self.alignment = AlignmentWatch(uc, cpu, lambda pfn: phys.read(pfn << 12, PAGE_SIZE), self._set_fill_fault, self._insn_word)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+
+    def _set_fill_fault(self, pending: PendingFault) -> None:
+        self.fill_fault = pending
 
     # ------------------------------------------------------------------ memory
     def alloc_frame(self, nr: int = 1) -> int:
@@ -134,6 +139,7 @@ class AddressSpace:
         if code:
             # Measured: a write from Python does not invalidate Unicorn's translation of that code.
             self.uc.ctl_flush_tb()
+            self.alignment.code_changed()
 
     def read_u64(self, va: int) -> int:
         return int.from_bytes(self.read(va, 8), "little")
@@ -194,6 +200,8 @@ class AddressSpace:
         for other in allowed_accesses(result.perms, el0=el0, pan=pan):
             if other is not access and (self.stage2 is None or self.stage2(pfn, other) is True):
                 perms |= _PROT[other]
+        if access is AccessType.EXEC:
+            self.alignment.exec_page_filled(addr, pfn)
         entry.paddr = (pfn << 12) | (addr & 0xFFF)
         entry.perms = perms
         return True

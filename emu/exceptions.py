@@ -15,6 +15,7 @@ from emu.syndrome.bits import EC_SHIFT, IL
 # Unicorn interrupt numbers (QEMU's EXCP_*), measured with unicorn 2.1.4.
 INTNO_UDEF = 1
 INTNO_SVC = 2
+INTNO_DATA_ABORT = 4  # raised by Unicorn only for a misaligned exclusive/atomic (emu/alignment.py)
 INTNO_BKPT = 7
 INTNO_HVC = 11
 INTNO_SMC = 13

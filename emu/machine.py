@@ -22,11 +22,12 @@ from emu.abort import AbortBuilder, MemoryAbort
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.debug_hook import Debugger, paused_for
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
-from emu.exceptions import INTNO_BKPT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
+from emu.exceptions import INTNO_BKPT, INTNO_DATA_ABORT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
 from emu.eret import INTNO_ILLEGAL_RETURN, EretGuard, take_illegal_return
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
+from emu.sctlr import LINUX_SCTLR_EL1, apply_sctlr
 from emu.run_limits import (
     DEFAULT_BUDGET,
     DEFAULT_MAX_EVENTS,
@@ -92,7 +93,12 @@ class Machine(AddressSpace):
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self.eret_guard = EretGuard(self)  # illegal exception returns, which Unicorn does not model (emu/eret.py)
+        self.set_sctlr(LINUX_SCTLR_EL1)
         self._setup_machine_pages()
+
+    def set_sctlr(self, value: int) -> None:
+        """SCTLR_EL1 = value; M = 0 is the MMU-off mode, A = 1 strict alignment (emu/sctlr.py)."""
+        apply_sctlr(self, value)
 
     def _intr(self, uc, intno: int, _user) -> None:
         self._intno = intno
@@ -356,6 +362,8 @@ class Machine(AddressSpace):
             insn_pc, return_pc = pc - 4, pc  # svc's preferred return address is the next instruction
         elif intno in (INTNO_BKPT, INTNO_UDEF):
             insn_pc = return_pc = pc
+        elif intno == INTNO_DATA_ABORT and (pending := self.alignment.abort_for_intno4(pc)) is not None:
+            return self._on_abort(self._abort_builder.build(pending))  # Unicorn's own alignment check
         else:
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unexpected unicorn interrupt {intno} at pc={pc:#x}")
         esr = exception_syndrome(intno, self._insn_word(insn_pc & ~3), from_el, pc=insn_pc)

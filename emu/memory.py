@@ -67,7 +67,7 @@ class Pte:
 class WalkFault:
     """Why a translation stage refused: a translation fault (no entry) or a permission fault, with its level."""
 
-    kind: str  # "translation" | "permission"
+    kind: str  # "translation" | "permission" | "access-flag" | "address-size" | "alignment" (level unused)
     level: int
 
 
@@ -114,6 +114,10 @@ class PhysicalMemory:
         self._uc.mem_write(pfn << PAGE_SHIFT, bytes(PAGE_SIZE))
 
 
+PA_BITS = 48  # ID_AA64MMFR0_EL1.PARange of the modelled CPU
+MMU_OFF_PERMS = Perms(read=True, write=True, exec=True, user=False)
+
+
 # Span covered by one entry at each level of a 4 KiB-granule, 4-level table.
 _LEVEL_SHIFT = {0: 39, 1: 30, 2: 21, 3: 12}
 
@@ -131,6 +135,8 @@ class Stage1:
 
     ptes: dict[int, Pte] = field(default_factory=dict)
     _tables: dict[int, dict[int, int]] = field(default_factory=lambda: {0: {}, 1: {}, 2: {}})
+    # SCTLR_EL1.M = 0 (emu/sctlr.py): no walk; VA = PA below 2^48 (PARange), every access allowed.
+    disabled: bool = False
 
     def map(self, va: int, pfn: int, perms: Perms) -> None:
         va = _check_page(va)
@@ -152,6 +158,8 @@ class Stage1:
                 del counts[key]
 
     def lookup(self, va: int) -> Pte | None:
+        if self.disabled:
+            return None if va & VA_MASK >= 1 << PA_BITS else Pte((va & VA_MASK) >> PAGE_SHIFT, MMU_OFF_PERMS)
         return self.ptes.get(va & PAGE_MASK & VA_MASK)
 
     def translation_fault_level(self, va: int) -> int:
@@ -165,6 +173,9 @@ class Stage1:
     def check(self, va: int, access: AccessType, *, el0: bool, pan: bool) -> Pte | WalkFault:
         """Translate `va` for an access made with EL0 or EL1 privilege (PAN applies to EL1 data accesses)."""
         pte = self.lookup(va)
+        if self.disabled:
+            # AArch64.S1DisabledOutput: an address above the PA size is an Address size fault, level 0.
+            return WalkFault("address-size", 0) if pte is None else pte
         if pte is None:
             return WalkFault("translation", self.translation_fault_level(va))
         return pte if access in allowed_accesses(pte.perms, el0=el0, pan=pan) else WalkFault("permission", 3)
