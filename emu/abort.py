@@ -16,7 +16,7 @@ from emu.disasm import Disassembler
 from emu.memory import PAGE_MASK, AccessType, WalkFault
 from emu.cpu import Cpu
 from emu.syndrome import EC, Esr, data_abort_esr, hpfar_from_ipa
-from emu.syndrome.bits import EC_SHIFT, IL
+from emu.syndrome.bits import EC_SHIFT, IL, S1PTW
 
 
 def walk_fault_dfsc(fault: WalkFault) -> int:
@@ -48,7 +48,18 @@ class PendingFault:
     el: int
     unprivileged: bool
     fault: WalkFault
-    pfn: int | None  # the frame stage 1 produced, for stage-2 faults
+    pfn: int | None  # the frame stage 1 produced, for stage-2 faults (S1PTW: the table frame)
+    s1ptw: bool = False  # a stage-2 fault on the stage-1 walk's read of a table
+    desc_pa: int | None = None  # S1PTW: the descriptor being read (its IPA goes to HPFAR_EL2)
+
+
+def pending_for_walk_fault(fault: WalkFault, addr: int, access: AccessType, el: int, unprivileged: bool) -> PendingFault:
+    """The fill hook's record of a refused stage-1 walk: a stage-1 fault, or a stage-2 fault on a table read."""
+    table_pfn = getattr(fault, "table_pfn", None)
+    if table_pfn is None:
+        return PendingFault(1, addr, access, el, unprivileged, fault, None)
+    plain = WalkFault(fault.kind, fault.level)
+    return PendingFault(2, addr, access, el, unprivileged, plain, table_pfn, True, fault.desc_pa)
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class AbortBuilder:
             insn = None
             from_lower = pending.el == 0
             ec = EC.IABT_LOW if (pending.stage == 2 or from_lower) else EC.IABT_CUR
-            esr = Esr((ec << EC_SHIFT) | IL | dfsc)
+            esr = Esr((ec << EC_SHIFT) | IL | dfsc | (S1PTW if pending.s1ptw else 0))
         else:
             try:
                 insn = self._decoder.decode(word.to_bytes(4, "little"), pc, cpu.base_reg)
@@ -129,6 +140,8 @@ class AbortBuilder:
                 # An atomic reports WnR = 0 when a read would have faulted as well (Arm ARM WnR).
                 read_would_fault = pending.access_type is AccessType.READ or pending.fault.kind in _READ_WOULD_FAULT
                 wnr = insn.wnr(read_would_fault=read_would_fault)
+            if pending.s1ptw:
+                wnr = False  # the walk only reads (no FEAT_HAFDBS): WnR reports the walk's access
             esr = data_abort_esr(
                 from_lower_el=pending.stage == 2 or pending.el == 0,
                 dfsc=dfsc,
@@ -136,9 +149,13 @@ class AbortBuilder:
                 wnr=wnr,
                 isv_allowed=pending.stage == 2,
                 lowest_address=insn is None or far == insn.address,
+                s1ptw=pending.s1ptw,
             )
         pa = ipa = hpfar = None
-        if pending.pfn is not None:
+        if pending.s1ptw:
+            pa = ipa = pending.desc_pa  # the descriptor the walk read (identity stage 2: IPA == PA)
+            hpfar = hpfar_from_ipa(ipa)
+        elif pending.pfn is not None:
             pa = (pending.pfn << 12) | (far & 0xFFF)
             ipa = pa  # the host's stage 2 is an identity map: IPA == PA
             hpfar = hpfar_from_ipa(ipa)

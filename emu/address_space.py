@@ -25,8 +25,10 @@ from unicorn.unicorn_const import (
     UC_PROT_WRITE,
 )
 
-from emu.abort import PendingFault
+from emu.abort import PendingFault, pending_for_walk_fault
 from emu.alignment import AlignmentWatch
+from emu.stage1_tables import TableBuilder, TableWalker, tlbi_handler
+from emu.sys_insn import SysInsnHooks
 from emu.cpu import MASK64, PSTATE_PAN, Cpu
 from emu.memory import (
     PAGE_MASK,
@@ -69,12 +71,15 @@ class AddressSpace:
         self.cpu = cpu
         self.phys = phys
         self.stage1 = Stage1()
+        self.stage1.attach_tables(TableBuilder(phys.write_u64, phys.alloc_table), TableWalker(phys.read_u64))
         self.stage2: Stage2Check | None = None
         self.fill_fault: PendingFault | None = None  # set by the fill hook when it refuses
         self._unpriv_cache: dict[int, bool] = {}
         self._probe_frame = phys.alloc()
         self.alignment = AlignmentWatch(uc, cpu, lambda pfn: phys.read(pfn << 12, PAGE_SIZE), self._set_fill_fault, self._insn_word)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        self.sys_insn = SysInsnHooks(uc)  # the machine's one SYS hook (emu/sys_insn.py)
+        self.sys_insn.add(tlbi_handler(self.stage1))
 
     def _set_fill_fault(self, pending: PendingFault) -> None:
         self.fill_fault = pending
@@ -101,13 +106,18 @@ class AddressSpace:
         return pfns
 
     def flush_tlb(self) -> None:
-        """Make every mapping change visible to the very next instruction."""
+        """Make every mapping change visible to the very next instruction (stage-1 walks included)."""
+        self.stage1.flush_walk_cache()
+        self._flush_engine_tlb()
+
+    def _flush_engine_tlb(self) -> None:
         self._unpriv_cache.clear()
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def stage2_changed(self) -> None:
-        """Called by the stage-2 owner after it revokes or grants access to a frame."""
-        self.flush_tlb()
+        """Called by the stage-2 owner after it revokes or grants access to a frame (stage-1 walks stay cached)."""
+        self.stage1.stage2_changed()
+        self._flush_engine_tlb()
 
     def translate(self, va: int) -> int:
         """VA -> PA through stage 1 only, ignoring permissions (a debugger's view)."""
@@ -185,9 +195,9 @@ class AddressSpace:
         if not el0 and access is not AccessType.EXEC:
             # ldtr/sttr at EL1 are checked with EL0 permissions, and PAN does not apply to them.
             unprivileged = el0 = self._unprivileged_at(self.cpu.pc)
-        result = self.stage1.check(addr, access, el0=el0, pan=pan)
+        result = self.stage1.check(addr, access, el0=el0, pan=pan, stage2=self.stage2)
         if isinstance(result, WalkFault):
-            self.fill_fault = PendingFault(1, addr, access, el, unprivileged, result, None)
+            self.fill_fault = pending_for_walk_fault(result, addr, access, el, unprivileged)
             return False
         pfn = result.pfn
         if self.stage2 is not None:

@@ -7,9 +7,12 @@ frame, so a write through one is seen through all of them.
 """
 from __future__ import annotations
 
+import ctypes
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
+
+from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
 from abi.arch import MASK64 as VA_MASK
 from abi.arch import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
@@ -61,6 +64,7 @@ class Pte:
 
     pfn: int
     perms: Perms
+    af: bool = True  # the descriptor's access flag: 0 gives an Access flag fault (no FEAT_HAFDBS)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class PhysicalMemory:
         self.size = size
         uc.mem_map(base, size)
         self._next = base >> PAGE_SHIFT
+        self._top = (base + size) >> PAGE_SHIFT  # stage-1 table frames are taken from here down
+        self._u64 = ctypes.c_uint64()
+        self._u64_ref = ctypes.cast(ctypes.byref(self._u64), ctypes.POINTER(ctypes.c_char))
 
     @property
     def first_pfn(self) -> int:
@@ -99,10 +106,30 @@ class PhysicalMemory:
     def alloc(self, nr: int = 1) -> int:
         """Allocate `nr` physically contiguous zeroed frames; returns the first pfn."""
         pfn = self._next
-        if (pfn + nr) << PAGE_SHIFT > self.base + self.size:
+        if pfn + nr > self._top:
             raise MemoryError(f"out of physical memory ({self.size >> 20} MiB): raise Machine(phys_size=...)")
         self._next += nr
         return pfn
+
+    def alloc_table(self) -> int:
+        """One zeroed frame for a stage-1 translation table, from the top of memory down.
+
+        Apart from `alloc`'s frames so that the frames callers get keep their numbers
+        whatever tables were built (the recorded baselines name frames).
+        """
+        if self._top - 1 < self._next:
+            raise MemoryError(f"out of physical memory ({self.size >> 20} MiB) for a stage-1 table")
+        self._top -= 1
+        return self._top
+
+    def read_u64(self, pa: int) -> int:
+        return int.from_bytes(self._uc.mem_read(pa, 8), "little")
+
+    def write_u64(self, pa: int, value: int) -> None:
+        """One descriptor write; through uc_mem_write directly (the binding adds ~4 us a call)."""
+        self._u64.value = value
+        if _uclib.uc_mem_write(self._uc._uch, pa, self._u64_ref, 8):
+            self._uc.mem_write(pa, value.to_bytes(8, "little"))
 
     def read(self, pa: int, size: int) -> bytes:
         return bytes(self._uc.mem_read(pa, size))
@@ -122,67 +149,186 @@ MMU_OFF_PERMS = Perms(read=True, write=True, exec=True, user=False)
 _LEVEL_SHIFT = {0: 39, 1: 30, 2: 21, 3: 12}
 
 
-@dataclass
 class Stage1:
-    """The EL1&0 stage-1 tables as a map from page VA to `Pte`.
+    """The EL1&0 stage-1 translation: tables in physical frames, and `ptes`, Python's record of them.
 
-    Both halves live here: TTBR0 (user, low VAs) and TTBR1 (kernel, high VAs).
-    The level of a translation fault is the first level whose entry would be
-    invalid, derived from which table ranges hold any mapping at all, so an
-    unmapped page next to mapped ones faults at level 3, as on hardware where
-    its last-level table exists.
+    Both halves live here: TTBR0 (user, low VAs) and TTBR1 (kernel, high VAs). Once
+    `attach_tables` has given it a builder and a walker (every `AddressSpace` does), `map`
+    writes real descriptors (emu/stage1_tables.py) and every translation walks them, so guest
+    code that edits a descriptor and issues a TLBI sees its change; the walk results are
+    cached per page until `flush_walk_cache` (TLB maintenance, mapping changes, restore).
+    Without tables (a bare Stage1), `ptes` is the translation and the level of a translation
+    fault is derived from which table ranges hold any mapping, as the tables would give.
+
+    `ptes` records what was mapped from Python (with its permissions); the walk, not
+    `ptes`, is what the machine translates with.
     """
 
-    ptes: dict[int, Pte] = field(default_factory=dict)
-    _tables: dict[int, dict[int, int]] = field(default_factory=lambda: {0: {}, 1: {}, 2: {}})
-    # SCTLR_EL1.M = 0 (emu/sctlr.py): no walk; VA = PA below 2^48 (PARange), every access allowed.
-    disabled: bool = False
+    def __init__(self) -> None:
+        self.ptes: dict[int, Pte] = {}
+        self._counts: dict[int, dict[int, int]] = {0: {}, 1: {}, 2: {}}
+        # SCTLR_EL1.M = 0 (emu/sctlr.py): no walk; VA = PA below 2^48 (PARange), every access allowed.
+        self.disabled = False
+        self.builder = None  # emu.stage1_tables.TableBuilder
+        self._walker = None
+        self._walks: dict[int, tuple] = {}  # page VA -> (Leaf | WalkStop, table frames read)
+        self._tables_ok: set[int] = set()  # table frames known readable at stage 2 since the last change
 
-    def map(self, va: int, pfn: int, perms: Perms) -> None:
+    def attach_tables(self, builder, walker) -> None:
+        """From now on, mappings are descriptors in frames and translation walks them."""
+        self.builder, self._walker = builder, walker
+        for va, pte in self.ptes.items():
+            builder.set_leaf(va, _descriptor(pte))
+        self.flush_walk_cache()
+
+    # ------------------------------------------------------------- mappings
+    def map(self, va: int, pfn: int, perms: Perms, *, af: bool = True) -> None:
         va = _check_page(va)
         if va in self.ptes:
             self.unmap(va)
-        self.ptes[va] = Pte(pfn, perms)
-        for level, counts in self._tables.items():
+        pte = self.ptes[va] = Pte(pfn, perms, af)
+        for level, counts in self._counts.items():
             key = va >> _LEVEL_SHIFT[level]
             counts[key] = counts.get(key, 0) + 1
+        if self.builder is not None:
+            self.builder.set_leaf(va, _descriptor(pte))
+            self._walks.clear()  # new tables change the level at which neighbours fault
 
     def unmap(self, va: int) -> None:
         va = _check_page(va)
         if self.ptes.pop(va, None) is None:
             return
-        for level, counts in self._tables.items():
+        for level, counts in self._counts.items():
             key = va >> _LEVEL_SHIFT[level]
             counts[key] -= 1
             if not counts[key]:
                 del counts[key]
+        if self.builder is not None:
+            self.builder.clear_leaf(va)
+            self._walks.pop(va, None)
+
+    def set_access_flag(self, va: int, on: bool) -> None:
+        """Set or clear the AF bit of a page mapped from Python (AF = 0: Access flag fault, no FEAT_HAFDBS)."""
+        va = _check_page(va)
+        pte = self.ptes[va]
+        self.map(va, pte.pfn, pte.perms, af=on)
+
+    # ----------------------------------------------------------- the walk
+    def flush_walk_cache(self) -> None:
+        """TLB maintenance (or a restore): forget every cached walk."""
+        self._walks.clear()
+        self._tables_ok.clear()
+
+    def stage2_changed(self) -> None:
+        """Stage 2 changed: walks stay valid, but their table frames must be asked again."""
+        self._tables_ok.clear()
+
+    def _walk(self, va: int):
+        page = va & PAGE_MASK & VA_MASK
+        cached = self._walks.get(page)
+        if cached is None:
+            cached = self._walks[page] = self._walker.walk(self.builder.root_for(page, create=False), page)
+        return cached
 
     def lookup(self, va: int) -> Pte | None:
+        """The valid leaf translating `va`, ignoring permissions, AF and stage 2 (a debugger's view)."""
         if self.disabled:
             return None if va & VA_MASK >= 1 << PA_BITS else Pte((va & VA_MASK) >> PAGE_SHIFT, MMU_OFF_PERMS)
-        return self.ptes.get(va & PAGE_MASK & VA_MASK)
+        if self.builder is None:
+            return self.ptes.get(va & PAGE_MASK & VA_MASK)
+        leaf, _ = self._walk(va)
+        return _pte_of(leaf)
 
     def translation_fault_level(self, va: int) -> int:
         """Level of the first invalid descriptor on the walk for `va`."""
         va &= VA_MASK
+        if self.builder is not None:
+            leaf, _ = self._walk(va)
+            return leaf.level
         for level in (0, 1, 2):
-            if (va >> _LEVEL_SHIFT[level]) not in self._tables[level]:
+            if (va >> _LEVEL_SHIFT[level]) not in self._counts[level]:
                 return level
         return 3
 
-    def check(self, va: int, access: AccessType, *, el0: bool, pan: bool) -> Pte | WalkFault:
-        """Translate `va` for an access made with EL0 or EL1 privilege (PAN applies to EL1 data accesses)."""
-        pte = self.lookup(va)
+    def check(self, va: int, access: AccessType, *, el0: bool, pan: bool, stage2=None) -> "Pte | WalkFault":
+        """Translate `va` for an access made with EL0 or EL1 privilege (PAN applies to EL1 data accesses).
+
+        stage2(pfn, access) -> True or a refusal: when given, the walk's own reads of table
+        frames are checked at stage 2, and a refused one gives an `S1ptwFault`.
+        """
         if self.disabled:
             # AArch64.S1DisabledOutput: an address above the PA size is an Address size fault, level 0.
+            pte = self.lookup(va)
             return WalkFault("address-size", 0) if pte is None else pte
-        if pte is None:
-            return WalkFault("translation", self.translation_fault_level(va))
-        return pte if access in allowed_accesses(pte.perms, el0=el0, pan=pan) else WalkFault("permission", 3)
+        if self.builder is None:
+            pte = self.ptes.get(va & PAGE_MASK & VA_MASK)
+            if pte is None:
+                return WalkFault("translation", self.translation_fault_level(va))
+            level = 3
+        else:
+            leaf, tables = self._walk(va)
+            if stage2 is not None:
+                for table in tables:
+                    if table not in self._tables_ok:
+                        fault = _table_refused(self, va, table, stage2)
+                        if fault is not None:
+                            return fault
+            if leaf.kind_is_stop:
+                return WalkFault("translation", leaf.level)
+            pte, level = _pte_of(leaf), leaf.level
+        if not pte.af:
+            return WalkFault("access-flag", level)
+        return pte if access in allowed_accesses(pte.perms, el0=el0, pan=pan) else WalkFault("permission", level)
 
     def aliases(self, pfn: int) -> Iterator[int]:
-        """Every VA that maps frame `pfn`."""
+        """Every VA that maps frame `pfn` (of those mapped from Python)."""
         return (va for va, pte in self.ptes.items() if pte.pfn == pfn)
+
+
+@dataclass(frozen=True)
+class S1ptwFault(WalkFault):
+    """A stage-2 fault on a stage-1 walk: the table frame at `table_pfn` could not be read.
+
+    `kind`/`level` are the stage-2 fault's (what DFSC reports); `desc_pa` is the descriptor
+    the walk was reading (HPFAR_EL2 holds its IPA, FAR the VA being translated).
+    """
+
+    table_pfn: int = 0
+    desc_pa: int = 0
+    s1_level: int = 0
+
+
+def _table_refused(stage1: Stage1, va: int, table: int, stage2) -> "S1ptwFault | None":
+    verdict = stage2(table, AccessType.READ)
+    if verdict is True:
+        stage1._tables_ok.add(table)
+        return None
+    from emu.stage1_tables import index
+
+    tables = stage1._walks[va & PAGE_MASK & VA_MASK][1]
+    s1_level = tables.index(table)
+    fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
+    return S1ptwFault(fault.kind, fault.level, table, (table << PAGE_SHIFT) | index(va, s1_level) * 8, s1_level)
+
+
+_DESC_BITS: dict[tuple[Perms, bool], int] = {}
+
+
+def _descriptor(pte: Pte) -> int:
+    """The page descriptor of a Python mapping (its attribute bits memoised per permissions)."""
+    bits = _DESC_BITS.get((pte.perms, pte.af))
+    if bits is None:
+        from emu.stage1_tables import page_descriptor
+
+        p = pte.perms
+        bits = _DESC_BITS[(pte.perms, pte.af)] = page_descriptor(0, read=p.read, write=p.write, exec_=p.exec, user=p.user, af=pte.af)
+    return bits | (pte.pfn << PAGE_SHIFT)
+
+
+def _pte_of(leaf) -> Pte | None:
+    if leaf.kind_is_stop:
+        return None
+    return Pte(leaf.pfn, Perms(read=leaf.read, write=leaf.write, exec=leaf.exec_, user=leaf.user), leaf.af)
 
 
 def allowed_accesses(p: Perms, *, el0: bool, pan: bool) -> tuple[AccessType, ...]:

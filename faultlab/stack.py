@@ -119,9 +119,11 @@ def boot_vmlinux(
         kernel.enable_static_key(PKVM_STATIC_KEY)
     # pKVM fills the host stage 2 lazily; pre-filling what is mapped now keeps the
     # event log about the routine (the kernel image alone is ~7-10k frames).
-    for pte in list(kernel.machine.stage1.ptes.values()):
-        if stack.hyp.ownership.host_may_access(pte.pfn):
-            stack.hyp.stage2.idmap(pte.pfn)
+    # The stage-1 table frames too: the walk reads them through stage 2 (emu/stage1_tables.py).
+    frames = [pte.pfn for pte in kernel.machine.stage1.ptes.values()] + sorted(kernel.machine.stage1.builder.frames)
+    for pfn in frames:
+        if stack.hyp.ownership.host_may_access(pfn):
+            stack.hyp.stage2.idmap(pfn)
     return kernel, stack
 
 

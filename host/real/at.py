@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from unicorn import arm64_const as A
-from unicorn.unicorn_const import UC_HOOK_INSN
 
 from emu.memory import AccessType, WalkFault
 
@@ -34,12 +33,12 @@ def par_for(machine: "Machine", va: int, access: AccessType, el0: bool) -> int:
     return check.pfn << 12
 
 
-def install_at_hook(machine: "Machine") -> int:
+def install_at_hook(machine: "Machine") -> None:
     """Hook every SYS instruction; AT S1E1{R,W}/S1E0{R,W} get PAR_EL1 from our stage 1 (and an `at` event)."""
 
-    def on_sys(uc, reg: int, cp, _user) -> int:
+    def on_sys(uc, reg: int, cp) -> bool:
         if not (cp.op0 == 1 and cp.op1 == 0 and cp.crn == 7 and cp.crm == 8 and cp.op2 in _AT_OPS):
-            return 0
+            return False
         access, el0 = _AT_OPS[cp.op2]
         va = uc.reg_read(reg) if reg != A.UC_ARM64_REG_XZR else 0
         par = par_for(machine, va, access, el0)
@@ -47,6 +46,6 @@ def install_at_hook(machine: "Machine") -> int:
         names = {0: "S1E1R", 1: "S1E1W", 2: "S1E0R", 3: "S1E0W"}
         verdict = f"fault FST={(par >> 1) & 0x3F:#x}" if par & PAR_F else f"PA {par & ~0xFFF:#x}"
         machine.log("at", f"AT {names[cp.op2]} {va:#x}: PAR_EL1={par:#x} ({verdict})", va=va, par=par)
-        return 1
+        return True
 
-    return machine.uc.hook_add(UC_HOOK_INSN, on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
+    machine.sys_insn.add(on_sys)  # the machine's one SYS hook: Unicorn calls only the first of several
