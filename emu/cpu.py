@@ -49,10 +49,15 @@ _REG = {
     "PAR_EL1": A.UC_ARM64_REG_PAR_EL1,
     "TPIDR_EL1": A.UC_ARM64_REG_TPIDR_EL1,
     "TPIDR_EL0": A.UC_ARM64_REG_TPIDR_EL0,
+    "TTBR0_EL1": A.UC_ARM64_REG_TTBR0_EL1,
+    "TTBR1_EL1": A.UC_ARM64_REG_TTBR1_EL1,
+    "MAIR_EL1": A.UC_ARM64_REG_MAIR_EL1,
 }
 SYSREG_NAMES = tuple(sorted({*_CP, *_REG, "SP_EL0", "SP_EL1", "PAN", "CurrentEL"}))
 
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+_Q = [getattr(A, f"UC_ARM64_REG_Q{i}") for i in range(32)]
+MASK128 = (1 << 128) - 1
 
 
 class VectorOffset(enum.IntEnum):
@@ -81,6 +86,12 @@ class ExceptionEntry:
     far: int | None
     elr: int
     spsr: int
+
+
+def _vreg(n: int) -> int:
+    if not 0 <= n <= 31:
+        raise ValueError(f"there is no SIMD&FP register v{n} (v0-v31)")
+    return n
 
 
 class Cpu:
@@ -122,6 +133,30 @@ class Cpu:
     def set_x(self, n: int, value: int) -> None:
         if n != 31:
             self.write64(_X[n], value)
+
+    # SIMD&FP registers (V0-V31), by their Q/D/S/H/B views -------------------
+    def q(self, n: int) -> int:
+        """Qn / Vn: all 128 bits, as an unsigned int (element 0 in the low bits)."""
+        return self.uc.reg_read(_Q[_vreg(n)]) & MASK128
+
+    def set_q(self, n: int, value: int) -> None:
+        self.uc.reg_write(_Q[_vreg(n)], value & MASK128)
+
+    def d(self, n: int) -> int:
+        """Dn: the low 64 bits of Vn."""
+        return self.q(n) & MASK64
+
+    def set_d(self, n: int, value: int) -> None:
+        """Write Dn as an instruction does (FMOV Dn, Xm; LDR Dn): bits[127:64] of Vn become 0."""
+        self.set_q(n, value & MASK64)
+
+    def s(self, n: int) -> int:
+        """Sn: the low 32 bits of Vn."""
+        return self.q(n) & 0xFFFF_FFFF
+
+    def set_s(self, n: int, value: int) -> None:
+        """Write Sn as an instruction does: bits[127:32] of Vn become 0."""
+        self.set_q(n, value & 0xFFFF_FFFF)
 
     def base_reg(self, n: int) -> int:
         """Register n as an address base: 31 is SP here."""

@@ -28,6 +28,7 @@ from emu.eret import INTNO_ILLEGAL_RETURN, EretGuard, take_illegal_return
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 from emu.sctlr import LINUX_SCTLR_EL1, apply_sctlr
+from emu.sysreg_trap import el0_sysreg_trap
 from emu.run_limits import (
     DEFAULT_BUDGET,
     DEFAULT_MAX_EVENTS,
@@ -186,7 +187,8 @@ class Machine(AddressSpace):
         """Call `target` with x0..x7 = args at EL1 (kernel) or EL0 (user) and run until it returns.
 
         EL1: SP = a kernel stack, SP_EL0 = the task page (arm64's `current`), x30 = the
-        return sentinel, PSTATE = EL1h with DAIF masked and PAN as asked.
+        return sentinel, PSTATE = EL1h with DAIF masked and PAN as asked (on by default, as
+        Linux runs with FEAT_PAN; `RunResult.entry_pan` says which).
         EL0: entered by a real `eret` from EL1 (SPSR_EL1 = EL0t), SP = a user stack,
         x30 = the user return sentinel.
         """
@@ -211,7 +213,9 @@ class Machine(AddressSpace):
             self.cpu.write_sysreg("ELR_EL1", target)
             self.cpu.write_sysreg("SPSR_EL1", 0)  # EL0t, interrupts unmasked
             start = self.eret_stub
-        return self.run(start, budget=budget, timeout=timeout, max_events=max_events, trace=trace, max_trace=max_trace)
+        result = self.run(start, budget=budget, timeout=timeout, max_events=max_events, trace=trace, max_trace=max_trace)
+        result.entry_pan = pan and el == 1  # said in the result: EL1 calls run with PAN on unless asked
+        return result
 
     def run(
         self,
@@ -367,6 +371,8 @@ class Machine(AddressSpace):
         else:
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unexpected unicorn interrupt {intno} at pc={pc:#x}")
         esr = exception_syndrome(intno, self._insn_word(insn_pc & ~3), from_el, pc=insn_pc)
+        if intno == INTNO_UDEF and from_el == 0:  # SCTLR_EL1's EL0 traps are EC 0x18 (emu/sysreg_trap.py)
+            esr = el0_sysreg_trap(self._insn_word(insn_pc & ~3), self.cpu.read_sysreg("SCTLR_EL1")) or esr
         self.log("exception", f"{esr.name} ESR={esr.value:#x}", esr=esr.value, ec_name=esr.class_name)
         # A PC alignment fault records the misaligned PC in FAR_EL1 (Arm ARM D1.3.5).
         far = insn_pc if esr.ec == 0x22 else None

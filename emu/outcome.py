@@ -95,6 +95,7 @@ class RunResult:
     trace: list[TraceStep] | None = None
     segments: int = 0
     trace_truncated: bool = False  # the trace stopped at max_trace steps (a `trace-truncated` event says where)
+    entry_pan: bool | None = None  # Machine.call: PSTATE.PAN the callee started with (EL1 defaults to on); None for run()
 
     @property
     def returned(self) -> bool:

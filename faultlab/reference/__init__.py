@@ -31,8 +31,11 @@ know: fatal at EL1 and SIGKILL at EL0.
 
 Stores that straddle into the guest page: whether the bytes before the
 boundary are written before the fault is IMPLEMENTATION DEFINED for a
-misaligned access (docs/facts.md; Unicorn writes them); the models
-accept both (the "alt" image of RefMemory).
+misaligned access (docs/facts.md). The machine, like QEMU 7.2, writes
+nothing for a single-register store and writes the first register of a
+pair whose first register lies wholly before the boundary (a pair is two
+accesses); the models accept both images (the "alt" image of RefMemory),
+so they stay right on hardware that does write the first bytes.
 
 This module is the one to import (`from faultlab import reference as ref`):
 it gathers the models, one module per family, and names them by routine
