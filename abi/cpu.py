@@ -26,7 +26,8 @@ class CpuFeatures:
     mops: bool  # FEAT_MOPS (CPY*/SET*): Unicorn 2.1.4 does not implement it
     mte: bool  # FEAT_MTE tag checks
     ras: bool  # FEAT_RAS: ESR.ISS reports external aborts with SET/EA fields
+    hafdbs: bool  # FEAT_HAFDBS: hardware sets AF/DBM; off: AF = 0 is an Access flag fault, walks only read
     lpa2: bool  # FEAT_LPA2: level -1 translation faults (DFSC 0x2B); our stage 1 has 4 levels, 48-bit VAs
 
 
-FEATURES = CpuFeatures(lse=True, lse2=False, pan=True, pauth=False, bti=False, mops=False, mte=False, ras=True, lpa2=False)
+FEATURES = CpuFeatures(lse=True, lse2=False, pan=True, pauth=False, bti=False, mops=False, mte=False, ras=True, hafdbs=False, lpa2=False)

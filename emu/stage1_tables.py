@@ -14,8 +14,8 @@ VMSAv8-64 descriptor formats):
 
 Walk reads are memory accesses of the walk itself: each table frame must be readable at
 stage 2, else the walk stops with a stage-2 fault on a stage-1 walk (ESR S1PTW = 1, HPFAR =
-the table frame's IPA, FAR = the VA being translated: Arm ARM D8.? "Stage 2 fault on a
-stage 1 translation table walk"). The access flag is checked, never set: FEAT_HAFDBS is not
+the table frame's IPA, FAR = the VA being translated: Arm ARM ESR_ELx.S1PTW, "stage 2
+fault on an access made for a stage 1 translation table walk"). The access flag is checked, never set: FEAT_HAFDBS is not
 implemented (abi/cpu.py), so AF = 0 is an Access flag fault (DFSC 0x08 + level).
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Unicorn raises an undefined-instruction interrupt for them (intno 1, PC at the
 instruction) without saying why; QEMU itself would report the trap syndrome. The Arm ARM
-(D19.2 SCTLR_EL1; D24.2.? "ISS encoding for an exception from MSR, MRS, or System
-instruction execution in AArch64 state") traps, from EL0, to EL1 with EC 0x18:
+(SCTLR_EL1.{DZE,UCT,UCI,UMA}; ESR_ELx "ISS encoding for an exception from MSR, MRS, or
+System instruction execution in AArch64 state") traps, from EL0, to EL1 with EC 0x18:
 - DC ZVA when SCTLR_EL1.DZE = 0;
 - MRS CTR_EL0 when SCTLR_EL1.UCT = 0;
 - DC CVAU/CVAC/CVAP/CVADP/CIVAC and IC IVAU when SCTLR_EL1.UCI = 0;

@@ -116,7 +116,13 @@ def is_write_abort(esr: Esr) -> bool:
 
 
 def is_pkvm_stage2_abort(ctx: FaultContext) -> bool:
-    """pKVM marks the aborts it injects with ESR.S1PTW; only kernels with the check (7.x), once pKVM is initialised."""
+    """pKVM marks the aborts it injects with ESR.S1PTW; only kernels with the check (7.x), once pKVM is initialised.
+
+    Any S1PTW in ESR_EL1 is the marker, as in fault.c: the hardware reports S1PTW only for a
+    stage-2 fault, which goes to EL2, never to EL1. A real stage-2 fault on a stage-1 walk
+    (emu/stage1_tables.py) is seen by EL2 with ESR_EL2.S1PTW = 1; if pKVM injects it, the
+    host cannot tell it from the marker and does not try (tests/test_s1ptw_host.py).
+    """
     return ctx.kernel.pkvm_marker and ctx.esr.s1ptw
 
 
