@@ -91,7 +91,9 @@ class PhysicalMemory:
         self.size = size
         uc.mem_map(base, size)
         self._next = base >> PAGE_SHIFT
-        self._top = (base + size) >> PAGE_SHIFT  # stage-1 table frames are taken from here down
+        # Stage-1 table frames are taken from the top down, below the last frame, which is
+        # never handed out: a range that runs off the end of memory meets no table on its way.
+        self._top = ((base + size) >> PAGE_SHIFT) - 1
         self._u64 = ctypes.c_uint64()
         self._u64_ref = ctypes.cast(ctypes.byref(self._u64), ctypes.POINTER(ctypes.c_char))
 
@@ -115,7 +117,8 @@ class PhysicalMemory:
         """One zeroed frame for a stage-1 translation table, from the top of memory down.
 
         Apart from `alloc`'s frames so that the frames callers get keep their numbers
-        whatever tables were built (the recorded baselines name frames).
+        whatever tables were built (the recorded baselines name frames). The very last frame
+        of memory is left unused by both.
         """
         if self._top - 1 < self._next:
             raise MemoryError(f"out of physical memory ({self.size >> 20} MiB) for a stage-1 table")
@@ -223,11 +226,13 @@ class Stage1:
         """Stage 2 changed: walks stay valid, but their table frames must be asked again."""
         self._tables_ok.clear()
 
-    def _walk(self, va: int):
+    def _walk(self, va: int) -> tuple:
+        """(Leaf | WalkStop, table frames read, Pte | None) for the page of `va`, cached."""
         page = va & PAGE_MASK & VA_MASK
         cached = self._walks.get(page)
         if cached is None:
-            cached = self._walks[page] = self._walker.walk(self.builder.root_for(page, create=False), page)
+            leaf, tables = self._walker.walk(self.builder.root_for(page, create=False), page)
+            cached = self._walks[page] = (leaf, tables, _pte_of(leaf))
         return cached
 
     def lookup(self, va: int) -> Pte | None:
@@ -236,15 +241,13 @@ class Stage1:
             return None if va & VA_MASK >= 1 << PA_BITS else Pte((va & VA_MASK) >> PAGE_SHIFT, MMU_OFF_PERMS)
         if self.builder is None:
             return self.ptes.get(va & PAGE_MASK & VA_MASK)
-        leaf, _ = self._walk(va)
-        return _pte_of(leaf)
+        return self._walk(va)[2]
 
     def translation_fault_level(self, va: int) -> int:
         """Level of the first invalid descriptor on the walk for `va`."""
         va &= VA_MASK
         if self.builder is not None:
-            leaf, _ = self._walk(va)
-            return leaf.level
+            return self._walk(va)[0].level
         for level in (0, 1, 2):
             if (va >> _LEVEL_SHIFT[level]) not in self._counts[level]:
                 return level
@@ -266,7 +269,7 @@ class Stage1:
                 return WalkFault("translation", self.translation_fault_level(va))
             level = 3
         else:
-            leaf, tables = self._walk(va)
+            leaf, tables, pte = self._walk(va)
             if stage2 is not None:
                 for table in tables:
                     if table not in self._tables_ok:
@@ -275,7 +278,7 @@ class Stage1:
                             return fault
             if leaf.kind_is_stop:
                 return WalkFault("translation", leaf.level)
-            pte, level = _pte_of(leaf), leaf.level
+            level = leaf.level
         if not pte.af:
             return WalkFault("access-flag", level)
         return pte if access in allowed_accesses(pte.perms, el0=el0, pan=pan) else WalkFault("permission", level)
