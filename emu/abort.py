@@ -140,8 +140,8 @@ class AbortBuilder:
                 # An atomic reports WnR = 0 when a read would have faulted as well (Arm ARM WnR).
                 read_would_fault = pending.access_type is AccessType.READ or pending.fault.kind in _READ_WOULD_FAULT
                 wnr = insn.wnr(read_would_fault=read_would_fault)
-            if pending.s1ptw:
-                wnr = False  # the walk only reads (no FEAT_HAFDBS): WnR reports the walk's access
+            # S1PTW: WnR is still the access's direction (the ASL passes the access's fault record,
+            # write included, to the walk's stage-2 translation; QEMU 7.2 agrees).
             esr = data_abort_esr(
                 from_lower_el=pending.stage == 2 or pending.el == 0,
                 dfsc=dfsc,

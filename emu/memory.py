@@ -7,12 +7,9 @@ frame, so a write through one is seen through all of them.
 """
 from __future__ import annotations
 
-import ctypes
 import enum
 from dataclasses import dataclass
 from typing import Iterator
-
-from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
 from abi.arch import MASK64 as VA_MASK
 from abi.arch import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
@@ -94,8 +91,6 @@ class PhysicalMemory:
         # Stage-1 table frames are taken from the top down, below the last frame, which is
         # never handed out: a range that runs off the end of memory meets no table on its way.
         self._top = ((base + size) >> PAGE_SHIFT) - 1
-        self._u64 = ctypes.c_uint64()
-        self._u64_ref = ctypes.cast(ctypes.byref(self._u64), ctypes.POINTER(ctypes.c_char))
 
     @property
     def first_pfn(self) -> int:
@@ -129,10 +124,8 @@ class PhysicalMemory:
         return int.from_bytes(self._uc.mem_read(pa, 8), "little")
 
     def write_u64(self, pa: int, value: int) -> None:
-        """One descriptor write; through uc_mem_write directly (the binding adds ~4 us a call)."""
-        self._u64.value = value
-        if _uclib.uc_mem_write(self._uc._uch, pa, self._u64_ref, 8):
-            self._uc.mem_write(pa, value.to_bytes(8, "little"))
+        """One descriptor write, through `write` like every other (so whatever watches writes sees it)."""
+        self.write(pa, value.to_bytes(8, "little"))
 
     def read(self, pa: int, size: int) -> bytes:
         return bytes(self._uc.mem_read(pa, size))
@@ -169,7 +162,7 @@ class Stage1:
 
     def __init__(self) -> None:
         self.ptes: dict[int, Pte] = {}
-        self._counts: dict[int, dict[int, int]] = {0: {}, 1: {}, 2: {}}
+        self._tables: dict[int, dict[int, int]] = {0: {}, 1: {}, 2: {}}
         # SCTLR_EL1.M = 0 (emu/sctlr.py): no walk; VA = PA below 2^48 (PARange), every access allowed.
         self.disabled = False
         self.builder = None  # emu.stage1_tables.TableBuilder
@@ -190,7 +183,7 @@ class Stage1:
         if va in self.ptes:
             self.unmap(va)
         pte = self.ptes[va] = Pte(pfn, perms, af)
-        for level, counts in self._counts.items():
+        for level, counts in self._tables.items():
             key = va >> _LEVEL_SHIFT[level]
             counts[key] = counts.get(key, 0) + 1
         if self.builder is not None:
@@ -201,7 +194,7 @@ class Stage1:
         va = _check_page(va)
         if self.ptes.pop(va, None) is None:
             return
-        for level, counts in self._counts.items():
+        for level, counts in self._tables.items():
             key = va >> _LEVEL_SHIFT[level]
             counts[key] -= 1
             if not counts[key]:
@@ -218,9 +211,11 @@ class Stage1:
 
     # ----------------------------------------------------------- the walk
     def flush_walk_cache(self) -> None:
-        """TLB maintenance (or a restore): forget every cached walk."""
+        """TLB maintenance (or a restore): forget every cached walk (and the builder's hints)."""
         self._walks.clear()
         self._tables_ok.clear()
+        if self.builder is not None:
+            self.builder.forget()
 
     def stage2_changed(self) -> None:
         """Stage 2 changed: walks stay valid, but their table frames must be asked again."""
@@ -249,7 +244,7 @@ class Stage1:
         if self.builder is not None:
             return self._walk(va)[0].level
         for level in (0, 1, 2):
-            if (va >> _LEVEL_SHIFT[level]) not in self._counts[level]:
+            if (va >> _LEVEL_SHIFT[level]) not in self._tables[level]:
                 return level
         return 3
 

@@ -144,19 +144,32 @@ class TableBuilder:
     """Writes the tables for pages mapped from Python: allocates table frames, sets descriptors.
 
     Table frames come from `alloc_table()` (the top of physical memory, so the frames
-    handed out to callers keep the numbers they had before tables existed). The builder
-    remembers the table descriptors it wrote (`_children`), so mapping a page costs one
-    descriptor write; a guest that relinks upper-level tables itself is walked correctly
-    but not followed by later mappings made from Python.
+    handed out to callers keep the numbers they had before tables existed). The table
+    descriptors are followed as the memory holds them; `_last` (VA >> 21 -> its level-3
+    table) is only a hint that saves the three reads when mapping page after page, and
+    `forget()` drops it whenever memory may have changed under it (a TLBI, a restore).
     """
 
-    def __init__(self, write_u64: Callable[[int, int], None], alloc_table: Callable[[], int]) -> None:
+    def __init__(self, read_u64: Callable[[int], int], write_u64: Callable[[int, int], None],
+                 alloc_table: Callable[[], int]) -> None:
+        self._read_u64 = read_u64
         self._write_u64 = write_u64
         self._alloc = alloc_table
         self.roots: dict[int, int] = {}  # 0: TTBR0, 1: TTBR1 -> root table pfn
-        self.frames: set[int] = set()
-        self._children: dict[tuple[int, int], int] = {}  # (table pfn, index) -> next-level table pfn
-        self._last: dict[int, int] = {}  # VA >> 21 -> its level-3 table (the common case, one lookup)
+        self.frames: set[int] = set()  # every table frame allocated
+        self._last: dict[int, int] = {}
+
+    def forget(self) -> None:
+        self._last.clear()
+
+    def state(self) -> tuple:
+        """What a checkpoint keeps of the builder (with PhysicalMemory's table allocator)."""
+        return dict(self.roots), frozenset(self.frames)
+
+    def restore(self, state: tuple) -> None:
+        roots, frames = state
+        self.roots, self.frames = dict(roots), set(frames)
+        self._last.clear()
 
     def root_for(self, va: int, *, create: bool) -> int | None:
         half = (va >> 63) & 1
@@ -175,12 +188,16 @@ class TableBuilder:
         for level in range(3):
             if table is None:
                 return None
-            key = (table, index(va, level))
-            child = self._children.get(key)
-            if child is None and create:
-                child = self._children[key] = self._new_table()
-                self._write_u64((table << PAGE_SHIFT) | (key[1] * 8), (child << PAGE_SHIFT) | DESC_VALID | DESC_TABLE)
-            table = child
+            pa = (table << PAGE_SHIFT) | (index(va, level) * 8)
+            entry = self._read_u64(pa)
+            if entry & DESC_VALID and entry & DESC_TABLE:
+                table = (entry & OA_MASK) >> PAGE_SHIFT
+            elif create:
+                child = self._new_table()
+                self._write_u64(pa, (child << PAGE_SHIFT) | DESC_VALID | DESC_TABLE)
+                table = child
+            else:
+                return None
         return table
 
     def set_leaf(self, va: int, desc: int) -> None:
@@ -201,14 +218,14 @@ class TableBuilder:
             self._write_u64(pa, 0)
 
     def table_pa(self, va: int, level: int) -> int | None:
-        """Physical address of the level-`level` descriptor of `va` (for tests and debuggers)."""
+        """Physical address of the level-`level` descriptor of `va` (for tests, debuggers, differentials)."""
         table = self.root_for(va, create=False)
         for lvl in range(level):
             if table is None:
                 return None
-            table = self._children.get((table, index(va, lvl)))
+            entry = self._read_u64((table << PAGE_SHIFT) | (index(va, lvl) * 8))
+            table = (entry & OA_MASK) >> PAGE_SHIFT if entry & DESC_VALID and entry & DESC_TABLE else None
         return None if table is None else (table << PAGE_SHIFT) | (index(va, level) * 8)
-
 
 
 def tlbi_handler(stage1):
