@@ -167,12 +167,13 @@ class Stage1:
         self.disabled = False
         self.builder = None  # emu.stage1_tables.TableBuilder
         self._walker = None
+        self._phys = None
         self._walks: dict[int, tuple] = {}  # page VA -> (Leaf | WalkStop, table frames read)
         self._tables_ok: set[int] = set()  # table frames known readable at stage 2 since the last change
 
-    def attach_tables(self, builder, walker) -> None:
+    def attach_tables(self, builder, walker, phys: "PhysicalMemory") -> None:
         """From now on, mappings are descriptors in frames and translation walks them."""
-        self.builder, self._walker = builder, walker
+        self.builder, self._walker, self._phys = builder, walker, phys
         for va, pte in self.ptes.items():
             builder.set_leaf(va, _descriptor(pte))
         self.flush_walk_cache()
@@ -208,6 +209,16 @@ class Stage1:
         va = _check_page(va)
         pte = self.ptes[va]
         self.map(va, pte.pfn, pte.perms, af=on)
+
+    def move_table(self, va: int, level: int, pfn: int) -> int:
+        """Put the level-`level` table of `va`'s walk in frame `pfn` (emu/stage1_tables.py
+        TableBuilder.move_table); returns the frame it was in. Then flush the TLB."""
+        def copy(src: int, dst: int) -> None:
+            self._phys.write(dst << PAGE_SHIFT, self._phys.read(src << PAGE_SHIFT, PAGE_SIZE))
+
+        old = self.builder.move_table(va, level, pfn, copy)
+        self.flush_walk_cache()
+        return old
 
     # ----------------------------------------------------------- the walk
     def flush_walk_cache(self) -> None:

@@ -217,6 +217,26 @@ class TableBuilder:
         if pa is not None:
             self._write_u64(pa, 0)
 
+    def move_table(self, va: int, level: int, pfn: int, copy_frame: Callable[[int, int], None]) -> int:
+        """Make frame `pfn` the level-`level` table on `va`'s walk (levels 1-3): its entries are
+        copied there and the parent descriptor re-pointed. Returns the frame it replaces.
+
+        For layouts that must match another machine's (the QEMU differential puts a table at a
+        fixed PA); the caller owns `pfn` (allocated, not otherwise used).
+        """
+        if not 1 <= level <= 3:
+            raise ValueError("only a level 1-3 table has a parent descriptor to re-point")
+        parent = self.table_pa(va, level - 1)
+        old = self.table_pa(va, level)
+        if parent is None or old is None:
+            raise ValueError(f"no level-{level} table on the walk of {va:#x}")
+        old_pfn = old >> PAGE_SHIFT
+        copy_frame(old_pfn, pfn)
+        self._write_u64(parent, (pfn << PAGE_SHIFT) | DESC_VALID | DESC_TABLE)
+        self.frames.add(pfn)
+        self._last.clear()
+        return old_pfn
+
     def table_pa(self, va: int, level: int) -> int | None:
         """Physical address of the level-`level` descriptor of `va` (for tests, debuggers, differentials)."""
         table = self.root_for(va, create=False)
