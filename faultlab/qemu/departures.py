@@ -157,7 +157,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "when unaligned without FEAT_LSE2, and with FEAT_LSE2 when not all in one aligned 16-byte quantity "
         "(QEMU 7.2's -cpu max has no FEAT_LSE2); QEMU checks LDAPUR/STLUR and LDAR but not LDAPR",
         _ldapr_unchecked,
-        machine="not yet: no alignment faults (issue 14 item 1; the alignment family is a machine gap)",
+        machine="follows the Arm ARM: an Alignment fault (emu/alignment.py; tests/test_alignment.py)",
     ),
     Departure(
         "stxr-alignment", QEMU_7_2,
@@ -169,7 +169,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "is taken) before the local monitor is consulted; its comment: 'It is IMPLEMENTATION DEFINED whether "
         "the detection of memory aborts happens before or after the check on the local Exclusive monitor'",
         _stxr_unaligned,
-        machine="not yet: completes like QEMU (issue 14 item 1; the alignment family is a machine gap)",
+        machine="follows the Arm ARM: an Alignment fault before the monitor (emu/alignment.py; tests/test_alignment.py)",
     ),
     Departure(
         "cmo-by-va-no-translation", QEMU_7_2,

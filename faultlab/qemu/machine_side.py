@@ -7,8 +7,11 @@ verdicts of their frames (the machine's stage-2 callback), as the harness writes
 entries. No EL1 vectors are installed (VBAR_EL1 = 0), so an exception taken to EL1 ends the run
 with the syndrome the machine built; a stage-2 abort ends it in the EL2 handler here.
 
-What the machine's API cannot express (stage-1 entries other than the layout.S1 kinds, a
-stage-2 entry of a table frame) comes back as an ERROR observation naming it, not as a guess.
+The machine's stage 1 is real tables in frames (emu/stage1_tables.py): the data pages'
+level-3 table is moved to the frame the harness uses (S1_DATA_L3_PA), so a case's stage-2
+entry for it (`s2_walk`) and the resulting HPFAR are the harness's; an "old" stage-1 entry is
+the page mapped with AF = 0 (Stage1.set_access_flag). Anything else the machine refuses
+comes back as an ERROR observation naming it, not as a guess.
 """
 from __future__ import annotations
 
@@ -24,12 +27,14 @@ from emu.syndrome import Esr
 from faultlab.qemu.cases import Case
 from faultlab.qemu.harness import Harness
 from faultlab.qemu.layout import (
-    DATA_HI_PA, DATA_HI_VA, DATA_LO_PA, DATA_LO_VA, EL0_STUB_PA, EL0_STUB_VA, RAM_BASE, RAM_SIZE, S1, S2,
-    V_REGS, WINDOW_BYTES, WINDOW_PA, X_REGS, window_pattern,
+    DATA_HI_PA, DATA_HI_VA, DATA_LO_PA, DATA_LO_VA, EL0_STUB_PA, EL0_STUB_VA, RAM_BASE, RAM_SIZE, S1, S1_DATA_L3_PA,
+    S2, V_REGS, WINDOW_BYTES, WINDOW_PA, X_REGS, window_pattern,
 )
 from faultlab.qemu.observation import Observation, Taken, normalised
 
-_PERMS = {S1.KERNEL_RW: "rw", S1.KERNEL_RO: "r", S1.USER_RW: "rwu", S1.USER_RO: "ru", S1.USER_RX: "rxu"}
+_PERMS = {S1.KERNEL_RW: "rw", S1.KERNEL_RO: "r", S1.USER_RW: "rwu", S1.USER_RO: "ru", S1.USER_RX: "rxu",
+          S1.KERNEL_RW_OLD: "rw", S1.USER_RW_OLD: "rwu"}
+_OLD = frozenset({S1.KERNEL_RW_OLD, S1.USER_RW_OLD})  # mapped with AF = 0
 _STAGE2_ABORT = "qemu-diff-stage2-abort"
 BUDGET = 64  # instructions: a stub is two, and nothing may run away
 TIMEOUT = 5.0
@@ -69,6 +74,11 @@ class MachineSide:
         for form in self.harness.forms:
             va = self.harness.stub_va(form, 1)
             m.load(va, self._stub(form.text, va), "rx")
+        # The data pages' level-3 table where the harness has its own (the s1ptw family's target).
+        self.data_l3 = self._frames_at(S1_DATA_L3_PA)
+        m.map_page(DATA_LO_VA, self.lo, "rw")
+        m.stage1.move_table(DATA_LO_VA, 3, self.data_l3)
+        m.flush_tlb()
         self.stage2 = _Stage2()
         m.stage2 = self.stage2
         m.el2 = self.stage2
@@ -98,17 +108,16 @@ class MachineSide:
 
     def run_case(self, case: Case) -> Observation:
         m = self.machine
-        if case.s2_walk is not S2.RW:
-            return Observation(Taken.ERROR, note="stage-1 tables are not in frames on this machine: no S1PTW (issue 14 item 2)")
         for va, pfn, entry in ((DATA_LO_VA, self.lo, case.s1[0]), (DATA_HI_VA, self.hi, case.s1[1])):
             if entry is S1.INVALID:
                 m.unmap_page(va)
             elif entry in _PERMS:
                 m.map_page(va, pfn, _PERMS[entry])
+                if entry in _OLD:
+                    m.stage1.set_access_flag(va, False)
             else:
-                return Observation(Taken.ERROR, note=f"stage-1 entry {entry.value} is not expressible on the machine "
-                                                     "(no stage-1 access flag: issue 14 item 2)")
-        self.stage2.entries = {self.lo: case.s2[0], self.hi: case.s2[1]}
+                return Observation(Taken.ERROR, note=f"stage-1 entry {entry.value} is not expressible on the machine")
+        self.stage2.entries = {self.lo: case.s2[0], self.hi: case.s2[1], self.data_l3: case.s2_walk}
         m.stage2_changed()
         m.phys.write(WINDOW_PA, window_pattern())
         for n, value in enumerate(V_REGS):
