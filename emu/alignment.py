@@ -131,7 +131,7 @@ class AlignmentWatch:
         self._read_frame = read_frame
         self._raise = raise_fault
         self._insn_word = insn_word
-        self._decoder = AccessDecoder()
+        self._decoder: AccessDecoder | None = None  # made on first use: most runs never need one
         self._scanned: dict[int, tuple[int, ...]] = {}  # pfn -> watched offsets
         self._hooked: set[int] = set()  # VAs with a bounded hook
         self._words: dict[int, int] = {}  # VA -> instruction word, cleared when text changes
@@ -194,6 +194,8 @@ class AlignmentWatch:
         word = self._words.get(pc)
         if word is None:
             word = self._words[pc] = self._insn_word(pc)
+        if self._decoder is None:
+            self._decoder = AccessDecoder()
         try:
             return self._decoder.decode(word.to_bytes(4, "little"), pc, self._cpu.base_reg)
         except UnsupportedInstruction:

@@ -168,7 +168,8 @@ class Stage1:
         self.builder = None  # emu.stage1_tables.TableBuilder
         self._walker = None
         self._phys = None
-        self._walks: dict[int, tuple] = {}  # page VA -> (Leaf | WalkStop, table frames read)
+        self._walks: dict[int, tuple] = {}  # page VA -> (Leaf, table frames read, Pte)
+        self._stops: dict[int, tuple] = {}  # page VA -> (WalkStop, table frames read, None)
         self._tables_ok: set[int] = set()  # table frames known readable at stage 2 since the last change
 
     def attach_tables(self, builder, walker, phys: "PhysicalMemory") -> None:
@@ -189,7 +190,8 @@ class Stage1:
             counts[key] = counts.get(key, 0) + 1
         if self.builder is not None:
             self.builder.set_leaf(va, _descriptor(pte))
-            self._walks.clear()  # new tables change the level at which neighbours fault
+            self._walks.pop(va, None)
+            self._stops.clear()  # new tables change the level at which unmapped neighbours fault
 
     def unmap(self, va: int) -> None:
         va = _check_page(va)
@@ -222,11 +224,10 @@ class Stage1:
 
     # ----------------------------------------------------------- the walk
     def flush_walk_cache(self) -> None:
-        """TLB maintenance (or a restore): forget every cached walk (and the builder's hints)."""
+        """TLB maintenance (or a restore): forget every cached walk."""
         self._walks.clear()
+        self._stops.clear()
         self._tables_ok.clear()
-        if self.builder is not None:
-            self.builder.forget()
 
     def stage2_changed(self) -> None:
         """Stage 2 changed: walks stay valid, but their table frames must be asked again."""
@@ -235,10 +236,11 @@ class Stage1:
     def _walk(self, va: int) -> tuple:
         """(Leaf | WalkStop, table frames read, Pte | None) for the page of `va`, cached."""
         page = va & PAGE_MASK & VA_MASK
-        cached = self._walks.get(page)
+        cached = self._walks.get(page) or self._stops.get(page)
         if cached is None:
             leaf, tables = self._walker.walk(self.builder.root_for(page, create=False), page)
-            cached = self._walks[page] = (leaf, tables, _pte_of(leaf))
+            cached = (leaf, tables, _pte_of(leaf))
+            (self._stops if leaf.kind_is_stop else self._walks)[page] = cached
         return cached
 
     def lookup(self, va: int) -> Pte | None:
@@ -314,7 +316,7 @@ def _table_refused(stage1: Stage1, va: int, table: int, stage2) -> "S1ptwFault |
         return None
     from emu.stage1_tables import index
 
-    tables = stage1._walks[va & PAGE_MASK & VA_MASK][1]
+    tables = stage1._walk(va)[1]
     s1_level = tables.index(table)
     fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
     return S1ptwFault(fault.kind, fault.level, table, (table << PAGE_SHIFT) | index(va, s1_level) * 8, s1_level)

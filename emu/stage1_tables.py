@@ -145,9 +145,9 @@ class TableBuilder:
 
     Table frames come from `alloc_table()` (the top of physical memory, so the frames
     handed out to callers keep the numbers they had before tables existed). The table
-    descriptors are followed as the memory holds them; `_last` (VA >> 21 -> its level-3
-    table) is only a hint that saves the three reads when mapping page after page, and
-    `forget()` drops it whenever memory may have changed under it (a TLBI, a restore).
+    descriptors are followed as the memory holds them; `_last` (VA >> 21 -> the level-2
+    descriptor's address and value) is only a hint that saves two reads when mapping page
+    after page, checked against memory before use.
     """
 
     def __init__(self, read_u64: Callable[[int], int], write_u64: Callable[[int, int], None],
@@ -201,10 +201,18 @@ class TableBuilder:
         return table
 
     def set_leaf(self, va: int, desc: int) -> None:
-        """Write the level-3 descriptor of `va`, creating the tables on the way."""
-        table = self._last.get(va >> 21)
-        if table is None:
-            table = self._last[va >> 21] = self._last_table(va, create=True)
+        """Write the level-3 descriptor of `va`, creating the tables on the way.
+
+        The hint for `va`'s 2 MiB is checked against the level-2 descriptor in memory (one
+        read), so a restore or a guest that relinked the tables is followed.
+        """
+        hint = self._last.get(va >> 21)
+        if hint is not None and self._read_u64(hint[0]) == hint[1]:
+            table = (hint[1] & OA_MASK) >> PAGE_SHIFT
+        else:
+            table = self._last_table(va, create=True)
+            l2 = self.table_pa(va, 2)
+            self._last[va >> 21] = (l2, self._read_u64(l2))
         self._write_u64((table << PAGE_SHIFT) | (((va >> 12) & 0x1FF) << 3), desc & MASK64)
 
     def leaf_pa(self, va: int) -> int | None:

@@ -236,12 +236,25 @@ class Lab:
     def call(self, target: str | int, *args: int, el: int = 1, **kw) -> RunResult:
         """Run `target` with x0.. = args; the real kernel's code through `LoadedKernel.call` (which resets `current`)."""
         addr = self.symbol(target) if isinstance(target, str) else target
+        self._idmap_page_tables()
         if self.image is not None and self.image.in_image(addr):
             try:
                 return self.image.call(addr, *args, el=el, **kw)
             except VmlinuxError as exc:
                 raise LabError(str(exc)) from None
         return self.machine.call(addr, *args, el=el, **kw)
+
+
+    def _idmap_page_tables(self) -> None:
+        """The host's stage-1 table frames (emu/stage1_tables.py) are host memory pKVM mapped long
+        before any routine runs (host_stage2_idmap maps whole blocks): idmap them up front, as
+        stack.boot_vmlinux does for the image, so the event log stays about the routine."""
+        if self.hyp is None:
+            return
+        stage2, ownership = self.hyp.stage2, self.hyp.ownership
+        for pfn in self.machine.stage1.builder.frames - stage2.mapped:
+            if ownership.host_may_access(pfn):
+                stage2.idmap(pfn)
 
 
 def guest_secret(pfn: int, seed: int = 0) -> bytes:
