@@ -29,8 +29,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import ctypes
+
 import numpy as np
-from unicorn import UC_HOOK_CODE
+from unicorn import UC_HOOK_CODE, UcError
+from unicorn.unicorn_py3.unicorn import uc_hook_h
+from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
 from abi.cpu import FEATURES
 from emu.abort import PendingFault
@@ -99,10 +103,11 @@ def pending_alignment_fault(access: Access, el: int) -> PendingFault:
 
 
 # Encodings Unicorn does not check (Arm ARM C4.1 load/store encoding tables):
-# "Load/store exclusive / ordered": size 001000 o2 L o1 Rs o0 Rt2 Rn Rt. Stores-exclusive
-# (o2 = 0, L = 0) and LDAR/STLR/LDLAR/STLLR (o2 = 1, o1 = 0); CAS/CASP and loads-exclusive
-# are Unicorn's own (intno 4), but checking them first is harmless and keeps one mask.
+# "Load/store exclusive / ordered": size 001000 o2 L o1 Rs o0 Rt2 Rn Rt, o2 = bit 23, L = bit 22,
+# o1 = bit 21. LDAR/STLR/LDLAR/STLLR: o2 = 1, o1 = 0. Stores-exclusive: o2 = 0, L = 0, except
+# CASP (o1 = 1 with bit 31 = 0). Loads-exclusive, CAS and CASP are Unicorn's own (intno 4).
 _EXCL_MASK, _EXCL_BITS = 0x3F000000, 0x08000000
+_O2, _L, _O1, _BIT31 = 1 << 23, 1 << 22, 1 << 21, 1 << 31
 # LDAPR*: size 111000 1 0 1 11111 1 100 00 Rn Rt
 _LDAPR_MASK, _LDAPR_BITS = 0x3FFFFC00, 0x38BFC000
 # LDAPUR*/STLUR* (FEAT_LRCPC2): size 011001 opc 0 imm9 00 Rn Rt
@@ -112,7 +117,10 @@ _RCPC2_MASK, _RCPC2_BITS = 0x3F200C00, 0x19000000
 def watched_offsets(frame: bytes) -> list[int]:
     """Byte offsets, in one code frame, of the instructions whose alignment Unicorn leaves to us."""
     words = np.frombuffer(frame, dtype="<u4")
-    hit = ((words & _EXCL_MASK) == _EXCL_BITS) | ((words & _LDAPR_MASK) == _LDAPR_BITS)
+    group = (words & _EXCL_MASK) == _EXCL_BITS
+    ordered = group & ((words & (_O2 | _O1)) == _O2)
+    store_exclusive = group & ((words & (_O2 | _L)) == 0) & ~(((words & _O1) != 0) & ((words & _BIT31) == 0))
+    hit = ordered | store_exclusive | ((words & _LDAPR_MASK) == _LDAPR_BITS)
     hit |= (words & _RCPC2_MASK) == _RCPC2_BITS
     return [int(i) * 4 for i in np.flatnonzero(hit)]
 
@@ -139,6 +147,7 @@ class AlignmentWatch:
         self.strict = False  # SCTLR_EL1.A
         self.device = False  # MMU off: data accesses are Device-nGnRnE
         self._strict_hook = None
+        self._fptr = None  # the ctypes callback every bounded hook shares
 
     # ------------------------------------------------------------------ modes
     def set_modes(self, *, strict: bool, device: bool) -> None:
@@ -168,7 +177,25 @@ class AlignmentWatch:
             at = page + off
             if at not in self._hooked:
                 self._hooked.add(at)
-                self._uc.hook_add(UC_HOOK_CODE, self._check_one, None, at, at)
+                self._hook_at(at)
+
+    def _hook_at(self, address: int) -> None:
+        """A code hook bounded to `address`, all sharing one callback pointer.
+
+        The binding's hook_add wraps a new ctypes callback per call (~16 us, measured); after
+        the first, uc_hook_add is called directly with the same pointer (unicorn 2.1.x
+        internals: `_uch`, `_callbacks`; the version is pinned, tests/test_alignment.py runs it).
+        """
+        uc = self._uc
+        if self._fptr is None:
+            handle = uc.hook_add(UC_HOOK_CODE, self._check_one, None, address, address)
+            self._fptr = uc._callbacks[handle]
+            return
+        handle = uc_hook_h()
+        status = _uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_CODE, self._fptr,
+                                    ctypes.c_void_p(0), ctypes.c_uint64(address), ctypes.c_uint64(address))
+        if status:
+            raise UcError(status)
 
     def code_changed(self) -> None:
         """Text was written from Python: rescan frames when next executed."""

@@ -198,6 +198,26 @@ def test_mmu_off_is_identity_and_device_data_faults_when_unaligned():
 def test_watched_encodings_are_exactly_the_classes_unicorn_leaves_to_us():
     words = [CLASSES[n].insn for n in ("ldapr-x", "ldapur-w", "stlur-x", "ldlar-x", "stllr-w")]
     words += [int.from_bytes(assemble(t, 0), "little") for t in ("stxr w3, x1, [x0]", "ldar x1, [x0]", "stlr w1, [x0]")]
-    plain = [int.from_bytes(assemble(t, 0), "little") for t in ("ldr x1, [x0]", "str w1, [x0, #4]", "ldp x1, x2, [x0]", "nop", "ret")]
+    plain = [int.from_bytes(assemble(t, 0), "little")
+             for t in ("ldr x1, [x0]", "str w1, [x0, #4]", "ldp x1, x2, [x0]", "nop", "ret", "ldxr x1, [x0]", "ldaxp x1, x2, [x0]")]
+    plain += [CLASSES["cas-w"].insn, CLASSES["casp-x"].insn, CLASSES["ldadd-x"].insn]  # Unicorn checks these itself
     frame = b"".join(w.to_bytes(4, "little") for w in plain + words)
     assert watched_offsets(frame + bytes(PAGE_SIZE - len(frame))) == [4 * i for i in range(len(plain), len(plain) + len(words))]
+
+
+def test_every_watched_instruction_of_a_page_is_checked():
+    """Several ordered accesses on one code page, each with its own bounded hook: only the misaligned one faults."""
+    m = Machine(phys_size=16 << 20)
+    m.map_new(DATA_VA, 1, "rw")
+    text = "stlr x1, [x0]; ldar x2, [x0]; stlrh w1, [x3]; ldar w4, [x0]; stlr x1, [x5]; ret"
+    m.load(CODE_VA, assemble(text, CODE_VA), "rx")
+    for x3, x5, fault_pc, far in ((MIDDLE + 2, MIDDLE + 1, CODE_VA + 16, MIDDLE + 1),
+                                  (MIDDLE + 1, MIDDLE, CODE_VA + 8, MIDDLE + 1),
+                                  (MIDDLE + 2, MIDDLE + 8, None, None)):
+        m.cpu.set_x(3, x3)
+        result = m.call(CODE_VA, MIDDLE, 7, 0, x3, 0, x5, budget=100)
+        if fault_pc is None:
+            assert result.returned
+        else:
+            abort = result.outcome.detail
+            assert abort.pc == fault_pc and abort.esr.fsc == 0x21 and abort.far == far
