@@ -102,6 +102,7 @@ class Cpu:
         # Fault handling reads a dozen registers per abort; the binding's generic reg_read
         # costs ~4 us each (register-class lookup), a direct uc_reg_read of a u64 ~0.5 us.
         # Both are unicorn 2.1.x internals (the version is pinned); tests compare the two paths.
+        self.on_sctlr_write = None  # set by the machine: its modes follow SCTLR_EL1.{M,A}
         self._handle = uc._uch
         self._u64 = ctypes.c_uint64()
         self._u64_ref = ctypes.byref(self._u64)
@@ -256,6 +257,8 @@ class Cpu:
             self.uc.reg_write(_REG[name], value)
         elif name in _CP:
             self.uc.cpr_write(*_CP[name], value)
+            if name == "SCTLR_EL1" and self.on_sctlr_write is not None:
+                self.on_sctlr_write(value)  # the machine's MMU-off / alignment modes (emu/sctlr.py)
         elif name == "SP_EL0":
             self.sp_el0 = value
         elif name == "SP_EL1":

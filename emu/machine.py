@@ -27,7 +27,7 @@ from emu.memory import PAGE_SIZE, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW,
 from emu.eret import INTNO_ILLEGAL_RETURN, EretGuard, take_illegal_return
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
-from emu.sctlr import LINUX_SCTLR_EL1, apply_sctlr
+from emu.sctlr import LINUX_SCTLR_EL1, follow_sctlr
 from emu.sysreg_trap import el0_sysreg_trap
 from emu.run_limits import (
     DEFAULT_BUDGET,
@@ -94,12 +94,13 @@ class Machine(AddressSpace):
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self.eret_guard = EretGuard(self)  # illegal exception returns, which Unicorn does not model (emu/eret.py)
+        follow_sctlr(self)
         self.set_sctlr(LINUX_SCTLR_EL1)
         self._setup_machine_pages()
 
     def set_sctlr(self, value: int) -> None:
         """SCTLR_EL1 = value; M = 0 is the MMU-off mode, A = 1 strict alignment (emu/sctlr.py)."""
-        apply_sctlr(self, value)
+        self.cpu.write_sysreg("SCTLR_EL1", value)
 
     def _intr(self, uc, intno: int, _user) -> None:
         self._intno = intno

@@ -68,14 +68,23 @@ def describe(value: int) -> str:
     return " ".join(bit.name for bit in SctlrBit if value & bit and bit.name)
 
 
-def apply_sctlr(space, value: int) -> None:
-    """Write SCTLR_EL1 and make the machine's own modes follow M and A (`space`: an AddressSpace).
+def follow_sctlr(space) -> None:
+    """Make the machine's own modes follow every SCTLR_EL1 write made through `space.cpu`
+    (`Machine.set_sctlr`, `Cpu.write_sysreg`, a checkpoint's restore). `space`: an AddressSpace.
 
-    Called from Python between runs. (A guest `msr sctlr_el1` changes the register Unicorn
-    holds but not these modes: host-kernel code does not turn its MMU off or set A.)
+    A guest `msr sctlr_el1` changes the register Unicorn holds but not these modes (host
+    kernel code does not turn its MMU off or set A); the next write from Python re-syncs.
     """
-    space.cpu.write_sysreg("SCTLR_EL1", value)
+    space.cpu.on_sctlr_write = lambda value: sync_modes(space, value)
+
+
+def sync_modes(space, value: int) -> None:
+    """M = 0: the MMU-off mode of our translation; A = 1: strict alignment. Nothing to do when
+    neither changes (Cpu.set_pstate rewrites SCTLR_EL1 unchanged on every PSTATE write)."""
     mmu_off = not value & SctlrBit.M
+    strict = bool(value & SctlrBit.A)
+    if space.stage1.disabled == mmu_off and space.alignment.strict == strict:
+        return
     space.stage1.disabled = mmu_off
-    space.alignment.set_modes(strict=bool(value & SctlrBit.A), device=mmu_off)
+    space.alignment.set_modes(strict=strict, device=mmu_off)
     space.flush_tlb()

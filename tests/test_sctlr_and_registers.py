@@ -101,3 +101,18 @@ def test_call_results_say_which_pan_the_callee_started_with(el, pan):
     m.load(code, assemble("mrs x0, nzcv; ret", code), "rxu" if el == 0 else "rx")
     result = m.call(code, el=el, pan=pan, budget=100)
     assert result.returned and result.entry_pan == (pan and el == 1)
+
+
+def test_the_machines_modes_follow_sctlr_writes_from_python():
+    """Cpu.write_sysreg (what a checkpoint restore or a differential harness uses) switches the
+    MMU-off and strict-alignment modes exactly as Machine.set_sctlr does."""
+    m = Machine(phys_size=16 << 20)
+    m.map_new(DATA_VA, 1, "rw")
+    m.load(CODE_VA, assemble("ldr x1, [x0]; ret", CODE_VA), "rx")
+    assert m.call(CODE_VA, DATA_VA + 1, budget=100).returned
+    m.cpu.write_sysreg("SCTLR_EL1", LINUX_SCTLR_EL1 | SctlrBit.A)
+    assert m.call(CODE_VA, DATA_VA + 1, budget=100).outcome.detail.esr.fsc == 0x21
+    m.cpu.write_sysreg("SCTLR_EL1", LINUX_SCTLR_EL1 & ~SctlrBit.M)
+    assert m.translate(0x4000_0000) == 0x4000_0000 and m.stage1.disabled
+    m.cpu.write_sysreg("SCTLR_EL1", LINUX_SCTLR_EL1)
+    assert not m.stage1.disabled and m.call(CODE_VA, DATA_VA + 1, budget=100).returned
