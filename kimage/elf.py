@@ -95,10 +95,10 @@ class Vmlinux:
         try:
             st = path.stat()
         except OSError as exc:
-            from kimage.profiles import PROFILES  # only this message needs the suite names
-
-            if str(path) in {p.suite for p in PROFILES}:  # a suite name, not a file: say where suites are opened
-                raise VmlinuxError(f"cannot read {path}: a suite name, not a file: faultlab.api.open_kernel({str(path)!r}) opens the cached kernel") from None
+            if len(path.parts) == 1 and not path.suffix:  # a bare word such as a suite name: say where suites open
+                raise VmlinuxError(
+                    f"cannot read {path}: {exc.strerror} (a suite name? faultlab.api.open_kernel({str(path)!r}) opens the cached kernel)"
+                ) from None
             raise VmlinuxError(f"cannot read {path}: {exc.strerror}") from None
         if not path.is_file():
             raise VmlinuxError(f"{path} is not a file")

@@ -31,7 +31,7 @@ def test_a_suite_not_cached_says_how_to_fetch_it(tmp_path, monkeypatch):
 
 
 def test_vmlinux_open_of_a_suite_name_points_at_the_api():
-    with pytest.raises(VmlinuxError, match=r"a suite name, not a file: faultlab.api.open_kernel\('sid'\)"):
+    with pytest.raises(VmlinuxError, match=r"cannot read sid: .*a suite name\? faultlab.api.open_kernel\('sid'\) opens the cached kernel"):
         Vmlinux.open("sid")
 
 

@@ -27,27 +27,14 @@ from faultlab.stack import HOSTS
 from faultlab.lab import Lab
 from faultlab.oracle import judge, snapshot
 from faultlab.runner import RunError, evaluate
-from faultlab.kernel.fetch import SUITES, fetch, resolve
+from faultlab.kernel.fetch import SUITES, fetch
 from faultlab import report
 from faultlab.cli.errors import EXIT_OK
+from faultlab.cli.kernel_args import HOST_HELP, open_vmlinux, parse_int, say
 
-HOST_HELP = "the host fault path: the Python model of fault.c (model) or the image's own do_mem_abort (real)"
-
-
-def _say(console: Console, text: str) -> None:
-    """Plain text: disassembly like `ldr x4, [x1]` must not be read as rich markup."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- argument parsing
-def _int(text: str, what: str = "integer") -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        article = "an" if what[0] in "aeiou" else "a"
-        raise KernelUsageError(f"not {article} {what}: {text!r}") from None
-
-
 # Buffers come out of the booted kernel's spare physical memory (kimage.loaded.DEFAULT_EXTRA_MEMORY, 64 MiB):
 # each flag gets at most a quarter, so both together leave room for the page tables and the task.
 MAX_BUFFER = 16 << 20
@@ -107,24 +94,20 @@ def _dump_spec(spec: str) -> tuple[str, str, int]:
     where, _, length = spec.rpartition(":")
     if not where:
         raise KernelUsageError(f"--dump wants ADDR:LEN, not {spec!r}")
-    size = _int(length, "dump length")
+    size = parse_int(length, "dump length")
     if not 0 < size <= MAX_DUMP:
         raise KernelUsageError(f"--dump {spec}: the length must be 1 .. {MAX_DUMP} bytes")
     return spec, where, size
 
 
 # ---------------------------------------------------------------- commands
-def _open(spec: str | None) -> Vmlinux:
-    return Vmlinux.open(resolve(spec))
-
-
 def cmd_fetch(args, console: Console) -> int:
     fetched = []
     for suite in args.suites or ["bookworm"]:
         path = fetch(suite, progress=lambda msg: print(f"{suite}: {msg}", file=sys.stderr))
         fetched.append({"suite": suite, "path": str(path), "version": SUITES[suite]})
         if not args.json:
-            _say(console, f"{suite}: {path}")
+            say(console, f"{suite}: {path}")
     if args.json:
         report.dump({"kernels": fetched}, sys.stdout)
     return EXIT_OK
@@ -154,39 +137,39 @@ def info_record(vm: Vmlinux) -> dict:
 
 
 def cmd_info(args, console: Console) -> int:
-    vm = _open(args.vmlinux)
+    vm = open_vmlinux(args.vmlinux)
     rec = info_record(vm)
     if args.json:
         report.dump(rec, sys.stdout)
         return EXIT_OK
     ex = rec["extable"]
-    _say(console, f"vmlinux:   {vm.path}")
-    _say(console, f"version:   Linux {rec['version']} ({vm.version.release})")
-    _say(console, f"banner:    {vm.banner}")
-    _say(console, f"symbols:   {rec['symbols']}")
+    say(console, f"vmlinux:   {vm.path}")
+    say(console, f"version:   Linux {rec['version']} ({vm.version.release})")
+    say(console, f"banner:    {vm.banner}")
+    say(console, f"symbols:   {rec['symbols']}")
     rel = vm.relocations
-    _say(console, 
+    say(console, 
         f"relocs:    .rela.dyn {rel.relative} RELATIVE ({rel.already_in_place} already in place), "
         f"{rel.symbolic} symbolic; .relr.dyn {rel.relr} words (addends in place)"
     )
     if vm.task_layout:
         t = vm.task_layout
-        _say(console, f"current:   task_struct {t.task_struct_size} bytes, stack_canary at {t.stack_canary}, preempt_count at {t.preempt_count}")
-    _say(console, f"extable:   {ex['entries']} entries at {ex['address']:#x}, numbering {ex['numbering']} ({ex['numbering_reason']})")
+        say(console, f"current:   task_struct {t.task_struct_size} bytes, stack_canary at {t.stack_canary}, preempt_count at {t.preempt_count}")
+    say(console, f"extable:   {ex['entries']} entries at {ex['address']:#x}, numbering {ex['numbering']} ({ex['numbering_reason']})")
     for kind, n in ex["by_type"].items():
         number = vm.numbering.numbers[next(k for k in vm.numbering.numbers if k.value == kind)]
-        _say(console, f"  {kind:<24} (type {number}) {n:5d}")
-    _say(console, "owners:")
+        say(console, f"  {kind:<24} (type {number}) {n:5d}")
+    say(console, "owners:")
     for kind, funcs in ex["owners"].items():
-        _say(console, f"  {kind} ({sum(funcs.values())} entries in {len(funcs)} functions):")
+        say(console, f"  {kind} ({sum(funcs.values())} entries in {len(funcs)} functions):")
         line = "   "
         for name, n in funcs.items():
             item = f" {name} {n},"
             if len(line) + len(item) > 110:
-                _say(console, line.rstrip(","))
+                say(console, line.rstrip(","))
                 line = "   "
             line += item
-        _say(console, line.rstrip(","))
+        say(console, line.rstrip(","))
     return EXIT_OK
 
 
@@ -226,7 +209,7 @@ def cmd_call(args, console: Console) -> int:
     budget_text = _defaulted(args, "budget", DEFAULT_BUDGET)
     if policy[0] not in known_policies():
         raise KernelUsageError(f"unknown policy {policy[0]!r} (known: {', '.join(known_policies())})")
-    budget = _int(budget_text[0], "instruction budget")
+    budget = parse_int(budget_text[0], "instruction budget")
     if budget <= 0:
         raise KernelUsageError(f"--budget {budget_text[0]}: the instruction budget must be positive")
     if len(args.args) > 8:
@@ -243,15 +226,15 @@ def cmd_call(args, console: Console) -> int:
     user_size = _buffer_size(args.user_buffer, "--user-buffer") if args.user_buffer else None
     writes = [_write_spec(w) for w in args.write or []]
     gdb = _gdb(args.gdb, args.symbol) if args.gdb else None  # listens now: a busy port fails before the boot
-    vm = _open(args.vmlinux)
+    vm = open_vmlinux(args.vmlinux)
     # The task context, as in scenario files: a user task when a user buffer is mapped, else a kernel thread.
     task = (args.task, True) if args.task else ("user" if user_size else "kthread", False)
-    say = (lambda text: None) if args.json else (lambda text: _say(console, text))
+    out = (lambda text: None) if args.json else (lambda text: say(console, text))
     doc: dict = {
         "vmlinux": str(vm.path), "release": vm.version.release, "policy": policy[0], "host": host[0], "task": task[0],
         "budget": budget, "defaults": [k for k, (_, given) in (("policy", policy), ("host", host), ("task", task), ("budget", budget_text)) if not given],
     }
-    say(call_header(args, vm, policy, host, task, budget_text))
+    out(call_header(args, vm, policy, host, task, budget_text))
     rig = KernelRig.boot(vm, policy[0], host=host[0], user_mm=task[0] == "user")
     lab, kernel = rig.lab, rig.kernel
     target = kernel.resolve(args.symbol)
@@ -261,11 +244,11 @@ def cmd_call(args, console: Console) -> int:
     if buffer_size:
         buf = lab.alloc("buf", -(-buffer_size // PAGE_SIZE))
         doc["buffers"]["buf"] = {"va": buf.va, "size": buffer_size, "mapping": "kernel"}
-        say(f"buf  = {buf.va:#x} ({buffer_size} bytes, kernel linear map)")
+        out(f"buf  = {buf.va:#x} ({buffer_size} bytes, kernel linear map)")
     if user_size:
         names.values["ubuf"] = lab.alloc("ubuf", -(-user_size // PAGE_SIZE), user=True).user_va
         doc["buffers"]["ubuf"] = {"va": names.values["ubuf"], "size": user_size, "mapping": "user"}
-        say(f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
+        out(f"ubuf = {names.values['ubuf']:#x} ({user_size} bytes, user)")
     for where, data in writes:
         try:
             kernel.machine.write(names.value(where), data)
@@ -276,16 +259,16 @@ def cmd_call(args, console: Console) -> int:
         kernel.enable_static_key(name)
     for spec in args.stub or []:
         name, _, ret = spec.partition("=")
-        kernel.stub(name, _int(ret, "stub return value") if ret else 0)
+        kernel.stub(name, parse_int(ret, "stub return value") if ret else 0)
     for where in args.protect or []:
         try:
             prot = rig.protect(names.value(where))
         except MachineError as exc:
             raise KernelUsageError(f"--protect {where}: {exc}") from None
-        say(f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
+        out(f"protect {prot.va:#x} (pfn {prot.pfn:#x}) -> guest {prot.handle:#x} gfn {prot.gfn:#x}")
     shown = ", ".join(f"{a:#x}" for a in call_args)
     doc.update(symbol=kernel.symbolize(target), address=target, args=call_args)
-    say(f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {policy[0]} ({host[0]} host, {task[0]})")
+    out(f"call {kernel.symbolize(target)}({shown}) on Linux {vm.version.release} under {policy[0]} ({host[0]} host, {task[0]})")
     before = snapshot(lab)  # for the oracle's verdict in --json (the same judge as scenario runs)
     if gdb:
         gdb.attach(lab, target)
@@ -297,29 +280,29 @@ def cmd_call(args, console: Console) -> int:
         return f" <{kernel.symbolize(pc)}>" if kernel.owns(pc) else ""
 
     if args.trace and result.trace is not None:
-        say("trace and events:")
+        out("trace and events:")
         for item in report.trace_stream(result.trace, result.events, verbose=args.verbose):
-            say(f"      >> {item}{at(item.pc)}" if isinstance(item, Event) else f"  {item}{at(item.pc)}")
+            out(f"      >> {item}{at(item.pc)}" if isinstance(item, Event) else f"  {item}{at(item.pc)}")
         if result.trace_truncated:
-            say(f"trace truncated after {len(result.trace)} steps (--trace-limit N for more)")
+            out(f"trace truncated after {len(result.trace)} steps (--trace-limit N for more)")
         doc["trace"] = [{"pc": t.pc, "el": t.el, "text": t.text} for t in report.executed(result.trace, result.events)]
         doc["trace_truncated"] = result.trace_truncated
     else:
-        say("events:")
+        out("events:")
         for event in report.visible_events(result.events, args.verbose):
-            say(f"  {event}{at(event.pc)}")
+            out(f"  {event}{at(event.pc)}")
     doc["events"] = [
         {"seq": e.seq, "kind": e.kind, "pc": e.pc, "el": e.el, "message": e.message, "housekeeping": report.housekeeping(result.events, i)}
         for i, e in enumerate(result.events)
     ]
-    say(f"outcome: {result.outcome}")
+    out(f"outcome: {result.outcome}")
     doc["outcome"] = {"kind": str(result.outcome.kind), "message": result.outcome.message}
     x0 = result.x0
     doc["x0"] = x0
-    say(f"x0: {x0:#x} ({x0 - (1 << 64) if x0 >> 63 else x0})")
+    out(f"x0: {x0:#x} ({x0 - (1 << 64) if x0 >> 63 else x0})")
     doc["protected"] = []
     for prot in rig.protected:
-        say(rig.guest_page_report(prot))
+        out(rig.guest_page_report(prot))
         now = rig.machine.phys.read(prot.pfn << 12, PAGE_SIZE)
         doc["protected"].append({
             "va": prot.va, "pfn": prot.pfn, "guest": prot.handle, "gfn": prot.gfn,
@@ -333,7 +316,7 @@ def cmd_call(args, console: Console) -> int:
             data = kernel.machine.read(addr, size)
         except MachineError as exc:
             raise KernelUsageError(f"--dump {spec}: {exc}") from None
-        say(f"{where} [{addr:#x}, +{size}]: {data.hex()}")
+        out(f"{where} [{addr:#x}, +{size}]: {data.hex()}")
         doc["dumps"].append({"spec": spec, "address": addr, "hex": data.hex()})
     if args.json:
         doc["verdict"] = judge(lab, result, before).as_dict()

@@ -14,7 +14,7 @@ from kimage.elf import Vmlinux
 
 from faultlab import report
 from faultlab.cli.errors import EXIT_OK, EXIT_UNEXPECTED, UsageError
-from faultlab.cli.kernel import HOST_HELP, _int, _open, _say
+from faultlab.cli.kernel_args import HOST_HELP, open_vmlinux, parse_int, say
 from faultlab.cli.sweep import check_plot_args, parse_lengths, parse_shard, print_summary, save_plot
 from faultlab.kernel.lab import KernelUsageError
 from faultlab.stack import HOSTS
@@ -39,15 +39,15 @@ def cmd_sweep(args, console: Console) -> int:
     shard = parse_shard(args.shard)
     if args.plot:
         check_plot_args(args)  # before the vmlinux is opened: a bad file name costs nothing
-    jobs = _int(args.jobs, "number of jobs")
-    limit = _int(args.limit, "case limit") if args.limit else None
+    jobs = parse_int(args.jobs, "number of jobs")
+    limit = parse_int(args.limit, "case limit") if args.limit else None
     if jobs < 1 or (limit is not None and limit < 1):
         raise KernelUsageError("--jobs and --limit must be at least 1")
     try:
         routine = kernel_routine(args.symbol)
     except SweepError as exc:
         raise KernelUsageError(str(exc)) from None
-    vm = _open(args.vmlinux)
+    vm = open_vmlinux(args.vmlinux)
     plan = lengths_plan(routine, lengths) if lengths is not None else None
     spec = kernel_spec(vm, routine.name, plan)
     full = args.full or plan is not None
@@ -68,10 +68,10 @@ def cmd_sweep(args, console: Console) -> int:
     if args.json:
         report.dump(summary_record(summary, vm, spec, policies), sys.stdout)
         return EXIT_OK if summary.ok else EXIT_UNEXPECTED
-    _say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}{'; real host' if args.host == 'real' else ''}]")
+    say(console, f"{where} [{'lengths ' + args.lengths if lengths is not None else 'full' if args.full else 'quick'}; {', '.join(policies)}{'; real host' if args.host == 'real' else ''}]")
     print_summary(summary, console)
     for item in looseness(vm, routine.name):
-        _say(console, f"  looser than the reference (allowed): {item.what}")
+        say(console, f"  looser than the reference (allowed): {item.what}")
     return EXIT_OK if summary.ok else EXIT_UNEXPECTED
 
 
