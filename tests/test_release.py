@@ -89,3 +89,46 @@ def test_wheel_installs_and_runs_the_matrix_outside_the_checkout(tmp_path):
     assert str(ROOT) not in where and str(env_dir) in where
     out = _run([str(env_dir / "bin" / "faultlab"), "sweep", "full_name_hash", "--limit", "20"], cwd=elsewhere, env=env)
     assert "20 cases, 0 failures" in out
+
+
+# The import name of each distribution the package may use (PyPI name -> module).
+_MODULE_OF = {"unicorn": "unicorn", "capstone": "capstone", "keystone-engine": "keystone", "pyelftools": "elftools",
+              "rich": "rich", "numpy": "numpy", "matplotlib": "matplotlib"}
+
+
+def _declared(requirements: list[str]) -> set[str]:
+    import re
+
+    names = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+    return {_MODULE_OF[n] for n in names if n in _MODULE_OF}
+
+
+def test_every_third_party_import_of_the_package_is_declared():
+    """A module the installed package imports at load time must be a dependency, one imported inside a
+    function (an optional feature) at least an extra: a wheel installed without the test extra must run."""
+    import ast
+
+    ours = {"abi", "emu", "kimage", "kasm", "hyp", "host", "faultlab", "guest_asm"}
+    required = _declared(project()["dependencies"])
+    optional = set().union(*(_declared(v) for v in project()["optional-dependencies"].values()))
+    missing = []
+    for pkg in sorted(ours):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            top_level = {id(n) for n in tree.body}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    mods = [node.module]
+                else:
+                    continue
+                for mod in (m.split(".")[0] for m in mods):
+                    if mod in ours or mod in sys.stdlib_module_names or mod == "__future__":
+                        continue
+                    allowed = required if id(node) in top_level else required | optional
+                    if path.name == "pytest_plugin.py":  # loaded by pytest only, which brings its own
+                        allowed = allowed | {"pytest", "_pytest"}
+                    if mod not in allowed:
+                        missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {mod}")
+    assert not missing, "imports no dependency declares: " + ", ".join(missing)
