@@ -212,6 +212,9 @@ class AddressSpace:
                 perms |= _PROT[other]
         if access is AccessType.EXEC:
             self.alignment.exec_page_filled(addr, pfn)
+        if perms & UC_PROT_WRITE and self.phys.saved is not None:
+            # Copy on write for checkpoints: the CPU may now write this frame without another fill.
+            self.phys.before_write(pfn)
         entry.paddr = (pfn << 12) | (addr & 0xFFF)
         entry.perms = perms
         return True

@@ -55,9 +55,19 @@ _REG = {
 }
 SYSREG_NAMES = tuple(sorted({*_CP, *_REG, "SP_EL0", "SP_EL1", "PAN", "CurrentEL"}))
 
+
+class _CpReg(ctypes.Structure):
+    """Unicorn's uc_arm64_cp_reg (include/unicorn/arm64.h): a system register named by its encoding."""
+
+    _fields_ = (("crn", ctypes.c_uint32), ("crm", ctypes.c_uint32), ("op0", ctypes.c_uint32),
+                ("op1", ctypes.c_uint32), ("op2", ctypes.c_uint32), ("val", ctypes.c_uint64))
+
+
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 _Q = [getattr(A, f"UC_ARM64_REG_Q{i}") for i in range(32)]
 MASK128 = (1 << 128) - 1
+_SNAPSHOT_IDS = (*_X, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE)
+_SNAPSHOT_NAMES = (*(f"x{i}" for i in range(31)), "sp", "pc", "pstate")
 
 
 class VectorOffset(enum.IntEnum):
@@ -106,6 +116,15 @@ class Cpu:
         self._handle = uc._uch
         self._u64 = ctypes.c_uint64()
         self._u64_ref = ctypes.byref(self._u64)
+        # Batches of x0..x30, sp, pc, pstate: one uc_reg_{read,write}_batch instead of 34 calls
+        # (a call at the start and the end of every run; tests compare with the one-by-one path).
+        self._cp_reg = _CpReg()
+        self._cp_ref = ctypes.byref(self._cp_reg)
+        self._batch_ids = (ctypes.c_int32 * len(_SNAPSHOT_IDS))(*_SNAPSHOT_IDS)
+        self._batch_vals = (ctypes.c_uint64 * len(_SNAPSHOT_IDS))()
+        self._batch_ptrs = (ctypes.c_void_p * len(_SNAPSHOT_IDS))(
+            *[ctypes.addressof(self._batch_vals) + 8 * i for i in range(len(_SNAPSHOT_IDS))]
+        )
 
     def read64(self, reg_id: int) -> int:
         """A register by Unicorn id, through the fast path.
@@ -117,6 +136,25 @@ class Cpu:
         if _uclib.uc_reg_read(self._handle, reg_id, self._u64_ref):
             return self.uc.reg_read(reg_id)  # let the binding raise its own error
         return self._u64.value
+
+    def _cp(self, op0: int, op1: int, crn: int, crm: int, op2: int):
+        cp = self._cp_reg
+        cp.crn, cp.crm, cp.op0, cp.op1, cp.op2 = crn, crm, op0, op1, op2
+        return cp
+
+    def _cp_read(self, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+        """A system register by encoding, through the fast path (the binding's cpr_read builds a tuple class each time)."""
+        cp = self._cp(op0, op1, crn, crm, op2)
+        cp.val = 0
+        if _uclib.uc_reg_read(self._handle, A.UC_ARM64_REG_CP_REG, self._cp_ref):
+            return self.uc.cpr_read(op0, op1, crn, crm, op2)
+        return cp.val
+
+    def _cp_write(self, op0: int, op1: int, crn: int, crm: int, op2: int, value: int) -> None:
+        cp = self._cp(op0, op1, crn, crm, op2)
+        cp.val = value & MASK64
+        if _uclib.uc_reg_write(self._handle, A.UC_ARM64_REG_CP_REG, self._cp_ref):
+            self.uc.cpr_write(op0, op1, crn, crm, op2, value & MASK64)
 
     # general registers -------------------------------------------------
     def write64(self, reg_id: int, value: int) -> None:
@@ -169,7 +207,7 @@ class Cpu:
 
     @pc.setter
     def pc(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_PC, value & MASK64)
+        self.write64(A.UC_ARM64_REG_PC, value)
 
     @property
     def sp(self) -> int:
@@ -178,7 +216,7 @@ class Cpu:
 
     @sp.setter
     def sp(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_SP, value & MASK64)
+        self.write64(A.UC_ARM64_REG_SP, value)
 
     @property
     def pstate(self) -> int:
@@ -200,11 +238,11 @@ class Cpu:
     def sp_el0(self) -> int:
         if self._uses_sp_el0(self.pstate):
             return self.sp
-        return self.uc.reg_read(A.UC_ARM64_REG_SP_EL0)
+        return self.read64(A.UC_ARM64_REG_SP_EL0)
 
     @sp_el0.setter
     def sp_el0(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_SP_EL0, value & MASK64)
+        self.write64(A.UC_ARM64_REG_SP_EL0, value)
         if self._uses_sp_el0(self.pstate):
             self.sp = value
 
@@ -213,11 +251,11 @@ class Cpu:
         pstate = self.pstate
         if ((pstate >> 2) & 3) == 1 and pstate & PSTATE_SP:
             return self.sp
-        return self.uc.reg_read(A.UC_ARM64_REG_SP_EL1)
+        return self.read64(A.UC_ARM64_REG_SP_EL1)
 
     @sp_el1.setter
     def sp_el1(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_SP_EL1, value & MASK64)
+        self.write64(A.UC_ARM64_REG_SP_EL1, value)
         pstate = self.pstate
         if ((pstate >> 2) & 3) == 1 and pstate & PSTATE_SP:
             self.sp = value
@@ -228,19 +266,19 @@ class Cpu:
         if old == value:
             return
         sp0, sp1 = self.sp_el0, self.sp_el1
-        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        self.write64(A.UC_ARM64_REG_PSTATE, value)
         # Unicorn caches the EL in its translation flags: rewriting SCTLR_EL1 forces a rebuild.
         self.write_sysreg("SCTLR_EL1", self.read_sysreg("SCTLR_EL1"))
-        self.uc.reg_write(A.UC_ARM64_REG_SP_EL0, sp0)
-        self.uc.reg_write(A.UC_ARM64_REG_SP_EL1, sp1)
+        self.write64(A.UC_ARM64_REG_SP_EL0, sp0)
+        self.write64(A.UC_ARM64_REG_SP_EL1, sp1)
         self.sp = sp0 if self._uses_sp_el0(value) else sp1
 
     # system registers ---------------------------------------------------
     def read_sysreg(self, name: str) -> int:
         if name in _REG:
-            return self.uc.reg_read(_REG[name])
+            return self.read64(_REG[name])
         if name in _CP:
-            return self.uc.cpr_read(*_CP[name])
+            return self._cp_read(*_CP[name])
         if name == "SP_EL0":
             return self.sp_el0
         if name == "SP_EL1":
@@ -254,9 +292,9 @@ class Cpu:
     def write_sysreg(self, name: str, value: int) -> None:
         value &= MASK64
         if name in _REG:
-            self.uc.reg_write(_REG[name], value)
+            self.write64(_REG[name], value)
         elif name in _CP:
-            self.uc.cpr_write(*_CP[name], value)
+            self._cp_write(*_CP[name], value)
             if name == "SCTLR_EL1" and self.on_sctlr_write is not None:
                 self.on_sctlr_write(value)  # the machine's MMU-off / alignment modes (emu/sctlr.py)
         elif name == "SP_EL0":
@@ -270,10 +308,29 @@ class Cpu:
             raise KeyError(f"unknown or read-only system register {name!r} (known: {', '.join(SYSREG_NAMES)})")
 
     def snapshot(self) -> dict[str, int]:
-        """x0..x30, sp, pc, pstate: what a `pt_regs` holds."""
-        regs = {f"x{i}": self.x(i) for i in range(31)}
-        regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
-        return regs
+        """x0..x30, sp, pc, pstate: what a `pt_regs` holds (one batched read)."""
+        vals = self._batch_vals
+        for i in range(len(_SNAPSHOT_IDS)):
+            vals[i] = 0  # PSTATE is written as 32 bits: no stale upper half
+        if _uclib.uc_reg_read_batch(self._handle, self._batch_ids, self._batch_ptrs, len(_SNAPSHOT_IDS)):
+            regs = {f"x{i}": self.x(i) for i in range(31)}
+            regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
+            return regs
+        return dict(zip(_SNAPSHOT_NAMES, vals))
+
+    def all_x(self) -> list[int]:
+        """x0..x30 in one batched read (what kernel_entry saves)."""
+        regs = self.snapshot()
+        return [regs[name] for name in _SNAPSHOT_NAMES[:31]]
+
+    def set_all_x(self, values: "list[int] | tuple[int, ...]") -> None:
+        """x0..x30 = values (31 of them), in one batched write."""
+        vals = self._batch_vals
+        for i, value in enumerate(values):
+            vals[i] = value & MASK64
+        if _uclib.uc_reg_write_batch(self._handle, self._batch_ids, self._batch_ptrs, 31):
+            for i, value in enumerate(values):
+                self.set_x(i, value)
 
     # exception entry ------------------------------------------------------
     def take_exception(self, *, esr: int, far: int | None, return_pc: int, kind: VectorKind = VectorKind.SYNC) -> ExceptionEntry:

@@ -18,7 +18,9 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_ARM, Uc, 
 from unicorn import arm64_const as A
 from unicorn.unicorn_const import UC_TLB_VIRTUAL
 
+from emu import checkpoint
 from emu.abort import AbortBuilder, MemoryAbort
+from emu.checkpoint import Checkpoint
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.debug_hook import Debugger, paused_for
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
@@ -53,6 +55,9 @@ USER_STACK_PAGES = 4
 _EXIT_BRK = (0xD4200000 | (0xE817 << 5)).to_bytes(4, "little")  # brk #0xe817: an exit address
 
 ExitHandler = Callable[["Machine"], "Outcome | None"]
+
+def _is_brk(insn: bytes) -> bool:  # BRK #imm16 (Arm ARM C6.2.41)
+    return int.from_bytes(insn, "little") & 0xFFE0001F == 0xD4200000
 
 
 class El2Handler(Protocol):
@@ -90,6 +95,7 @@ class Machine(AddressSpace):
         self._limits: RunLimits | None = None
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         self.debugger: Debugger | None = None  # emu/debug_hook.py: set only while a debugger is attached
+        self._checkpoint: "Checkpoint | None" = None
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
         uc.hook_add(UC_HOOK_INTR, self._intr)
@@ -125,6 +131,13 @@ class Machine(AddressSpace):
     def events(self) -> list[Event]:
         return self._events
 
+    def checkpoint(self) -> "Checkpoint":
+        """Remember the whole machine now; `rewind(cp)` comes back at the cost of what changed (emu/checkpoint.py)."""
+        return checkpoint.take(self)
+
+    def rewind(self, cp: "Checkpoint") -> None:
+        checkpoint.rewind(self, cp)
+
     # ------------------------------------------------------------------ exits
     def add_exit(self, addr: int, handler: ExitHandler) -> None:
         """Plant a hand-over point: a `brk` at `addr` that calls `handler(machine)` instead of trapping.
@@ -136,14 +149,16 @@ class Machine(AddressSpace):
         addr &= MASK64
         if addr not in self._exits:
             self._exit_saved[addr] = self.read(addr, 4)
-        self.write(addr, _EXIT_BRK)
+        if not _is_brk(self._exit_saved[addr]):  # any brk at an exit hands over: one already there stays (no code write)
+            self.write(addr, _EXIT_BRK)
         self._exits[addr] = handler
 
     def remove_exit(self, addr: int) -> None:
         """Undo add_exit, putting back the instruction the brk replaced."""
         addr &= MASK64
         if self._exits.pop(addr, None) is not None:
-            self.write(addr, self._exit_saved.pop(addr))
+            if not _is_brk(saved := self._exit_saved.pop(addr)):
+                self.write(addr, saved)
 
     # ------------------------------------------------------- machine's pages
     def _setup_machine_pages(self) -> None:
@@ -200,10 +215,7 @@ class Machine(AddressSpace):
             raise MachineError(f"cannot call at EL{el}: the host runs at EL0 or EL1")
         self.cpu.set_pstate((1 << 2) | PSTATE_SP | PSTATE_DAIF | (PSTATE_PAN if pan else 0))
         self.cpu.sp = self.kernel_stack_top
-        for i in range(31):
-            self.cpu.set_x(i, 0)
-        for i, value in enumerate(args):
-            self.cpu.set_x(i, value)
+        self.cpu.set_all_x([*args, *(0,) * (31 - len(args))])
         if el == 1:
             self.cpu.sp_el0 = self.task
             self.cpu.set_x(30, self.return_sentinel)

@@ -91,6 +91,9 @@ class PhysicalMemory:
         # Stage-1 table frames are taken from the top down, below the last frame, which is
         # never handed out: a range that runs off the end of memory meets no table on its way.
         self._top = ((base + size) >> PAGE_SHIFT) - 1
+        # Copy on write for checkpoints (emu/checkpoint.py): frame -> its contents when the
+        # checkpoint was taken, saved just before the first write since then. None: not tracking.
+        self.saved: dict[int, bytes] | None = None
 
     @property
     def first_pfn(self) -> int:
@@ -131,10 +134,42 @@ class PhysicalMemory:
         return bytes(self._uc.mem_read(pa, size))
 
     def write(self, pa: int, data: bytes) -> None:
+        if self.saved is not None and data:
+            for pfn in range(pa >> PAGE_SHIFT, ((pa + len(data) - 1) >> PAGE_SHIFT) + 1):
+                self.before_write(pfn)
         self._uc.mem_write(pa, bytes(data))
 
     def zero(self, pfn: int) -> None:
-        self._uc.mem_write(pfn << PAGE_SHIFT, bytes(PAGE_SIZE))
+        self.write(pfn << PAGE_SHIFT, bytes(PAGE_SIZE))
+
+    # ------------------------------------------------------------ checkpoints
+    def before_write(self, pfn: int) -> None:
+        """A frame is about to be written (from Python, or the CPU got a writable TLB entry): keep its old contents once."""
+        saved = self.saved
+        if saved is not None and pfn not in saved:
+            saved[pfn] = bytes(self._uc.mem_read(pfn << PAGE_SHIFT, PAGE_SIZE))
+
+    def track_writes(self) -> None:
+        """Start a new epoch: from now on every frame's first write keeps its contents for `rewind`."""
+        self.saved = {}
+
+    def rewind(self) -> list[int]:
+        """Put back every frame written since `track_writes`; returns those whose contents really changed.
+
+        A frame written back to what it held (an exit's brk put and removed again) is
+        left alone, so its translated code stays valid.
+        """
+        if self.saved is None:
+            raise RuntimeError("rewind without track_writes")
+        changed = []
+        uc = self._uc
+        for pfn, old in self.saved.items():
+            pa = pfn << PAGE_SHIFT
+            if uc.mem_read(pa, PAGE_SIZE) != old:
+                uc.mem_write(pa, old)
+                changed.append(pfn)
+        self.saved = {}
+        return changed
 
 
 PA_BITS = 48  # ID_AA64MMFR0_EL1.PARange of the modelled CPU
@@ -171,6 +206,9 @@ class Stage1:
         self._walks: dict[int, tuple] = {}  # page VA -> (Leaf, table frames read, Pte)
         self._stops: dict[int, tuple] = {}  # page VA -> (WalkStop, table frames read, None)
         self._tables_ok: set[int] = set()  # table frames known readable at stage 2 since the last change
+        # Every frame ever mapped executable from Python (never shrinks): a checkpoint's rewind drops
+        # translated code only when it puts back one of these (emu/checkpoint.py).
+        self.exec_frames: set[int] = set()
 
     def attach_tables(self, builder, walker, phys: "PhysicalMemory") -> None:
         """From now on, mappings are descriptors in frames and translation walks them."""
@@ -185,6 +223,8 @@ class Stage1:
         if va in self.ptes:
             self.unmap(va)
         pte = self.ptes[va] = Pte(pfn, perms, af)
+        if perms.exec:
+            self.exec_frames.add(pfn)
         for level, counts in self._tables.items():
             key = va >> _LEVEL_SHIFT[level]
             counts[key] = counts.get(key, 0) + 1

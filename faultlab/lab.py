@@ -9,6 +9,7 @@ guest's pages held so the oracle can judge integrity and confidentiality.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,13 @@ from host.kernel import HostKernel, KernelConfig
 from hyp.pkvm import Hyp
 from hyp.policies import Policy, policy as policy_by_name
 from kasm import AsmCache, Image
+from kasm.cache import user_cache_dir
 from kimage.elf import Vmlinux, VmlinuxError
 from kimage.extable_format import NUMBERING_V7, TypeNumbering
 from kimage.loaded import LoadedKernel
 
+from faultlab import snapshot as lab_snapshot
+from faultlab.snapshot import LabSnapshot
 from faultlab.stack import Stack, boot_vmlinux, compose
 
 KERNEL_TEXT_BASE = 0xFFFF_8000_0800_0000
@@ -39,7 +43,9 @@ VMLINUX_LAB_TEXT_BASE = 0xFFFF_8000_4000_0000
 # The one assembly memo of this process (bounded, least recently used out): the runner builds
 # a fresh Lab per scenario run, so a cache owned by one Lab would never be hit again. Entries
 # are validated against their include files and handed out as copies (kasm/cache.py).
-SHARED_ASM_CACHE = AsmCache()
+# It also keeps images on disk under the user cache dir (kasm/cache.py user_cache_dir), so a new
+# process - a CLI command, an xdist worker - does not assemble the same files again.
+SHARED_ASM_CACHE = AsmCache(disk=user_cache_dir())
 
 
 class LabError(ValueError):
@@ -232,6 +238,19 @@ class Lab:
         self.hyp.forget_setup()
         return page
 
+    # --------------------------------------------------------------- snapshots
+    def snapshot(self) -> "LabSnapshot":
+        """Remember this lab as it is now (machine, pKVM, host, buffers, guest): `restore` comes back to it.
+
+        One snapshot per lab is live (taking another replaces it). faultlab/snapshot.py says what is kept and how.
+        """
+        frozen = () if self.image is None else (self.image.symbols,)
+        return lab_snapshot.take(self, frozen=frozen)
+
+    def restore(self, snap: "LabSnapshot") -> None:
+        """Back to `snap`, this lab's latest snapshot: a run after it is the run a freshly set-up lab would make."""
+        lab_snapshot.restore(self, snap)
+
     # --------------------------------------------------------------- running
     def call(self, target: str | int, *args: int, el: int = 1, **kw) -> RunResult:
         """Run `target` with x0.. = args; the real kernel's code through `LoadedKernel.call` (which resets `current`)."""
@@ -257,7 +276,11 @@ class Lab:
                 stage2.idmap(pfn)
 
 
+@functools.lru_cache(maxsize=1024)
 def guest_secret(pfn: int, seed: int = 0) -> bytes:
-    """A page of the guest's data: bytes 0x80-0xff from a per-frame stream, so a leak is recognisable."""
+    """A page of the guest's data: bytes 0x80-0xff from a per-frame stream, so a leak is recognisable.
+
+    Memoised (bytes are immutable): a frame's page is the same every run that donates it.
+    """
     rng = random.Random((seed << 40) ^ pfn ^ 0x5EC2E7)
     return bytes(0x80 | rng.getrandbits(7) for _ in range(PAGE_SIZE))

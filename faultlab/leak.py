@@ -17,6 +17,7 @@ this module.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, Mapping
 
@@ -24,9 +25,16 @@ WINDOW = 4  # n for scenario runs; a sweep routine states its own (RoutineSpec.l
 GUEST_BYTE = re.compile(rb"[\x80-\xff]")
 
 
+@functools.lru_cache(maxsize=256)
 def grams(secret: bytes, n: int = WINDOW) -> frozenset[bytes]:
-    """The runs of n guest bytes worth looking for (not one byte repeated)."""
-    return frozenset(secret[i : i + n] for i in range(len(secret) - n + 1) if len(set(secret[i : i + n])) > 1)
+    """The runs of n guest bytes worth looking for (not one byte repeated).
+
+    Memoised per (secret, n): a guest page's bytes are the same run after run
+    (faultlab/lab.py `guest_secret` is a function of the frame and the seed),
+    and building the set was a third of a scenario run (docs/performance.md).
+    """
+    runs = {secret[i : i + n] for i in range(len(secret) - n + 1)}
+    return frozenset(runs - {bytes((b,)) * n for b in set(secret)})
 
 
 def in_registers(regs: Mapping[str, int], guest: Iterable[frozenset[bytes]], n: int = WINDOW) -> list[tuple[str, int]]:
@@ -35,26 +43,60 @@ def in_registers(regs: Mapping[str, int], guest: Iterable[frozenset[bytes]], n: 
     found = []
     if not guest:
         return found
+    seen: dict[int, bool] = {}  # registers often repeat a value (0, a poison pattern)
     for i in range(31):
         value = regs.get(f"x{i}")
         if value is None or value >> 48 == 0xFFFF:
             continue
-        raw = value.to_bytes(8, "little")
-        if any(raw[j : j + n] in g for j in range(9 - n) for g in guest):
+        hit = seen.get(value)
+        if hit is None:
+            raw = value.to_bytes(8, "little")
+            windows = {raw[j : j + n] for j in range(9 - n)}
+            hit = seen[value] = any(not g.isdisjoint(windows) for g in guest)
+        if hit:
             found.append((f"x{i}", value))
     return found
 
 
 def new_in_memory(before: bytes, after: bytes, guest: Iterable[frozenset[bytes]], n: int = WINDOW) -> bool:
-    """Whether `after` holds a run of n guest bytes that `before` did not (no model of the memory image)."""
+    """Whether `after` holds a run of n guest bytes that `before` did not (no model of the memory image).
+
+    Only windows that overlap a changed byte can be new (any other equals the window of
+    `before` at the same place), and a window was in `before` exactly when it is a
+    substring of it: so the scan covers the changed span, not the page.
+    """
     if after == before:
         return False
-    old = {before[i : i + n] for i in range(len(before) - n + 1)}
-    return any(after[i : i + n] in g and after[i : i + n] not in old for i in range(len(after) - n + 1) for g in guest)
+    guest = list(guest)
+    lo, hi = _changed_span(before, after)
+    for i in range(max(0, lo - n + 1), min(len(after) - n + 1, hi)):
+        window = after[i : i + n]
+        if any(window in g for g in guest) and window not in before:
+            return True
+    return False
+
+
+def _changed_span(before: bytes, after: bytes, step: int = 64) -> tuple[int, int]:
+    """[first, last + 1) of the bytes that differ (equal lengths assumed past the shorter one)."""
+    size = max(len(before), len(after))
+    lo = 0
+    while lo < size and before[lo : lo + step] == after[lo : lo + step]:
+        lo += step
+    while lo < size and lo < len(before) and lo < len(after) and before[lo] == after[lo]:
+        lo += 1
+    hi = size
+    while hi > lo and before[max(hi - step, 0) : hi] == after[max(hi - step, 0) : hi]:
+        hi -= step
+    while hi > lo and hi <= min(len(before), len(after)) and before[hi - 1] == after[hi - 1]:
+        hi -= 1
+    return lo, hi
 
 
 def unexplained_guest_byte(data: bytes, explain: tuple[bytes, bytes], lo: int, hi: int) -> int | None:
     """The first byte in the guest's range in data[lo:hi] that neither image of the model explains, or None."""
+    part = data[lo:hi]
+    if part == explain[0][lo:hi] or part == explain[1][lo:hi]:
+        return None  # the usual case, settled at C speed: every byte is one the model predicts
     for m in GUEST_BYTE.finditer(data, lo, hi):
         i = m.start()
         if data[i] not in (explain[0][i], explain[1][i]):

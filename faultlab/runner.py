@@ -21,6 +21,7 @@ from faultlab.lab import Lab, LabError
 from faultlab.oracle import Verdict, judge, snapshot
 from faultlab.oracle import GuestIntegrity
 from faultlab.scenario import Expectation, Scenario, ScenarioError, TaskKind
+from faultlab.snapshot import LabPool
 
 
 class RunError(ValueError):
@@ -131,15 +132,17 @@ def routine_path(scenario: Scenario, name: str) -> Path:
     raise RunError(f"routine file '{name}' not found next to {scenario.path} or in the guest_asm library")
 
 
-def setup(scenario: Scenario, policy: "str | Policy", *, kernels: VmlinuxShelf | None = None) -> Lab:
+def setup(scenario: Scenario, policy: "str | Policy", *, kernels: VmlinuxShelf | None = None, own: bool = False) -> Lab:
     """The scenario's lab under `policy`: buffers, the routine, then the guest's pages.
 
-    A vmlinux routine boots the named kernel (a suite's cached download or a
-    path, relative to the scenario file) in a `Lab.with_vmlinux`; `kernels` lets a
-    caller that runs many scenarios open each vmlinux once.
+    A vmlinux routine runs in a `Lab.with_vmlinux` of the named kernel (a
+    suite's cached download or a path, relative to the scenario file);
+    `kernels` lets a caller that runs many scenarios open each vmlinux once
+    and boot it once per policy (later labs are that boot restored). `own`:
+    a lab of its own, booted afresh (one that will be snapshotted itself).
     """
     r = scenario.routine
-    lab = _kernel_lab(scenario, policy, kernels or VmlinuxShelf()) if r.kind == "vmlinux" else Lab(policy)
+    lab = _kernel_lab(scenario, policy, kernels or VmlinuxShelf(), own) if r.kind == "vmlinux" else Lab(policy)
     # The task context, for either host: the model's fault.c reads Task.mm; the real host's `current`
     # gets an mm_struct (host/real/boot.py TaskContext follows Task.mm) whose VMA lookups our stubs
     # answer from the user stage-1 mappings of the buffers.
@@ -169,12 +172,12 @@ def setup(scenario: Scenario, policy: "str | Policy", *, kernels: VmlinuxShelf |
     return lab
 
 
-def _kernel_lab(scenario: Scenario, policy: "str | Policy", kernels: VmlinuxShelf) -> Lab:
+def _kernel_lab(scenario: Scenario, policy: "str | Policy", kernels: VmlinuxShelf, own: bool) -> Lab:
     r = scenario.routine
     if r.el != 1:
         raise RunError(f"{scenario.path}: routine.el: a vmlinux routine runs at EL1, not EL{r.el}")
     try:
-        return kernels.lab(r.source, policy, relative_to=Path(scenario.path).parent)
+        return (kernels.boot if own else kernels.lab)(r.source, policy, relative_to=Path(scenario.path).parent)
     except (KernelFetchError, VmlinuxError) as exc:
         raise RunError(str(exc)) from None
 
@@ -187,18 +190,30 @@ def vmlinux_missing(scenario: Scenario, kernels: VmlinuxShelf | None = None) -> 
 
 
 def run(
-    scenario: Scenario, policy: "str | Policy", *, trace: bool = False, max_trace: int = DEFAULT_MAX_TRACE, kernels: VmlinuxShelf | None = None,
+    scenario: Scenario,
+    policy: "str | Policy",
+    *,
+    trace: bool = False,
+    max_trace: int = DEFAULT_MAX_TRACE,
+    kernels: VmlinuxShelf | None = None,
     before_call: Callable[[Lab, int], object] | None = None,
+    labs: LabPool | None = None,
 ) -> RunRecord:
     """`policy`: a name, or a Policy object (its name is the key of the scenario's expectations).
 
     `max_trace` caps a trace (the machine says `trace-truncated` past it): a runaway loop under
     --trace must not print a million lines. `before_call(lab, routine address)` runs with the
     lab set up, just before the call (`faultlab run --gdb` attaches its debugger there).
+    `labs`: set each (scenario, policy) up once and restore that lab for every later run
+    (faultlab/snapshot.py): the record's lab is then valid until the next run of the same pair.
     """
     name = policy if isinstance(policy, str) else policy.name
     try:
-        lab = setup(scenario, policy, kernels=kernels)
+        if labs is None:
+            lab = setup(scenario, policy, kernels=kernels)
+        else:
+            key = (id(scenario), policy if isinstance(policy, str) else id(policy), id(kernels))
+            lab = labs.get(key, lambda: setup(scenario, policy, kernels=kernels, own=True), refs=(scenario, policy, kernels))
         args = [evaluate(a, lab) for a in scenario.routine.args]
         lab.symbol(scenario.routine.symbol)
     except (LabError, AsmError) as exc:

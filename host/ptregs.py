@@ -36,12 +36,11 @@ class PtRegs:
         spsr = cpu.read_sysreg("SPSR_EL1")
         from_el0 = (spsr >> 2) & 3 == 0
         sp = cpu.sp_el0 if from_el0 else cpu.sp
-        return cls([cpu.x(i) for i in range(31)], sp, cpu.read_sysreg("ELR_EL1"), spsr)
+        return cls(cpu.all_x(), sp, cpu.read_sysreg("ELR_EL1"), spsr)
 
     def restore(self, cpu: "Cpu") -> None:
         """kernel_exit up to (not including) the eret, which the CPU executes itself."""
-        for i, value in enumerate(self.x):
-            cpu.set_x(i, value)
+        cpu.set_all_x(self.x)
         cpu.write_sysreg("ELR_EL1", self.pc)
         cpu.write_sysreg("SPSR_EL1", self.pstate)
         if self.user_mode:

@@ -15,9 +15,23 @@ run cannot change another's symbols or extable.
 The cache is an explicit object (nothing global in kasm). faultlab.lab keeps one
 bounded instance for the process, because its runner builds a fresh Lab per
 scenario run; tests and bench pass their own or none.
+
+On disk (`disk=`, a directory; faultlab uses the user cache dir): a miss in
+memory looks for a pickled (Image, Inputs) named by the SHA-256 of the key and
+of kasm's own code and the keystone/capstone versions (so a changed assembler
+never reads an old image); the include checks apply as in memory. An entry
+that cannot be read back as exactly that - truncated, corrupt, another
+version's - is ignored and rewritten, never trusted. Writes go through a
+temporary file and a rename, so a reader never sees half an entry. The
+directory is the user's own: entries are only ever read from it.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import pickle
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +53,18 @@ class CacheStats:
     misses: int = 0
     # Entries dropped because an included file changed (or a lookup now finds another file).
     stale: int = 0
+    disk_hits: int = 0
+    disk_bad: int = 0  # unreadable or foreign entries on disk, ignored (and rewritten)
 
 
 class AsmCache:
     """A least-recently-used memo of assembled Images, at most `max_entries` of them."""
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, *, disk: str | Path | None = None) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, not {max_entries}")
         self.max_entries = max_entries
+        self.disk = None if disk is None else Path(disk)
         self._entries: OrderedDict[Key, tuple[Image, Inputs]] = OrderedDict()
         self.stats = CacheStats()
 
@@ -77,12 +94,54 @@ class AsmCache:
                 return hit[0].copy()
             del self._entries[key]
             self.stats.stale += 1
-        self.stats.misses += 1
-        image, inputs = assemble_with_inputs(source, base, filename=filename, numbering=numbering, include_dirs=dirs)
+        found = self._from_disk(key)
+        if found is not None:
+            self.stats.disk_hits += 1
+            image, inputs = found
+        else:
+            self.stats.misses += 1
+            image, inputs = assemble_with_inputs(source, base, filename=filename, numbering=numbering, include_dirs=dirs)
+            self._to_disk(key, image, inputs)
         self._entries[key] = (image.copy(), inputs)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return image
+
+    # ---------------------------------------------------------------- disk
+    def _path(self, key: Key) -> Path:
+        digest = hashlib.sha256(repr((key, _code_version())).encode()).hexdigest()
+        return self.disk / digest[:2] / f"{digest}.pickle"
+
+    def _from_disk(self, key: Key) -> tuple[Image, Inputs] | None:
+        if self.disk is None:
+            return None
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            stored_key, image, inputs = pickle.loads(data)
+            ok = stored_key == key and isinstance(image, Image) and isinstance(inputs, Inputs)
+        except Exception:  # truncated, corrupt or from another version: a miss, whatever the reason
+            ok = False
+        if not ok or not _still_valid(inputs):
+            self.stats.disk_bad += ok is False
+            return None
+        return image, inputs
+
+    def _to_disk(self, key: Key, image: Image, inputs: Inputs) -> None:
+        if self.disk is None:
+            return
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump((key, image, inputs), f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only or full cache dir only costs the next process an assembly
 
     def assemble_file(self, path: str | Path, base: int, **kw) -> Image:
         """kasm.assemble_file(), memoised on the file's contents (read every time, so edits are seen)."""
@@ -109,3 +168,28 @@ def _still_valid(inputs: Inputs) -> bool:
         if content_digest(text) != digest:
             return False
     return True
+
+
+@functools.cache
+def _code_version() -> str:
+    """kasm's own sources and the engines' versions: an entry made by other code never matches."""
+    import capstone
+    import keystone
+
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    h.update(f"{capstone.__version__} {getattr(keystone, '__version__', '?')}".encode())
+    return h.hexdigest()
+
+
+def user_cache_dir() -> Path | None:
+    """Where faultlab keeps assembled images: $FAULTLAB_ASM_CACHE, else $XDG_CACHE_HOME or ~/.cache, /faultlab-asm.
+
+    FAULTLAB_ASM_CACHE=off (or an empty value) keeps assembly in memory only.
+    """
+    env = os.environ.get("FAULTLAB_ASM_CACHE")
+    if env is not None:
+        return None if env in ("", "off", "0") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "faultlab-asm"

@@ -11,6 +11,14 @@
 3. End to end: one built-in-style scenario (zeropad over-read) under
    inject-reclaim, from Lab creation to verdict.
 
+4. Snapshot/restore (issue 12): small-scenario runs/s with a fresh lab per run vs
+   a lab set up once and restored per run (faultlab/snapshot.py); guest_asm sweep
+   cases/s; real-kernel sweep cases/s with the model and the real host (booted
+   once per policy, boot cost shown apart); the lazy-idmap first touch and the
+   protected-abort round trip (abort -> EL2 -> inject -> vector -> fixup -> eret);
+   memory growth per 100k restored runs; the invariant checks' cost when the lab
+   has that option.
+
 Usage: python scripts/bench.py [--quick]
 """
 from __future__ import annotations
@@ -155,20 +163,6 @@ def bench_abort(pages: int) -> tuple[float, int]:
     return (with_aborts[0] - without) / with_aborts[1], with_aborts[1]
 
 
-def bench_scenario(repeat: int) -> float:
-    from faultlab.runner import run
-    from faultlab.scenario import load
-
-    sc = load(Path(__file__).resolve().parent.parent / "scenarios" / "inline_zeropad.toml")
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        record = run(sc, "inject-reclaim")
-        times.append(time.perf_counter() - t)
-        assert record.passed
-    return statistics.median(times)
-
-
 def bench_scenario_runs(repeat: int) -> tuple[float, float]:
     """Seconds per built-in zeropad run with assembly memoised (today's fresh setup), and with it redone every run.
 
@@ -239,44 +233,314 @@ def bench_assembler() -> float:
     return best_of(once, 3)
 
 
+ZEROPAD = Path(__file__).resolve().parent.parent / "faultlab" / "builtin" / "a_zeropad_overread.toml"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / (1 << 20)
+
+
+def bench_fresh_vs_restored(repeat: int) -> tuple[float, float, float]:
+    """Seconds per built-in zeropad run: fresh setup each run, and a pooled lab restored each run; all built-ins mixed, restored."""
+    from faultlab.runner import run
+    from faultlab.scenario import load
+    from faultlab.snapshot import LabPool
+    from hyp.policies import known
+
+    sc = load(ZEROPAD)
+    pool = LabPool()
+    assert run(sc, "inject-reclaim").passed and run(sc, "inject-reclaim", labs=pool).passed  # warm
+
+    def timed(labs) -> float:
+        t = time.perf_counter()
+        for _ in range(repeat):
+            run(sc, "inject-reclaim", labs=labs)
+        return (time.perf_counter() - t) / repeat
+
+    fresh = min(timed(None) for _ in range(3))
+    restored = min(timed(pool) for _ in range(3))
+    scenarios = [load(p) for p in sorted(ZEROPAD.parent.glob("*.toml"))]
+    pairs = [(s, p) for s in scenarios for p in sorted(known())]
+    mixed_pool = LabPool(max_labs=len(pairs))
+    for s, p in pairs:
+        run(s, p, labs=mixed_pool)
+    t = time.perf_counter()
+    rounds = max(1, repeat // len(pairs))
+    for _ in range(rounds):
+        for s, p in pairs:
+            run(s, p, labs=mixed_pool)
+    mixed = (time.perf_counter() - t) / (rounds * len(pairs))
+    return fresh, restored, mixed
+
+
+def bench_memory(runs: int) -> tuple[float, int]:
+    """RSS growth (MiB) per 100k restored zeropad runs after a warm-up, and the change in live objects: neither may grow per run."""
+    import gc
+
+    from faultlab.runner import run
+    from faultlab.scenario import load
+    from faultlab.snapshot import LabPool
+
+    sc = load(ZEROPAD)
+    pool = LabPool()
+    for _ in range(3000):
+        run(sc, "inject-reclaim", labs=pool)
+    gc.collect()
+    before, objects = rss_mib(), len(gc.get_objects())
+    for _ in range(runs):
+        run(sc, "inject-reclaim", labs=pool)
+    gc.collect()
+    return (rss_mib() - before) / runs * 100_000, len(gc.get_objects()) - objects
+
+
+def bench_sweep_cases(n: int) -> float:
+    """Seconds per guest_asm sweep case (__arch_copy_from_user, quick plan, all policies), the bench's labs already built."""
+    from faultlab.sweep import ROUTINES, Bench, cases, run_cases
+    from hyp.policies import known
+
+    spec = ROUTINES["__arch_copy_from_user"]
+    todo = list(cases(spec, True, sorted(known())))[:n]
+    bench = Bench()
+    run_cases(spec, todo[:50], bench)  # labs, buffers, first donations
+    t = time.perf_counter()
+    summary = run_cases(spec, todo, bench)
+    assert not summary.failures, summary.failures[:1]
+    return (time.perf_counter() - t) / len(todo)
+
+
+def bench_kernel_cases(host: str, n: int) -> tuple[float, float] | None:
+    """(seconds per case, seconds per boot) for Linux 6.1's __arch_copy_from_user under every policy; None without the kernel."""
+    from faultlab.kernel.fetch import find_cached
+    from faultlab.sweep.kernel import KernelBench, kernel_spec, plan_cases
+    from faultlab.sweep import run_cases
+    from hyp.policies import known
+    from kimage.elf import Vmlinux
+
+    path = find_cached("bookworm")
+    if path is None:
+        return None
+    vm = Vmlinux.open(path)
+    spec = kernel_spec(vm, "__arch_copy_from_user")
+    todo = plan_cases(spec, True, sorted(known()), limit=n)
+    bench = KernelBench(vm, fault_path=host)
+    t = time.perf_counter()
+    run_cases(spec, todo[:40], bench)  # one boot per policy
+    boots = time.perf_counter() - t
+    t = time.perf_counter()
+    summary = run_cases(spec, todo, bench)
+    assert not summary.failures, summary.failures[:1]
+    return (time.perf_counter() - t) / len(todo), boots / max(bench.boots, 1)
+
+
+TOUCH = """
+.text
+SYM_FUNC_START(touch_pages)     // x0 = first page, x1 = pages: one load per page
+1:  ldr x3, [x0]
+    add x0, x0, #4096
+    subs x1, x1, #1
+    b.ne 1b
+    ret
+SYM_FUNC_END(touch_pages)
+SYM_FUNC_START(touch_again)     // x0 = a page, x1 = times: a load that the extable fixes up each time
+1:  mov x3, #0
+2:  ldr x3, [x0]
+3:  subs x1, x1, #1
+    b.ne 1b
+    mov x0, x2
+    ret
+    _asm_extable_uaccess_err_zero 2b, 3b, x2, x3
+SYM_FUNC_END(touch_again)
+"""
+
+
+def bench_fault_paths(n: int) -> tuple[float, float]:
+    """Per-event seconds: a lazy stage-2 idmap first touch, and a protected-abort round trip (inject + fixup).
+
+    Each is (time with the event - the same run without it) / events, on a lab restored before every run.
+    """
+    from faultlab.lab import Lab
+
+    lab = Lab("inject")
+    lab.load_asm("bench.S", text=TOUCH)
+    region = lab.alloc("pages", n)
+    guest = lab.alloc("guest", 1)
+    snap = lab.snapshot()
+
+    def timed(fn, *args, premap: bool = False, donate: bool = False) -> float:
+        best = float("inf")
+        for _ in range(5):
+            lab.restore(snap)
+            if premap:
+                for pfn in region.pfns + guest.pfns:
+                    lab.hyp.stage2.idmap(pfn)
+                lab.machine.flush_tlb()
+            if donate:
+                lab.donate(guest.pfns[0])
+            t = time.perf_counter()
+            r = lab.call(fn, *args, max_events=4 * n + 100)
+            best = min(best, time.perf_counter() - t)
+            assert r.returned, r.outcome
+        return best
+
+    idmap = (timed("touch_pages", region.va, n) - timed("touch_pages", region.va, n, premap=True)) / n
+    inject = (timed("touch_again", guest.va, n, donate=True, premap=True) - timed("touch_again", guest.va, n, premap=True)) / n
+    return idmap, inject
+
+
+COPY = """
+.text
+SYM_FUNC_START(copy_words)      // x0 = dst, x1 = src, x2 = bytes (a multiple of 8)
+1:  ldr x3, [x1], #8
+    str x3, [x0], #8
+    subs x2, x2, #8
+    b.gt 1b
+    ret
+SYM_FUNC_END(copy_words)
+"""
+
+
+def bench_growth(sizes: tuple[int, ...], faults: tuple[int, ...]) -> tuple[list[tuple[int, float, int]], list[tuple[int, float]]]:
+    """How a restored run's cost grows: with the bytes a routine copies (each new page is a lazy idmap
+    for src and dst), and with the number of protected aborts it takes (inject + fixup each)."""
+    from faultlab.lab import Lab
+
+    by_size = []
+    for size in sizes:
+        lab = Lab("inject", phys_size=max(64 << 20, 4 * size + (8 << 20)))
+        lab.load_asm("copy.S", text=COPY)
+        pages = -(-size // PAGE_SIZE_BENCH)
+        src, dst = lab.alloc("src", pages), lab.alloc("dst", pages)
+        snap = lab.snapshot()
+        best, events = float("inf"), 0
+        for _ in range(5):
+            lab.restore(snap)
+            t = time.perf_counter()
+            r = lab.call("copy_words", dst.va, src.va, size, max_events=4 * pages + 100)
+            best = min(best, time.perf_counter() - t)
+            assert r.returned, r.outcome
+            events = len(r.events)
+        by_size.append((size, best, events))
+    lab = Lab("inject")
+    lab.load_asm("bench.S", text=TOUCH)
+    guest = lab.alloc("guest", 1)
+    lab.hyp.stage2.idmap(guest.pfns[0])
+    lab.donate(guest.pfns[0])
+    snap = lab.snapshot()
+    by_faults = []
+    for k in faults:
+        best = float("inf")
+        for _ in range(3):
+            lab.restore(snap)
+            t = time.perf_counter()
+            r = lab.call("touch_again", guest.va, k, max_events=20 * k + 100)
+            best = min(best, time.perf_counter() - t)
+            assert r.returned, r.outcome
+        by_faults.append((k, best))
+    return by_size, by_faults
+
+
+PAGE_SIZE_BENCH = 4096
+
+
+def bench_invariants(repeat: int) -> tuple[str, float, float] | None:
+    """If the lab has an invariant-check option (issue 13), seconds per restored zeropad run with it on and off."""
+    import dataclasses
+    import functools
+
+    import faultlab.runner as runner
+    from faultlab.lab import Lab
+    from faultlab.scenario import load
+    from faultlab.snapshot import LabPool
+
+    option = next((f.name for f in dataclasses.fields(Lab) if "invariant" in f.name), None)
+    if option is None:
+        return None
+    sc = load(ZEROPAD)
+    out = []
+    for on in (True, False):
+        runner.Lab = functools.partial(Lab, **{option: on})  # what the runner's setup builds
+        try:
+            pool = LabPool()
+            runner.run(sc, "inject-reclaim", labs=pool)
+            t = time.perf_counter()
+            for _ in range(repeat):
+                runner.run(sc, "inject-reclaim", labs=pool)
+            out.append((time.perf_counter() - t) / repeat)
+        finally:
+            runner.Lab = Lab
+    return option, out[0], out[1]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes (seconds instead of tens of seconds)")
     args = ap.parse_args()
-    iters = 200_000 if args.quick else 2_000_000
-    pages = 200 if args.quick else 1000
+    quick = args.quick
+    iters = 200_000 if quick else 2_000_000
+    pages = 200 if quick else 1000
     insns = iters * INSNS_PER_ITER
     bare = bench_bare(iters, count=False)
     bare_count = bench_bare(iters, count=True)
     machine = bench_machine(iters)
     machine_unchunked = bench_machine(iters, unchunked=True)
     per_abort, n_aborts = bench_abort(pages)
-    scenario = bench_scenario(5 if args.quick else 20)
     asm = bench_assembler()
-    run_cached, run_uncached = bench_scenario_runs(50 if args.quick else 200)
+    run_cached, run_uncached = bench_scenario_runs(50 if quick else 200)
     hyp_new, dense_frames, nr_frames = bench_hyp_creation()
+    fresh, restored, mixed = bench_fresh_vs_restored(300 if quick else 2000)
+    sweep_case = bench_sweep_cases(300 if quick else 2000)
+    kernel = {host: bench_kernel_cases(host, 300 if quick else 1500) for host in ("model", "real")}
+    idmap, inject = bench_fault_paths(100 if quick else 500)
+    memory = bench_memory(5_000 if quick else 30_000)
+    invariants = bench_invariants(300 if quick else 2000)
+    by_size, by_faults = bench_growth((256, 4096, 65536, 1 << 20), (1, 10, 100, 1000))
 
     t = Table(title=f"pkvm-faultlab benchmarks ({platform.machine()}, {platform.python_implementation()} {platform.python_version()})")
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_column("note")
+    t.add_row("small scenario, restored lab", f"{1 / restored:.0f} runs/s", f"built-in zeropad under inject-reclaim, oracle included: {restored * 1e6:.0f} us a run; target >= 2,000/s")
+    t.add_row("  same, fresh lab per run", f"{1 / fresh:.0f} runs/s", f"{fresh * 1e6:.0f} us a run; restored is {fresh / restored:.1f}x faster")
+    t.add_row("  every built-in x every policy, restored", f"{1 / mixed:.0f} runs/s", f"{mixed * 1e6:.0f} us a run (mean)")
+    t.add_row("guest_asm sweep case", f"{1 / sweep_case:.0f} cases/s", f"__arch_copy_from_user, full plan, every policy: {sweep_case * 1e6:.0f} us a case")
+    for host, got in kernel.items():
+        if got is None:
+            t.add_row(f"real-kernel case (--host {host})", "n/a", "Linux 6.1 not cached (faultlab kernel fetch bookworm)")
+        else:
+            per, boot = got
+            t.add_row(f"real-kernel case (--host {host})", f"{1 / per:.0f} cases/s",
+                      f"6.1 __arch_copy_from_user, labs booted once per policy ({boot:.2f} s a boot); target >= 500/s with model")
+    t.add_row("lazy idmap first touch", f"{idmap * 1e6:.1f} us", "host stage-2 abort -> EL2 idmap -> retry; target <= 5 us")
+    t.add_row("protected-abort round trip", f"{inject * 1e6:.1f} us", "abort -> EL2 inject -> EL1 vector -> do_mem_abort -> fixup -> eret; target <= 15 us")
+    t.add_row("memory growth", f"{memory[0]:+.1f} MiB / 100k runs", f"restored zeropad runs after a warm-up ({memory[1]:+d} live objects): must stay ~0")
+    if invariants is not None:
+        option, on, off = invariants
+        t.add_row(f"invariant checks ({option})", f"{(on - off) * 1e6:+.0f} us a run", f"{on / off:.2f}x a restored zeropad run")
     t.add_row("bare Unicorn", f"{insns / bare / 1e6:.1f} M insn/s", "flat memory, no budget")
     t.add_row("bare Unicorn + count", f"{insns / bare_count / 1e6:.1f} M insn/s", "with an instruction budget, as Machine uses")
     t.add_row("emu.Machine", f"{insns / machine / 1e6:.1f} M insn/s", "stage 1 + stage-2 callback via TLB fill, budget")
-    t.add_row("ratio bare / Machine", f"{machine / bare:.2f}x", "target <= 1.5x")
+    t.add_row("ratio bare / Machine", f"{machine / bare:.2f}x", "fault-free; target <= 1.5x")
     t.add_row("deadline chunks: chunked / one stretch", f"{machine / machine_unchunked:.2f}x",
               "emu_start per STRETCH_CHUNK instructions vs one unbounded stretch (fault-free loop)")
     t.add_row("ratio bare+count / Machine", f"{machine / bare_count:.2f}x", "the cost of the software MMU alone")
-    t.add_row("stage-2 abort round trip", f"{per_abort * 1e6:.1f} us", f"mean over {n_aborts} aborts; target <= 30 us")
-    t.add_row("scenario end to end", f"{scenario * 1e3:.1f} ms", "inline zeropad under inject-reclaim: setup, run, oracle")
+    t.add_row("stage-2 abort round trip (bare EL2)", f"{per_abort * 1e6:.1f} us", f"mean over {n_aborts} aborts, a Python EL2 that grants")
     t.add_row("assembler, 300 lines", f"{asm * 1e3:.1f} ms", "kasm: kernel-style front end + keystone + capstone check")
-    t.add_row("scenario runs/s (one core)", f"{1 / run_cached:.0f} /s",
-              f"built-in zeropad, fresh setup per run, assembly memoised: {run_cached * 1e3:.2f} ms a run")
-    t.add_row("  same, assembling every run", f"{1 / run_uncached:.0f} /s",
-              f"{run_uncached * 1e3:.2f} ms a run; memoised is {run_uncached / run_cached:.2f}x faster")
+    t.add_row("fresh runs, assembly memoised", f"{1 / run_cached:.0f} runs/s", f"{run_cached * 1e3:.2f} ms a run")
+    t.add_row("  same, assembling every run", f"{1 / run_uncached:.0f} runs/s", f"{run_uncached * 1e3:.2f} ms a run")
     t.add_row("Hyp creation", f"{hyp_new * 1e6:.0f} us", f"64 MiB machine ({nr_frames} frames), sparse ownership; "
               f"a dense per-frame table alone would cost {dense_frames * 1e3:.2f} ms")
+    t.add_row("context: QEMU booting pKVM", "4.3-11 s a boot", "protected-mode pKVM kernel under QEMU, before any scenario runs")
     Console().print(t)
+    g = Table(title="How a restored run's cost grows")
+    g.add_column("run")
+    g.add_column("time", justify="right")
+    g.add_column("note")
+    for size, secs, events in by_size:
+        g.add_row(f"copy {size} bytes", f"{secs * 1e6:.0f} us", f"{events} events (a lazy idmap per new page of src and dst)")
+    for k, secs in by_faults:
+        g.add_row(f"{k} protected aborts", f"{secs * 1e6:.0f} us", f"{secs / k * 1e6:.1f} us each (inject + do_mem_abort + fixup + eret)")
+    Console().print(g)
     return 0
 
 

@@ -170,3 +170,55 @@ def test_lab_assembles_through_its_cache():
         image = lab.load_asm(GUEST_ASM / "uaccess.S")
         _same(image, assemble_file(GUEST_ASM / "uaccess.S", lab.text_base))
     assert (cache.stats.misses, cache.stats.hits) == (1, 1)
+
+
+# ------------------------------------------------------------------ the disk cache
+@pytest.mark.parametrize("name", ["uaccess.S", "word_at_a_time.S"])
+def test_disk_cache_serves_a_new_process_the_same_image(tmp_path, name):
+    path = GUEST_ASM / name
+    first = AsmCache(disk=tmp_path).assemble_file(path, BASE)
+    other = AsmCache(disk=tmp_path)  # a new process: nothing in memory
+    again = other.assemble_file(path, BASE)
+    assert (other.stats.misses, other.stats.disk_hits) == (0, 1)
+    _same(again, first)
+    _same(again, assemble_file(path, BASE))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other-entry"])
+def test_a_damaged_disk_entry_is_ignored_and_rewritten(tmp_path, damage):
+    text = ".text\nf: mov x0, #1\nret\n"
+    AsmCache(disk=tmp_path).assemble(text, BASE)
+    other_text = ".text\ng: mov x0, #2\nret\n"
+    AsmCache(disk=tmp_path / "other").assemble(other_text, BASE)
+    (entry,) = [p for p in tmp_path.glob("??/*.pickle")]
+    (foreign,) = list((tmp_path / "other").glob("??/*.pickle"))
+    data = entry.read_bytes()
+    entry.write_bytes({"garbage": b"\x80\x05not a pickle", "truncated": data[: len(data) // 2], "empty": b"",
+                       "other-entry": foreign.read_bytes()}[damage])
+    cache = AsmCache(disk=tmp_path)
+    image = cache.assemble(text, BASE)
+    assert (cache.stats.misses, cache.stats.disk_hits) == (1, 0) and cache.stats.disk_bad == 1
+    _same(image, assemble(text, BASE))
+    fresh = AsmCache(disk=tmp_path)
+    fresh.assemble(text, BASE)
+    assert fresh.stats.disk_hits == 1  # rewritten whole
+
+
+def test_disk_entries_go_stale_when_an_include_changes(tmp_path):
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "val.h").write_text("#define VAL 1\n")
+    text = '#include "val.h"\n.text\nf: mov x0, #VAL\nret\n'
+    a = AsmCache(disk=tmp_path / "c").assemble(text, BASE, include_dirs=[inc])
+    (inc / "val.h").write_text("#define VAL 2\n")
+    cache = AsmCache(disk=tmp_path / "c")
+    b = cache.assemble(text, BASE, include_dirs=[inc])
+    assert cache.stats.misses == 1 and a.data != b.data
+    _same(b, assemble(text, BASE, include_dirs=[inc]))
+
+
+def test_an_unwritable_cache_dir_only_costs_assembly(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = AsmCache(disk=blocker)
+    _same(cache.assemble(".text\nf: ret\n", BASE), assemble(".text\nf: ret\n", BASE))

@@ -330,3 +330,45 @@ def test_fast_register_writes_match_the_binding(rig):
     for i in range(31):
         m.cpu.set_x(i, (0x8765_4321_0000_0000 | i) + (1 << 64) * (i % 2))  # values wider than 64 bits wrap
         assert m.uc.reg_read(getattr(A, f"UC_ARM64_REG_X{i}") if i < 29 else (A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30)[i - 29]) == 0x8765_4321_0000_0000 | i
+
+
+def test_batched_register_access_matches_one_by_one():
+    """Cpu.snapshot/set_all_x (one uc_reg_*_batch call) see and set what the single-register path does."""
+    import random
+
+    from emu.machine import Machine
+
+    m = Machine(phys_size=4 << 20)
+    rng = random.Random(12)
+    for pstate in (0x3C5, 0x3C4, 0x400003C5, 0x0):
+        values = [rng.getrandbits(64) for _ in range(31)]
+        m.cpu.set_all_x(values)
+        m.cpu.set_pstate(pstate)
+        m.cpu.sp = rng.getrandbits(64) & ~0xF
+        one = {f"x{i}": m.cpu.x(i) for i in range(31)}
+        one.update(sp=m.cpu.sp, pc=m.cpu.pc, pstate=m.cpu.pstate)
+        assert m.cpu.snapshot() == one
+        assert m.cpu.all_x() == [one[f"x{i}"] for i in range(31)]
+        assert [one[f"x{i}"] for i in range(31)] == values
+
+
+def test_system_registers_fast_path_matches_the_binding():
+    """Cpu's direct uc_reg_* calls for system registers read and write what Unicorn's own cpr/reg calls do."""
+    from unicorn import arm64_const as A
+
+    from emu.cpu import _CP, _REG
+    from emu.machine import Machine
+
+    m = Machine(phys_size=4 << 20)
+    for name, enc in _CP.items():
+        assert m.cpu.read_sysreg(name) == m.uc.cpr_read(*enc), name
+    m.cpu.write_sysreg("SPSR_EL1", 0x600003C5)
+    assert m.uc.cpr_read(*_CP["SPSR_EL1"]) == 0x600003C5
+    for i, name in enumerate(_REG):
+        if name == "PAR_EL1":
+            continue
+        value = 0xFFFF_8000_0000_0000 | (i << 12)
+        m.cpu.write_sysreg(name, value)
+        assert m.uc.reg_read(_REG[name]) == value == m.cpu.read_sysreg(name), name
+    m.cpu.pc = 0xFFFF_8000_1234_5678
+    assert m.uc.reg_read(A.UC_ARM64_REG_PC) == 0xFFFF_8000_1234_5678

@@ -14,6 +14,8 @@ from cached_kernels import SUITES, vmlinux
 
 from emu.memory import USER_RX
 from faultlab.kernel.lab import KernelRig
+from faultlab.lab import Lab
+from faultlab.snapshot import LabPool
 from hyp.ownership import PageState
 
 pytestmark = pytest.mark.kernel
@@ -23,9 +25,16 @@ NAME_HASH = 0xD843D93D  # full_name_hash(0, "pkvm.c", 6), as the scenario files 
 UNMAPPED_USER = 0x7000_0000  # no user mapping (and so no VMA) there
 
 
+# Booted rigs, restored for every case (faultlab/snapshot.py): as good as a fresh boot, byte for byte
+# (tests/test_snapshot.py), at the cost of what the last case changed.
+_BOOTED = LabPool(max_labs=12)
+
+
 def run(key: str, policy: str, case: str, host: str = "real", *, user_mm: bool = False, before=None):
-    """One seed case on a fresh rig: (RunResult, rig)."""
-    rig = KernelRig.boot(vmlinux(key), policy, host=host, user_mm=user_mm)
+    """One seed case on a freshly booted rig (a booted lab restored): (RunResult, rig)."""
+    vm = vmlinux(key)
+    lab = _BOOTED.get((key, policy, host, user_mm), lambda: Lab.with_vmlinux(vm, policy, host=host, user_mm=user_mm))
+    rig = KernelRig(lab)
     k, m = rig.kernel, rig.machine
     if before:
         before(rig)
@@ -210,14 +219,21 @@ SCENARIOS = sorted((__import__("pathlib").Path(__file__).parent.parent / "scenar
 KNOWN_DISAGREEMENTS: dict[tuple[str, str], tuple[str, str]] = {}  # none left: the model follows each kernel's profile
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
-def test_seed_scenarios_real_vs_model(path):
+@pytest.fixture(scope="module")
+def seed_shelves():
+    """One shelf per host for every seed scenario: each (kernel, policy) boots once and is restored after."""
     from faultlab.kernel.lab import VmlinuxShelf
+
+    return VmlinuxShelf("real", max_booted=32), VmlinuxShelf("model", max_booted=32)
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_seed_scenarios_real_vs_model(path, seed_shelves):
     from faultlab.runner import run as run_scenario
     from faultlab.scenario import load
     from hyp.policies import POLICIES
 
-    real, model = VmlinuxShelf("real"), VmlinuxShelf("model")
+    real, model = seed_shelves
     for scenario in load(path).variants():  # one per kernel the file names
         vmlinux("6.1" if scenario.routine.source == "bookworm" else "7.2")  # skip when missing
         for policy in POLICIES:
