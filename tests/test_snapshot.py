@@ -27,7 +27,7 @@ from faultlab.scenario import load
 from faultlab.snapshot import LabPool, ObjectImage, SnapshotError
 from hyp.policies import known
 
-from tests.cached_kernels import SUITES, vmlinux
+from cached_kernels import SUITES, vmlinux
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = sorted((ROOT / "faultlab" / "builtin").glob("*.toml")) + sorted((ROOT / "scenarios").glob("*.toml"))
