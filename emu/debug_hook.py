@@ -17,9 +17,16 @@ import time
 from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
-    from emu.machine import Machine
+    from emu.cpu import Cpu
     from emu.outcome import Event
     from emu.run_limits import RunLimits
+
+
+class StoppedMachine(Protocol):
+    """What the contract needs of `emu.machine.Machine` (named here so this module need not import it):
+    a debugger's own implementation takes the whole Machine."""
+
+    cpu: "Cpu"
 
 
 class Debugger(Protocol):
@@ -29,7 +36,7 @@ class Debugger(Protocol):
         else None. Either way the debugger starts counting afresh."""
         ...
 
-    def serve_stop(self, machine: "Machine") -> None:
+    def serve_stop(self, machine: StoppedMachine) -> None:
         """The engine is stopped where the debugger asked: serve the client until it resumes.
 
         Returns to let the run go on from `machine.cpu.pc`; raises to end the run. The
@@ -37,7 +44,7 @@ class Debugger(Protocol):
         """
         ...
 
-    def on_event(self, machine: "Machine", event: "Event") -> None:
+    def on_event(self, machine: StoppedMachine, event: "Event") -> None:
         """An event was logged. It may serve the client at once (outside `emu_start` only:
         events logged from inside a Unicorn hook must be answered later, at an engine stop)."""
         ...

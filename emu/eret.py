@@ -23,7 +23,7 @@ __arch_copy_from_user executes 26 of them.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_INSN
 from unicorn import arm64_const as A
@@ -32,8 +32,22 @@ from emu.outcome import Outcome
 from emu.syndrome import EC, ec_kernel_name
 from emu.syndrome.bits import EC_SHIFT, IL
 
-if TYPE_CHECKING:
-    from emu.machine import Machine
+from emu.cpu import Cpu
+
+
+class GuardedMachine(Protocol):
+    """What the guard uses of `emu.machine.Machine` (named here so this module need not import it)."""
+
+    uc: Any
+    cpu: Cpu
+
+    def log(self, kind: str, message: str, *, pc: int | None = None, el: int | None = None, **data: Any) -> Any: ...
+
+    def take_exception_el1(self, esr: int, far: int | None, return_pc: int, *, cause: Any = None) -> Outcome | None: ...
+
+    def _insn_word(self, address: int) -> int: ...
+
+    def _intr(self, uc: Any, intno: int, _user: Any) -> None: ...
 
 ERET_WORD = 0xD69F03E0
 INTNO_ILLEGAL_RETURN = 0x1_0000  # ours: no Unicorn interrupt number is this large
@@ -61,7 +75,7 @@ def illegal_return_reason(spsr: int, current_el: int) -> str | None:
 class EretGuard:
     """Watches for illegal exception returns from EL1 on one machine (see the module docstring)."""
 
-    def __init__(self, machine: "Machine") -> None:
+    def __init__(self, machine: GuardedMachine) -> None:
         self.machine = machine
         self._code_hook = None
         self._msr_hook = machine.uc.hook_add(UC_HOOK_INSN, self._on_msr, None, 1, 0, A.UC_ARM64_INS_MSR)
@@ -99,7 +113,7 @@ class EretGuard:
         machine._intr(uc, INTNO_ILLEGAL_RETURN, None)  # stops the run before the eret executes
 
 
-def take_illegal_return(machine: "Machine") -> Outcome | None:
+def take_illegal_return(machine: GuardedMachine) -> Outcome | None:
     """The eret at PC is an illegal exception return: the Illegal Execution state exception at ELR_EL1.
 
     The illegal return itself (PC = ELR, PSTATE.IL = 1, EL and SP unchanged, the rest
