@@ -29,7 +29,7 @@ from faultlab.oracle import judge, snapshot
 from faultlab.runner import RunError, evaluate
 from faultlab.kernel.fetch import SUITES, fetch
 from faultlab import report
-from faultlab.cli.errors import EXIT_OK
+from faultlab.cli.errors import EXIT_OK, trace_limit
 from faultlab.cli.kernel_args import HOST_HELP, open_vmlinux, parse_int, say
 
 
@@ -215,12 +215,7 @@ def cmd_call(args, console: Console) -> int:
     if len(args.args) > 8:
         # AAPCS64 passes the first eight integer arguments in x0..x7; the rest go on a stack we do not build.
         raise KernelUsageError(f"{len(args.args)} arguments: at most 8 arguments (x0..x7)")
-    if args.trace_limit is not None:
-        if args.trace_limit < 1:
-            raise KernelUsageError(f"--trace-limit {args.trace_limit}: at least 1 step")
-        if not args.trace:
-            raise KernelUsageError("--trace-limit needs --trace")
-    max_trace = args.trace_limit or DEFAULT_MAX_TRACE
+    max_trace = trace_limit(args)
     dumps = [_dump_spec(d) for d in args.dump or []]
     buffer_size = _buffer_size(args.buffer, "--buffer") if args.buffer else None
     user_size = _buffer_size(args.user_buffer, "--user-buffer") if args.user_buffer else None

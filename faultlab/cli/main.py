@@ -14,7 +14,7 @@ from emu.run_limits import DEFAULT_MAX_TRACE
 from kimage.elf import VmlinuxError
 
 from faultlab import report
-from faultlab.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNEXPECTED, UsageError
+from faultlab.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNEXPECTED, UsageError, trace_limit
 from faultlab.cli.kernel import add_kernel_commands
 from faultlab.cli.sweep import add_sweep_command
 from faultlab.kernel.fetch import KernelFetchError
@@ -82,12 +82,7 @@ def cmd_matrix(args, console: Console) -> int:
 def cmd_run(args, console: Console) -> int:
     args.host_given = args.host is not None
     args.host = args.host or "model"
-    if args.trace_limit is not None:
-        if args.trace_limit < 1:
-            raise UsageError(f"--trace-limit {args.trace_limit}: at least 1 step")
-        if not args.trace:
-            raise UsageError("--trace-limit needs --trace")
-    max_trace = args.trace_limit or DEFAULT_MAX_TRACE
+    max_trace = trace_limit(args)
     scenario = load(args.file)
     status = EXIT_OK
     kernels = VmlinuxShelf(args.host)
