@@ -26,14 +26,20 @@ def handle_host_mem_abort(el2: "El2", policy: "Policy", abort: "MemoryAbort") ->
     ipa = ipa_from_hpfar(abort.hpfar) | (abort.far & 0xFFF)
     pfn = ipa >> 12
     machine = el2.machine
+    # The CPU still stands at the faulting instruction in the aborting EL, so the event's PC and
+    # EL are the abort's (two register reads saved per event); an attached debugger may have
+    # moved them at the `abort` event, so then they are read as usual.
+    pc, el = (abort.pc, abort.el) if machine.debugger is None else (None, None)
     if el2.ownership.host_may_access(pfn):
         el2.stage2.idmap(pfn)
-        machine.log("idmap", f"host stage-2 idmap pfn {pfn:#x}", pfn=pfn)
+        machine.log("idmap", f"host stage-2 idmap pfn {pfn:#x}", pc=pc, el=el, pfn=pfn)
         return None
     access = ProtectedAccess(abort, ipa, str(el2.ownership.owner(pfn)))
     machine.log(
         "protected-access",
         f"host {abort.access_type.value} of IPA {ipa:#x} owned by {access.owner} ({policy.trap.value})",
+        pc=pc,
+        el=el,
         pfn=pfn,
         owner=access.owner,
         abort=abort,
