@@ -211,10 +211,15 @@ class AddressSpace:
         pfn = result.pfn
         if self.stage2 is not None:
             verdict = self.stage2(pfn, access)
-            if verdict is not True:
+            while verdict is not True:
                 fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
-                self.fill_fault = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
-                return False
+                pending = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
+                resolved = self._resolve_in_fill(pending)
+                if not resolved:
+                    if resolved is False:
+                        self.fill_fault = pending
+                    return False
+                verdict = self.stage2(pfn, access)
         perms = _PROT[access]
         for other in allowed_accesses(result.perms, el0=el0, pan=pan):
             if other is not access and (self.stage2 is None or self.stage2(pfn, other) is True):
@@ -227,6 +232,15 @@ class AddressSpace:
         entry.paddr = (pfn << 12) | (addr & 0xFFF)
         entry.perms = perms
         return True
+
+    def _resolve_in_fill(self, pending: PendingFault) -> bool | None:
+        """A stage-2 refusal: may it be resolved here, without stopping the engine?
+
+        True: resolved, ask stage 2 again; False: stop at the faulting instruction and take
+        the abort there; None: stop there, the run is already decided. `Machine` overrides
+        this with its lazy-idmap fast path; a bare address space always stops.
+        """
+        return False
 
     def _unprivileged_at(self, pc: int) -> bool:
         """Is the instruction at `pc` an LDTR/STTR? Cached per PC; any mapping or write clears the cache."""

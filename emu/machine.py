@@ -19,10 +19,11 @@ from unicorn import arm64_const as A
 from unicorn.unicorn_const import UC_TLB_VIRTUAL
 
 from emu import checkpoint
-from emu.abort import AbortBuilder, MemoryAbort
+from emu.abort import AbortBuilder, MemoryAbort, PendingFault
 from emu.checkpoint import Checkpoint
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.debug_hook import Debugger, paused_for
+from emu.engine_counter import EngineCounter
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import INTNO_BKPT, INTNO_DATA_ABORT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
 from emu.memory import PAGE_SIZE, AccessType, PhysicalMemory, WalkFault, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
@@ -65,6 +66,12 @@ class El2Handler(Protocol):
 
     def handle_abort(self, machine: "Machine", abort: MemoryAbort) -> Outcome | None: ...
 
+    def resolves_by_idmap(self, pfn: int) -> bool:
+        """Optional: would `handle_abort` for a host stage-2 fault on `pfn` only map the frame
+        (logging events, checking its own state) and let the access retry? Then the machine may
+        run `handle_abort` inside the TLB-fill hook and go on without stopping the engine."""
+        ...
+
     def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None: ...
 
     def handle_smc(self, machine: "Machine", imm: int) -> Outcome | None:
@@ -96,6 +103,13 @@ class Machine(AddressSpace):
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         self.debugger: Debugger | None = None  # emu/debug_hook.py: set only while a debugger is attached
         self._checkpoint: "Checkpoint | None" = None
+        # The fast fault path (docs/performance.md): lazy idmaps resolved inside the fill hook and
+        # exits handed over without the engine, wherever that is provably the engine's result.
+        # False: every fault and exit goes through the engine (tests compare the two).
+        self.fast_fault_path = True
+        self._counter = EngineCounter.for_engine(uc)  # None: no fill-hook idmaps (the budget could not be kept)
+        self._fill_outcome: Outcome | None = None  # a run decided inside the fill hook
+        self._restarted: int | None = None  # instructions of this emu_start before the last in-hook idmap
         # hvc is UNDEFINED unless SCR_EL3.HCE is set (measured); EL2 itself stays modelled in Python.
         self.cpu.write_sysreg("SCR_EL3", self.cpu.read_sysreg("SCR_EL3") | (1 << 8))
         uc.hook_add(UC_HOOK_INTR, self._intr)
@@ -311,7 +325,7 @@ class Machine(AddressSpace):
                 return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={self.cpu.pc:#x}")
             self._drop_truncated_trace_hook()
             chunk = min(left_insns, TRACE_CHUNK if self._trace_hook is not None else STRETCH_CHUNK)
-            self.fill_fault = self._intno = None
+            self.fill_fault = self._intno = self._fill_outcome = self._restarted = None
             error: UcError | None = None
             try:
                 self.uc.emu_start(self.cpu.pc, UNTIL_VA, count=chunk)
@@ -324,11 +338,18 @@ class Machine(AddressSpace):
                 if left_insns <= 0:
                     break
                 continue
-            if self.fill_fault is not None or self._intno is not None or error is not None:
+            if self.fill_fault is not None or self._intno is not None or error is not None or self._fill_outcome is not None:
                 break
-            left_insns -= chunk
+            if self._restarted is None:
+                left_insns -= chunk
+            else:
+                # An idmap in the fill hook ended the stretch at its faulting instruction, as an
+                # engine stop there would: the new stretch has run the rest of this chunk.
+                left_insns = budget - (chunk - self._restarted)
             if left_insns <= 0:
                 break
+        if self._fill_outcome is not None:
+            return self._fill_outcome
         if self.fill_fault is not None:
             return self._on_abort(self._abort_builder.build(self.fill_fault))
         if self._intno is not None:
@@ -344,6 +365,48 @@ class Machine(AddressSpace):
         pc = self.cpu.pc
         return Outcome(OutcomeKind.BUDGET_EXCEEDED, f"instruction budget of {budget} exhausted at pc={pc:#x}", pc)
 
+    def _resolve_in_fill(self, pending: PendingFault) -> bool | None:
+        """The lazy-idmap fast path: a host data access to a frame the EL2 handler would just map.
+
+        The engine's path stops at the faulting instruction, builds the abort, runs the EL2
+        handler (which maps the frame and logs `abort` then `idmap`), counts a segment and
+        starts a new stretch at the same instruction. Here the same handler runs on the same
+        abort from inside the fill hook - the CPU stands at that instruction with the same
+        registers (Unicorn has begun it but written nothing back) - and the fill goes on, so
+        the events, their order and fields, ownership and stage 2 come out as before. The
+        budget: the stretch restarts at the faulting instruction, noted from Unicorn's own
+        count (emu/engine_counter.py) and charged in `_run_segment`. Left to the engine's path:
+        instruction fetches (a fetch may fill while a block is translated, PC not yet
+        synchronised), S1PTW, a handler without `resolves_by_idmap`, a trace (the engine's
+        path records the faulting instruction twice), an attached debugger, the event limit
+        about to trip, and no readable counter.
+        """
+        limits = self._limits
+        if (
+            not self.fast_fault_path
+            or limits is None
+            or self._counter is None
+            or self.debugger is not None
+            or self._trace is not None
+            or pending.access_type is AccessType.EXEC
+            or pending.s1ptw
+            or limits.segments + 1 >= limits.max_events
+        ):
+            return False
+        resolves = getattr(self.el2, "resolves_by_idmap", None)
+        if resolves is None or not resolves(pending.pfn):
+            return False
+        begun = self._counter.begun
+        outcome = self._on_abort(self._abort_builder.build(pending))
+        if outcome is not None:
+            # The handler ended the run (an invariant check): refuse, the engine stops at the access.
+            self._fill_outcome = outcome
+            self.uc.emu_stop()
+            return None
+        limits.segments += 1
+        self._restarted = begun - 1
+        return True
+
     def _exit_at_pc(self, deadline: float) -> "tuple[Outcome | None] | None":
         """A stretch that starts on an exit's brk: hand over without entering the engine.
 
@@ -357,7 +420,7 @@ class Machine(AddressSpace):
         an attached debugger, a passed deadline) takes the engine's path. Returns
         (outcome,) when it handed over, None when the engine must run.
         """
-        if not self._exits or self.debugger is not None:
+        if not self.fast_fault_path or not self._exits or self.debugger is not None:
             return None
         pc = self.cpu.pc
         handler = self._exits.get(pc)

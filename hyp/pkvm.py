@@ -63,6 +63,10 @@ class Hyp:
             self._log_transitions()
         return outcome or self._invariants_after(f"the host abort at pc={abort.pc:#x}")
 
+    def resolves_by_idmap(self, pfn: int) -> bool:
+        """A host stage-2 abort on `pfn` is only a lazy idmap (hyp/abort.py): the machine may take it in its fill hook."""
+        return self.ownership.host_may_access(pfn)
+
     def handle_hvc(self, machine: "Machine", imm: int) -> Outcome | None:
         self.forget_setup()
         cpu = machine.cpu

@@ -33,11 +33,46 @@ SYM_FUNC_START(touch_again)     // x0 = a page, x1 = times: a load that the exta
     ret
     _asm_extable_uaccess_err_zero 2b, 3b, x2, x3
 SYM_FUNC_END(touch_again)
+SYM_FUNC_START(spin_touch)      // x0 = first page, x1 = pages, x2 = spins before each touch
+1:  mov x4, x2
+2:  subs x4, x4, #1
+    b.ne 2b
+    ldr x3, [x0]
+    add x0, x0, #4096
+    subs x1, x1, #1
+    b.ne 1b
+    ret
+SYM_FUNC_END(spin_touch)
+SYM_FUNC_START(mixed)           // x0 = first of 8 pages: accesses of every shape in one block, each to a fresh page
+    ldr x3, [x0]
+    str x3, [x0, #4096]
+    add x11, x0, #8192
+    ldrb w4, [x11, #1]
+    add x5, x0, #12288
+    ldp x6, x7, [x5, #-8]       // straddles pages 2 and 3
+    add x5, x5, #4000
+    ldr x8, [x5, #96]!          // pre-index: page 4
+    str x8, [x5], #8            // post-index: page 4
+    add x5, x5, #4088           // page 5
+    ldadd x1, x2, [x5]          // LSE atomic: page 5
+    add x9, x0, #24576
+    stp x3, x4, [x9, #-8]       // straddles pages 5 and 6
+    add x9, x9, #4096
+    ldur w10, [x9, #-2]         // straddles pages 6 and 7
+    ret
+SYM_FUNC_END(mixed)
 """
 
 
 def _engine_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Machine, "_exit_at_pc", lambda self, deadline: None)
+    """Every machine made from now on takes every fault and exit through the engine."""
+    init = Machine.__init__
+
+    def engine_only_init(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        self.fast_fault_path = False
+
+    monkeypatch.setattr(Machine, "__init__", engine_only_init)
 
 
 def _record(result) -> tuple:
@@ -113,3 +148,67 @@ def test_exit_reached_at_start_is_handed_over(monkeypatch: pytest.MonkeyPatch) -
     _engine_only(monkeypatch)
     assert fast == run()
     assert fast[0] is OutcomeKind.RETURNED
+
+
+def _spin_run(budget: int, spins: int, *, max_events: int = 1_000) -> tuple:
+    lab = Lab("inject")
+    lab.load_asm("touch.S", text=TOUCH)
+    pages = lab.alloc("pages", 5)
+    return _record(lab.call("spin_touch", pages.va, 5, spins, budget=budget, max_events=max_events))
+
+
+@pytest.mark.parametrize("chunk", [None, 3, 7])
+def test_budget_counts_the_same_across_in_hook_idmaps(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+    """Every budget from 1 up past the longest stretch, with the engine's chunk as shipped and
+    tiny (so idmaps fall inside chunks at every offset): the same outcome at the same PC."""
+    import emu.machine
+
+    if chunk is not None:
+        monkeypatch.setattr(emu.machine, "STRETCH_CHUNK", chunk)
+    fast = [_spin_run(budget, 6) for budget in range(1, 40)]
+    _engine_only(monkeypatch)
+    slow = [_spin_run(budget, 6) for budget in range(1, 40)]
+    for budget, (f, s) in enumerate(zip(fast, slow), start=1):
+        assert f == s, f"budget {budget}"
+    kinds = {f[0] for f in fast}
+    assert kinds == {OutcomeKind.BUDGET_EXCEEDED, OutcomeKind.RETURNED}  # the sweep crosses the boundary
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_accesses_of_every_shape_in_one_block(monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    """Loads, stores, pair and straddling accesses, writeback and an atomic, one block, each the
+    first touch of its frame: the events (PC, syndrome, FAR, HPFAR of each abort) and registers match."""
+
+    def run() -> tuple:
+        lab = Lab(policy)
+        lab.load_asm("touch.S", text=TOUCH)
+        pages = lab.alloc("pages", 8)
+        return _record(lab.call("mixed", pages.va, 1))
+
+    fast = run()
+    _engine_only(monkeypatch)
+    slow = run()
+    assert fast == slow
+    assert fast[0] is OutcomeKind.RETURNED
+    assert [e[1] for e in fast[2]].count("idmap") >= 8
+
+
+def test_in_hook_idmaps_happen() -> None:
+    """The fast path is taken (not vacuously equal): a page walk's idmaps leave no engine stops behind."""
+    lab = Lab("inject")
+    lab.load_asm("touch.S", text=TOUCH)
+    pages = lab.alloc("pages", 6)
+    machine = lab.machine
+    stops = []
+    start = machine.uc.emu_start
+
+    def counted(*args, **kwargs):
+        stops.append(args[0])
+        return start(*args, **kwargs)
+
+    machine.uc.emu_start = counted
+    result = lab.call("touch_pages", pages.va, 6)
+    assert result.returned
+    assert [e.kind for e in result.events].count("idmap") >= 6
+    if machine._counter is not None:
+        assert len(stops) < 6
