@@ -99,6 +99,23 @@ class MemoryAbort:
         )
 
 
+_ABORT_FIELDS = frozenset(MemoryAbort.__dataclass_fields__)
+
+
+def _new_abort(**fields) -> MemoryAbort:
+    """A `MemoryAbort` with exactly these fields, made without the frozen dataclass's __init__.
+
+    Every abort builds one (an idmap's as well); the generated __init__ sets its 15 fields
+    one `object.__setattr__` at a time (~3.8 us here). The instance is the same: the
+    fields in its __dict__, equality, hash and repr as the dataclass defines them.
+    """
+    if fields.keys() != _ABORT_FIELDS:
+        raise TypeError(f"MemoryAbort fields: {sorted(_ABORT_FIELDS ^ fields.keys())}")
+    abort = object.__new__(MemoryAbort)
+    abort.__dict__.update(fields)
+    return abort
+
+
 class AbortBuilder:
     """Turns a `PendingFault` into a `MemoryAbort`, decoding the faulting instruction.
 
@@ -159,7 +176,7 @@ class AbortBuilder:
             pa = (pending.pfn << 12) | (far & 0xFFF)
             ipa = pa  # the host's stage 2 is an identity map: IPA == PA
             hpfar = hpfar_from_ipa(ipa)
-        return MemoryAbort(
+        return _new_abort(
             stage=pending.stage,
             pc=pc,
             el=pending.el,

@@ -12,9 +12,11 @@ taking exceptions is `Machine`'s.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Callable
 
 from unicorn import UC_HOOK_TLB_FILL, Uc
+from unicorn.unicorn_py3.unicorn import uclib as _uclib
 from unicorn.unicorn_const import (
     UC_CTL_IO_WRITE,
     UC_CTL_TLB_FLUSH,
@@ -76,6 +78,9 @@ class AddressSpace:
         self.fill_fault: PendingFault | None = None  # set by the fill hook when it refuses
         self._unpriv_cache: dict[int, bool] = {}
         self._probe_frame = phys.alloc()
+        # One reusable word for _insn_word's direct uc_mem_read (the binding allocates a buffer per read).
+        self._uch = uc._uch
+        self._word_buf = ctypes.create_string_buffer(4)
         self.alignment = AlignmentWatch(uc, cpu, lambda pfn: phys.read(pfn << 12, PAGE_SIZE), self._set_fill_fault, self._insn_word)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.sys_insn = SysInsnHooks(uc)  # the machine's one SYS hook (emu/sys_insn.py)
@@ -183,7 +188,9 @@ class AddressSpace:
             pte = self.stage1.lookup(va)
             if pte is None:
                 return 0
-            return int.from_bytes(self.uc.mem_read((pte.pfn << 12) | (va & 0xFFF), 4), "little")
+            if _uclib.uc_mem_read(self._uch, (pte.pfn << 12) | (va & 0xFFF), self._word_buf, 4):
+                return int.from_bytes(self.uc.mem_read((pte.pfn << 12) | (va & 0xFFF), 4), "little")  # the binding raises
+            return int.from_bytes(self._word_buf.raw, "little")
         try:
             return int.from_bytes(self.read(va, 4), "little")
         except MachineError:

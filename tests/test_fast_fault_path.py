@@ -212,3 +212,39 @@ def test_in_hook_idmaps_happen() -> None:
     assert [e.kind for e in result.events].count("idmap") >= 6
     if machine._counter is not None:
         assert len(stops) < 6
+
+
+def test_abort_made_without_init_equals_the_dataclass() -> None:
+    """emu/abort.py builds MemoryAbort without its generated __init__: same fields, equality, hash, repr."""
+    import dataclasses
+
+    from emu.abort import MemoryAbort, _new_abort
+    from emu.memory import AccessType, WalkFault
+    from emu.syndrome import Esr
+
+    fields = dict(
+        stage=2, pc=0x1000, el=1, access_type=AccessType.WRITE, va=0x2008, far=0x2008, size=8, pa=0x4000_2008,
+        ipa=0x4000_2008, esr=Esr(0x9200_0047), hpfar=0x400020, fault=WalkFault("translation", 3), unprivileged=False,
+        insn=None, text="str x1, [x2]",
+    )
+    fast, slow = _new_abort(**fields), MemoryAbort(**fields)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert dataclasses.asdict(fast) == dataclasses.asdict(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.pc = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        _new_abort(**{k: v for k, v in fields.items() if k != "text"})
+
+
+def test_instruction_words_read_as_through_stage_one() -> None:
+    """_insn_word's direct read equals a read through stage 1 for mapped, unmapped and misaligned PCs."""
+    m = Machine()
+    code = bytes(range(256)) * 16  # a whole page of distinct-ish words
+    base = 0xFFFF_0000_0030_0000
+    m.load(base, code, "r-x")
+    for va in [base + off for off in range(0, 4096, 4)] + [base + 1, base + 4094, base + 4096, base - 4]:
+        try:
+            want = int.from_bytes(m.read(va, 4), "little")
+        except Exception:
+            want = 0
+        assert m._insn_word(va) == want, hex(va)
