@@ -26,7 +26,7 @@ from emu.debug_hook import Debugger, paused_for
 from emu.engine_counter import EngineCounter
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
 from emu.exceptions import INTNO_BKPT, INTNO_DATA_ABORT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
-from emu.memory import PAGE_SIZE, AccessType, PhysicalMemory, WalkFault, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
+from emu.memory import PAGE_SIZE, AccessType, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
 from emu.eret import INTNO_ILLEGAL_RETURN, EretGuard, take_illegal_return
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
@@ -103,9 +103,9 @@ class Machine(AddressSpace):
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         self.debugger: Debugger | None = None  # emu/debug_hook.py: set only while a debugger is attached
         self._checkpoint: "Checkpoint | None" = None
-        # The fast fault path (docs/performance.md): lazy idmaps resolved inside the fill hook and
-        # exits handed over without the engine, wherever that is provably the engine's result.
-        # False: every fault and exit goes through the engine (tests compare the two).
+        # The fast fault path (docs/performance.md): lazy idmaps resolved inside the fill hook,
+        # wherever that is provably the engine's result. False: every fault stops the engine
+        # (tests compare the two).
         self.fast_fault_path = True
         self._counter = EngineCounter.for_engine(uc)  # None: no fill-hook idmaps (the budget could not be kept)
         self._fill_outcome: Outcome | None = None  # a run decided inside the fill hook
@@ -318,8 +318,6 @@ class Machine(AddressSpace):
         (count exhausted), the deadline is checked and the stretch goes on from that PC.
         """
         left_insns = budget
-        if (handed := self._exit_at_pc(deadline)) is not None:
-            return handed[0]
         while True:
             if time.monotonic() >= deadline:
                 return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={self.cpu.pc:#x}")
@@ -406,35 +404,6 @@ class Machine(AddressSpace):
         limits.segments += 1
         self._restarted = begun - 1
         return True
-
-    def _exit_at_pc(self, deadline: float) -> "tuple[Outcome | None] | None":
-        """A stretch that starts on an exit's brk: hand over without entering the engine.
-
-        This is the path of every injected abort (the exception entry puts PC on the host's
-        vector, an exit) and of every nested run that starts at one. The engine would fetch
-        the brk (one fill), take it as BKPT and stop before executing anything: no
-        instruction counted, no trace step (exits are never traced), no event. So when
-        that fetch would succeed - stage 1 and stage 2 let the current regime execute the
-        page - the handler is called here with the same machine state, saving an
-        emu_start and its exit. Anything else (a fetch that would fault, a misaligned PC,
-        an attached debugger, a passed deadline) takes the engine's path. Returns
-        (outcome,) when it handed over, None when the engine must run.
-        """
-        if not self.fast_fault_path or not self._exits or self.debugger is not None:
-            return None
-        pc = self.cpu.pc
-        handler = self._exits.get(pc)
-        if handler is None or pc & 3 or time.monotonic() >= deadline:
-            return None
-        pstate = self.cpu.pstate
-        leaf = self.stage1.check(pc, AccessType.EXEC, el0=not (pstate >> 2) & 3, pan=bool(pstate & PSTATE_PAN), stage2=self.stage2)
-        if isinstance(leaf, WalkFault) or (self.stage2 is not None and self.stage2(leaf.pfn, AccessType.EXEC) is not True):
-            return None
-        self.fill_fault = self._intno = None
-        outcome = handler(self)
-        if outcome is None and self.cpu.pc == pc:
-            raise MachineError(f"exit handler at {pc:#x} neither moved PC nor ended the run")
-        return (outcome,)
 
     # --------------------------------------------------------- exception paths
     def _on_abort(self, abort: MemoryAbort) -> Outcome | None:
