@@ -18,9 +18,7 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_ARM, Uc, 
 from unicorn import arm64_const as A
 from unicorn.unicorn_const import UC_TLB_VIRTUAL
 
-from emu import checkpoint
 from emu.abort import AbortBuilder, MemoryAbort, PendingFault
-from emu.checkpoint import Checkpoint
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.debug_hook import Debugger, paused_for
 from emu.engine_counter import EngineCounter
@@ -102,7 +100,7 @@ class Machine(AddressSpace):
         self._limits: RunLimits | None = None
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         self.debugger: Debugger | None = None  # emu/debug_hook.py: set only while a debugger is attached
-        self._checkpoint: "Checkpoint | None" = None
+        self._checkpoint: Any = None  # the latest emu.checkpoint.Checkpoint taken of this machine (take/rewind)
         # The fast fault path (docs/performance.md): lazy idmaps resolved inside the fill hook,
         # wherever that is provably the engine's result. False: every fault stops the engine
         # (tests compare the two).
@@ -144,13 +142,6 @@ class Machine(AddressSpace):
     @property
     def events(self) -> list[Event]:
         return self._events
-
-    def checkpoint(self) -> "Checkpoint":
-        """Remember the whole machine now; `rewind(cp)` comes back at the cost of what changed (emu/checkpoint.py)."""
-        return checkpoint.take(self)
-
-    def rewind(self, cp: "Checkpoint") -> None:
-        checkpoint.rewind(self, cp)
 
     # ------------------------------------------------------------------ exits
     def add_exit(self, addr: int, handler: ExitHandler) -> None:

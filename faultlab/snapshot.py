@@ -30,6 +30,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from emu import checkpoint
 from emu.checkpoint import Checkpoint
 from emu.cpu import Cpu
 from emu.machine import Machine
@@ -179,13 +180,12 @@ class LabSnapshot:
 
 def take(lab: Any, *, frozen: Iterable[Any] = ()) -> LabSnapshot:
     """Snapshot `lab` (a `faultlab.lab.Lab`); `frozen`: big objects known not to change after boot (a vmlinux's symbols)."""
-    checkpoint = lab.machine.checkpoint()
-    return LabSnapshot(checkpoint, ObjectImage([lab], frozen_ids=[id(x) for x in frozen]))
+    return LabSnapshot(checkpoint.take(lab.machine), ObjectImage([lab], frozen_ids=[id(x) for x in frozen]))
 
 
 def restore(lab: Any, snap: LabSnapshot) -> None:
     """Put `lab` back as it was at `snap` (the lab's latest snapshot)."""
-    lab.machine.rewind(snap.checkpoint)
+    checkpoint.rewind(lab.machine, snap.checkpoint)
     snap.image.restore()
 
 

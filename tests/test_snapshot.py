@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from emu import checkpoint
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE
 from faultlab import leak
@@ -99,11 +100,11 @@ def test_rewind_puts_back_only_written_frames_and_the_cpu():
     pfns = m.map_new(0xFFFF_0000_0010_0000, 3, "rw")
     m.write(0xFFFF_0000_0010_0000, b"\x11" * PAGE_SIZE)
     m.cpu.write_sysreg("TPIDR_EL1", 0x1234)
-    cp = m.checkpoint()
+    cp = checkpoint.take(m)
     m.write(0xFFFF_0000_0010_1000 + 5, b"abc")  # Python write
     m.cpu.write_sysreg("TPIDR_EL1", 0x9999)
     m.map_new(0xFFFF_0000_0020_0000, 1, "rw")
-    m.rewind(cp)
+    checkpoint.rewind(m, cp)
     assert m.read(0xFFFF_0000_0010_0000, PAGE_SIZE) == b"\x11" * PAGE_SIZE
     assert m.read(0xFFFF_0000_0010_1000, PAGE_SIZE) == bytes(PAGE_SIZE)
     assert m.cpu.read_sysreg("TPIDR_EL1") == 0x1234
@@ -132,14 +133,14 @@ f:  mov x0, #1
     m.load(code_va, image.data, "rwx")
     m.map_new(data_va, 1, "rw")
     m.stage2 = lambda pfn, access: True
-    cp = m.checkpoint()
+    cp = checkpoint.take(m)
     assert m.call(f).regs["x0"] == 1  # translated once, before any patch
     movz_x0_2 = 0xD2800040
     for _ in range(3):
         m.call(code_va, data_va, 0x5555, f, movz_x0_2)
         assert m.read_u64(data_va) == 0x5555
         assert m.call(f).regs["x0"] == 2  # the CPU's own store: Unicorn retranslates
-        m.rewind(cp)
+        checkpoint.rewind(m, cp)
         assert m.read_u64(data_va) == 0
         assert m.call(f).regs["x0"] == 1  # the rewind wrote from Python: the translation had to go
     assert cp.stats.code_flushes == 3 and cp.stats.frames_restored == 6
@@ -147,10 +148,10 @@ f:  mov x0, #1
 
 def test_a_stale_checkpoint_is_refused():
     m = Machine(phys_size=4 << 20)
-    old = m.checkpoint()
-    m.checkpoint()
+    old = checkpoint.take(m)
+    checkpoint.take(m)
     with pytest.raises(RuntimeError, match="latest"):
-        m.rewind(old)
+        checkpoint.rewind(m, old)
 
 
 def test_lab_restore_brings_back_ownership_guest_and_buffers():
