@@ -9,16 +9,118 @@ borrowers, and no guest secret the host can read.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Hashable, Mapping
 
 from hyp.ownership_frames import BOOT_FRAME, FrameTable
-from hyp.page_state import ACCESSIBLE, HYP, OWNING, ComponentId, FrameRecord, PageState, VmRecord
+from hyp.page_state import (
+    ACCESSIBLE,
+    HYP,
+    OWNING,
+    Annotation,
+    Component,
+    ComponentId,
+    FrameRecord,
+    GuestEntry,
+    PageState,
+    VmRecord,
+)
 
 # (handle, gfn, state) of one guest entry that maps a frame.
 GuestMapping = tuple[int, int, PageState]
 
 
+# States with at most this many stored frame records plus guest entries are memoised by value
+# (check_invariants). A restored lab replays the same few small states run after run (issue 12: the
+# checks were ~65 us of a ~500 us scenario run); a long random walk rarely repeats a big state, and
+# building its key would only add to the check.
+MEMO_MAX_ITEMS = 64
+MEMO_MAX_STATES = 4096
+
+
+class _Memo:
+    """state key -> the problems the full check found for that state; emptied when full (a bounded cache)."""
+
+    def __init__(self) -> None:
+        self.results: dict[Hashable, tuple[str, ...]] = {}
+
+    def get(self, key: Hashable) -> tuple[str, ...] | None:
+        return self.results.get(key)
+
+    def put(self, key: Hashable, problems: list[str]) -> None:
+        if len(self.results) >= MEMO_MAX_STATES:
+            self.results.clear()
+        self.results[key] = tuple(problems)
+
+
+# A cache of a pure function (state value -> messages), like faultlab.leak.grams: never semantic state.
+_MEMO = _Memo()
+
+
+def state_key(frames: FrameTable, vms: Mapping[int, VmRecord]) -> Hashable | None:
+    """Every value the full check reads, as one hashable value; None for a state not to memoise.
+
+    What check_from_scratch reads: the memory range (``pfn in frames``); each stored
+    record's fields (an unstored frame reads as BOOT_FRAME, a constant); each VM in
+    iteration order (that orders the messages and each frame's mappings): its handle,
+    whether it is protected, its entries in order and its poisoned gfns (membership
+    only). Nothing else (not ``dying``, not the vcpus) enters a decision or a message.
+    Only states whose values all have their declared types are keyed: then equal keys
+    mean identical values (an int equals an int of the same value, an enum member
+    only itself), so the full check takes the same branches and prints the same
+    messages; a state with a stray type (a test corrupting a record with a raw int)
+    is checked in full. tests/test_invariants_memo.py compares both on random and
+    corrupted states.
+    """
+    records = frames._records  # noqa: SLF001 - the table's own storage, read only
+    if len(records) + sum(len(vm.entries) for vm in vms.values()) > MEMO_MAX_ITEMS or type(frames) is not FrameTable:
+        return None
+    frame_key = []
+    for pfn, r in records.items():
+        if not (type(r) is FrameRecord and type(r.host) is PageState and type(r.hyp) is PageState
+                and type(r.host_share_guest_count) is int and type(r.hyp_pin_count) is int
+                and type(r.holds_guest_secret) is bool and (r.annotation is None or _canonical(r.annotation))):
+            return None
+        frame_key.append((pfn, r.host, r.hyp, r.annotation, r.host_share_guest_count, r.hyp_pin_count, r.holds_guest_secret))
+    vm_key = []
+    for vm in vms.values():
+        if not (type(vm) is VmRecord and type(vm.handle) is int and type(vm.protected) is bool):
+            return None
+        entries = []
+        for gfn, e in vm.entries.items():
+            if not (type(gfn) is int and type(e) is GuestEntry and type(e.state) is PageState and type(e.pfn) is int):
+                return None
+            entries.append((gfn, e.state, e.pfn))
+        vm_key.append((vm.handle, vm.protected, tuple(entries), tuple(vm.poisoned)))
+    return (frames.first_pfn, frames.end_pfn, tuple(frame_key), tuple(vm_key))
+
+
+_OPTIONAL_INT = (int, type(None))
+
+
+def _canonical(ann: object) -> bool:
+    """An Annotation whose fields all have their declared types (so equality means identity of values)."""
+    return (type(ann) is Annotation and type(ann.owner) is Component and type(ann.owner.id) is ComponentId
+            and type(ann.owner.handle) in _OPTIONAL_INT and type(ann.gfn) in _OPTIONAL_INT)
+
+
 def check_invariants(frames: FrameTable, vms: Mapping[int, VmRecord]) -> list[str]:
+    """check_from_scratch(frames, vms), memoised by the value of the (small) state it reads.
+
+    Equivalent by construction: the key holds every value the full check reads
+    (state_key), and a state not seen before is checked in full.
+    """
+    key = state_key(frames, vms)
+    if key is None:
+        return check_from_scratch(frames, vms)
+    cached = _MEMO.get(key)
+    if cached is not None:
+        return list(cached)
+    problems = check_from_scratch(frames, vms)
+    _MEMO.put(key, problems)
+    return problems
+
+
+def check_from_scratch(frames: FrameTable, vms: Mapping[int, VmRecord]) -> list[str]:
     """Every broken invariant of frames and VMs, one message each: VMs first, then frames by pfn.
 
     The whole state is checked although only some frames are stored: every frame
