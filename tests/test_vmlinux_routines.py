@@ -433,7 +433,7 @@ def test_plugin_skips_kernel_scenarios_without_their_vmlinux(tmp_path):
     """A fresh pytest over the kernel scenarios with an empty kernel cache: every item skips, saying why."""
     env = {**os.environ, "FAULTLAB_KCACHE": str(tmp_path / "empty")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(KERNEL_SCENARIOS / "a_zeropad_overread.toml")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-n", "0", str(KERNEL_SCENARIOS / "a_zeropad_overread.toml")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
