@@ -123,3 +123,24 @@ def stage2(rig) -> Stage2Table:
     table = Stage2Table(rig.machine)
     rig.machine.stage2 = table
     return table
+
+
+@pytest.fixture(scope="session")
+def kernel_shelf():
+    """host -> one VmlinuxShelf for the whole session (per xdist worker): each (vmlinux, policy, host) boots once.
+
+    A boot costs 0.1-0.4 s and a restore under a millisecond (faultlab/snapshot.py), and
+    tests/test_snapshot.py pins a restored boot byte-identical to a fresh one; tests that
+    only need a booted kernel share these instead of booting per test (or per module).
+    Tests about a fresh boot still make a VmlinuxShelf of their own.
+    """
+    from faultlab.kernel.lab import VmlinuxShelf
+
+    shelves: dict[str, VmlinuxShelf] = {}
+
+    def get(host: str = "model") -> VmlinuxShelf:
+        if host not in shelves:
+            shelves[host] = VmlinuxShelf(host, max_booted=64)
+        return shelves[host]
+
+    return get

@@ -93,8 +93,8 @@ def test_mapping_reads_every_old_sentence():
 
 
 @pytest.mark.parametrize("name", sorted(MATRICES))
-def test_matrix_gives_the_baseline_results(name):
-    shelf = VmlinuxShelf()
+def test_matrix_gives_the_baseline_results(name, kernel_shelf):
+    shelf = kernel_shelf("model")
     if name == "matrix_kernel":
         for suite in ("bookworm", "sid"):
             if shelf.missing(suite):
@@ -127,13 +127,13 @@ def test_sweeps_give_the_baseline_counts():
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("path", sorted(BASELINE.glob("ksweep_*.json")), ids=lambda p: p.stem)
-def test_kernel_sweeps_give_the_baseline_counts(path):
+def test_kernel_sweeps_give_the_baseline_counts(path, kernel_shelf):
     from faultlab.sweep.kernel import KernelBench, sweep_kernel
     from kimage.profiles import LINUX_7_2, profile_for
 
     (rec,) = _old(path.stem)
     suite = path.stem.split("_", 2)[1]
-    shelf = VmlinuxShelf()
+    shelf = kernel_shelf("model")
     if shelf.missing(suite):
         pytest.skip(shelf.missing(suite))
     vm = shelf.open(suite)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from faultlab.kernel.lab import VmlinuxShelf
 from faultlab.runner import run
 from faultlab.scenario import load
 from kimage.profiles import (
@@ -61,9 +60,9 @@ def test_a_wrong_claim_fails_loudly(profile):
         check_profile(other, vm)
 
 
-@pytest.fixture(scope="module")
-def shelf():
-    return VmlinuxShelf()
+@pytest.fixture
+def shelf(kernel_shelf):
+    return kernel_shelf("model")
 
 
 def _gup(profile, policy, shelf):

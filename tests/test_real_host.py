@@ -219,12 +219,10 @@ SCENARIOS = sorted((__import__("pathlib").Path(__file__).parent.parent / "scenar
 KNOWN_DISAGREEMENTS: dict[tuple[str, str], tuple[str, str]] = {}  # none left: the model follows each kernel's profile
 
 
-@pytest.fixture(scope="module")
-def seed_shelves():
-    """One shelf per host for every seed scenario: each (kernel, policy) boots once and is restored after."""
-    from faultlab.kernel.lab import VmlinuxShelf
-
-    return VmlinuxShelf("real", max_booted=32), VmlinuxShelf("model", max_booted=32)
+@pytest.fixture
+def seed_shelves(kernel_shelf):
+    """The session's shelf per host (tests/conftest.py): each (kernel, policy) boots once and is restored after."""
+    return kernel_shelf("real"), kernel_shelf("model")
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
@@ -255,12 +253,11 @@ def _scenario(path: str):
 
 
 @pytest.mark.parametrize("host", ["model", "real"])
-def test_scenario_task_context_reaches_the_host(host):
+def test_scenario_task_context_reaches_the_host(host, kernel_shelf):
     """`[routine] task` is the host's Task.mm; the real host's `current->mm` follows it (an mm_struct, or NULL)."""
-    from faultlab.kernel.lab import VmlinuxShelf
     from faultlab.runner import run as run_scenario
 
-    shelf = VmlinuxShelf(host)
+    shelf = kernel_shelf(host)
     user = _scenario("scenarios/kernel/d_copy_from_user.toml").on_kernel("bookworm")
     kthread = _scenario("scenarios/kernel/c_gup_kernel_alias.toml").on_kernel("bookworm")
     vmlinux("6.1")
@@ -277,18 +274,17 @@ def test_scenario_task_context_reaches_the_host(host):
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_kernel_alias_verdict_does_not_depend_on_the_task(key):
+def test_kernel_alias_verdict_does_not_depend_on_the_task(key, kernel_shelf):
     """The GUP alias is a kernel-half address: do_translation_fault never consults the mm (why kthread is no shortcut)."""
     import dataclasses
 
-    from faultlab.kernel.lab import VmlinuxShelf
     from faultlab.runner import run as run_scenario
 
     vmlinux(key)
     base = _scenario("scenarios/kernel/c_gup_kernel_alias.toml").on_kernel(SUITES[key])
     as_user = dataclasses.replace(base, routine=dataclasses.replace(base.routine, task="user"))
     for host in ("model", "real"):
-        shelf = VmlinuxShelf(host)
+        shelf = kernel_shelf(host)
         for policy in INJECT:
             a, b = (run_scenario(s, policy, kernels=shelf).verdict for s in (base, as_user))
             assert (a.outcome, a.detail, a.guest, a.reclaims) == (b.outcome, b.detail, b.guest, b.reclaims), (host, policy)

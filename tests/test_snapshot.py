@@ -83,11 +83,14 @@ def test_restored_kernel_scenarios_equal_fresh_boots(suite, host):
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("host", ["model", "real"])
-def test_restored_kernel_boot_equals_a_fresh_one(host):
-    """The default run's share of the check above: one kernel scenario, two policies, both hosts."""
+def test_restored_kernel_boot_equals_a_fresh_one(host, kernel_shelf):
+    """The default run's share of the check above: one kernel scenario, two policies, both hosts.
+
+    The restored side is the session's shelf (its boot may have served other tests first).
+    """
     vmlinux("6.1")
     sc = load(ROOT / "scenarios" / "kernel" / "a_zeropad_overread.toml").variants()[0]
-    shelf = VmlinuxShelf(host)
+    shelf = kernel_shelf(host)
     for policy in ("inject-reclaim", "reclaim"):
         fresh = fingerprint(run(sc, policy, trace=True, kernels=VmlinuxShelf(host)))
         for _ in range(3):

@@ -390,7 +390,7 @@ def test_missing_vmlinux_is_a_clear_run_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.kernel
-def test_scenario_with_a_vmlinux_path_and_el0_refused(tmp_path):
+def test_scenario_with_a_vmlinux_path_and_el0_refused(tmp_path, kernel_shelf):
     vm = open_kernel("7.2")
     text = f"""
 name = "path-hash"
@@ -415,7 +415,7 @@ x0 = {(3 << 32) | full_name_hash_ref(7, b"abc"):#x}
 guest = "reclaimed"
 """
     sc = parse(text, str(tmp_path / "s.toml"))
-    shelf = VmlinuxShelf()
+    shelf = kernel_shelf("model")
     for policy in sc.policies:
         record = run(sc, policy, kernels=shelf)
         assert record.passed, record.failures
