@@ -1106,11 +1106,17 @@ def test_random_transitions_keep_invariants():
     )
 
 
+# 2,000 random walks of 80 steps, in shards so that pytest-xdist (and --faultlab-shard) spread them:
+# one item of 2,000 was the sweep job's longest (165 s). Each shard draws its own random walks.
+SWEEP_WALKS, SWEEP_SHARDS = 2000, 8
+
+
 @pytest.mark.sweep
-def test_random_transitions_keep_invariants_sweep():
+@pytest.mark.parametrize("shard", range(SWEEP_SHARDS))
+def test_random_transitions_keep_invariants_sweep(shard):
     run_state_machine_as_test(
         OwnershipMachine,
-        settings=settings(max_examples=2000, stateful_step_count=80, deadline=None,
+        settings=settings(max_examples=SWEEP_WALKS // SWEEP_SHARDS, stateful_step_count=80, deadline=None,
                           suppress_health_check=list(HealthCheck)),
     )
 

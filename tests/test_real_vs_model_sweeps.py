@@ -52,13 +52,35 @@ def test_sample_real_vs_model(pairs, key, name):
     assert summary.real_entries > 0  # the kernel's own fault path decided some of the sample
 
 
-@pytest.mark.sweep
-@pytest.mark.parametrize("name", ROUTINES)
-@pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
-def test_full_real_vs_model(key, name):
+# The full sweep's lengths, in parts so that pytest-xdist (and --faultlab-shard) spread one routine
+# over workers (a routine was one 30-60 s item). A part's cases are exactly the full list's cases of
+# its lengths; the parts' lengths are disjoint and cover the list (test_length_parts_cover_the_sweep).
+LONG_LENGTHS = (96, 127, 128, 255, 1000, 4096 + 23)
+LENGTH_PARTS = {"0-23": range(0, 24), "24-39": range(24, 40), "40-51": range(40, 52), "52-64": range(52, 65), "long": LONG_LENGTHS}
+
+
+def full_lengths(name: str) -> list[int]:
+    """Every length of the full sweep: 0-64 (0-32 for strscpy, six sizes a length) and some longer ones."""
     upto = 33 if name == "strscpy" else 65
-    todo = boundary_cases(name, [*range(upto), 96, 127, 128, 255, 1000, 4096 + 23])
-    summary = HostPair(open_kernel(key)).run(name, todo)
+    return [*range(upto), *LONG_LENGTHS]
+
+
+def test_length_parts_cover_the_sweep():
+    for name in ROUTINES:
+        parts = [[n for n in full_lengths(name) if n in part] for part in LENGTH_PARTS.values()]
+        assert sorted(n for p in parts for n in p) == sorted(full_lengths(name)), name
+
+
+FULL_PARTS = [pytest.param(name, part, id=f"{name}-{part}") for name in ROUTINES for part, lengths in LENGTH_PARTS.items()
+              if any(n in lengths for n in full_lengths(name))]
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize(("name", "part"), FULL_PARTS)
+@pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
+def test_full_real_vs_model(pairs, key, name, part):
+    todo = boundary_cases(name, [n for n in full_lengths(name) if n in LENGTH_PARTS[part]])
+    summary = pairs(key).run(name, todo)
     _check(summary, todo)
     print(f"\n{key} {name}: {summary.cases} cases agree; the kernel's do_mem_abort ran {summary.real_entries} times; real outcomes {summary.outcomes}")
 
