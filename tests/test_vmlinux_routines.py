@@ -300,22 +300,30 @@ def test_differential_ours_vs_kernel(benches, ours, key, name):
     _differential(benches(key), ours(key), name, _differential_cases(name, DIFF_LENGTHS, DIFF_POLICIES, every_upto=12, thin=True), full=False)
 
 
+FULL_DIFF_POLICIES = ("inject", "inject-reclaim", "panic")
+
+
 @pytest.mark.sweep
 @pytest.mark.kernel
+@pytest.mark.parametrize("policy", FULL_DIFF_POLICIES)
 @pytest.mark.parametrize("name", ROUTINE_NAMES)
 @pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
-def test_differential_full(key, name):
+def test_differential_full(benches, ours, key, name, policy):
+    """One item per policy (a routine under all three was one 35-77 s item); the cases are the full
+    list's cases of that policy. The documented shortfall's worst case must be met under each policy
+    whose fault is fixed up (inject, inject-reclaim); under panic a fault ends the run, no copy returns."""
     vm = open_kernel(key)
     # strscpy has six (length, count) sizes per length: half the lengths keep it near the others' time
     upto = 33 if name == "strscpy" else 65
     lengths = list(range(0, upto)) + [96, 127, 128, 255, 1000, 4096 + 23]
-    todo = _differential_cases(name, lengths, ("inject", "inject-reclaim", "panic"), every_upto=64)
-    gaps = _differential(ks.KernelBench(vm), sweep.Bench(host=profile_for(vm).host), name, todo, full=True)
+    todo = _differential_cases(name, lengths, FULL_DIFF_POLICIES, every_upto=64)
+    todo = [case for case in todo if case.policy == policy]
+    gaps = _differential(benches(key), ours(key), name, todo, full=True, worst_case=policy != "panic")
     shortfall = f"; kernel progress short of the fault by (bytes, cases): {sorted(gaps.items())}" if gaps else ""
     print(f"\nLinux {vm.version.release} {name}: {len(todo)} cases agree{shortfall}")
 
 
-def _differential(bench: ks.KernelBench, ours: sweep.Bench, name: str, todo: list[Case], *, full: bool) -> Counter:
+def _differential(bench: ks.KernelBench, ours: sweep.Bench, name: str, todo: list[Case], *, full: bool, worst_case: bool = True) -> Counter:
     vm = bench.vmlinux
     spec_kernel, spec_ours = ks.kernel_spec(vm, name), ROUTINES[name]
     gaps: Counter = Counter()
@@ -325,7 +333,7 @@ def _differential(bench: ks.KernelBench, ours: sweep.Bench, name: str, todo: lis
         if problems:
             failures.append(f"{case}: {'; '.join(problems)}")
     assert not failures, f"{len(failures)} of {len(todo)} cases disagree:\n" + "\n".join(failures[:8])
-    if name in KERNEL_SHORTFALL:
+    if name in KERNEL_SHORTFALL and worst_case:
         # the documented looseness is real on these cases: the full run meets its worst case
         assert max(gaps) == max(KERNEL_SHORTFALL[name]) if full else max(gaps) > 0, sorted(gaps.items())
     return gaps
