@@ -17,6 +17,11 @@ USER_CODE_VA = 0x0000_0000_0080_0000
 
 _ks = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)
 
+# pytester: tests of the faultlab pytest plugin run a session in process (runpytest_inprocess) where a
+# new interpreter would only add its start-up; tests about the console script keep a real subprocess.
+# (pytester points HOME at its own folder: the user caches, e.g. the kernel cache, are not found there.)
+pytest_plugins = ["pytester"]
+
 SHARDED_MARKERS = ("sweep", "slow")  # the long tests CI's sweep job splits over a matrix of machines
 
 

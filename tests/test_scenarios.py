@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -98,15 +96,14 @@ def test_common_expectation_keys_judge_every_policy(extra_policy):
     assert not record.judged and not record.passed and not record.unexpected
 
 
-def test_the_pytest_plugin_skips_unjudged_items(tmp_path):
-    (tmp_path / "s.toml").write_text(BASE + '[expect.panic]\noutcome = "returned"\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(tmp_path / "s.toml")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"1 passed, {len(POLICIES) - 1} skipped" in proc.stdout
-    assert "unjudged:" in proc.stdout and "states no expectation for policy inject" in proc.stdout
+def test_the_pytest_plugin_skips_unjudged_items(pytester):
+    """A pytest session over a scenario file (in process: the plugin's behaviour, not a new interpreter's)."""
+    (pytester.path / "s.toml").write_text(BASE + '[expect.panic]\noutcome = "returned"\n')
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-rs", str(pytester.path / "s.toml"))
+    stdout = result.stdout.str()
+    assert result.ret == 0, stdout + result.stderr.str()
+    assert f"1 passed, {len(POLICIES) - 1} skipped" in stdout
+    assert "unjudged:" in stdout and "states no expectation for policy inject" in stdout
 
 
 def test_a_sweep_under_a_policy_without_reference_traits_is_unjudged(extra_policy, capsys):

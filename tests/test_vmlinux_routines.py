@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -437,16 +435,17 @@ guest = "reclaimed"
         run(el0, "inject", kernels=shelf)
 
 
-def test_plugin_skips_kernel_scenarios_without_their_vmlinux(tmp_path):
-    """A fresh pytest over the kernel scenarios with an empty kernel cache: every item skips, saying why."""
-    env = {**os.environ, "FAULTLAB_KCACHE": str(tmp_path / "empty")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-n", "0", str(KERNEL_SCENARIOS / "a_zeropad_overread.toml")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{2 * len(POLICIES)} skipped" in proc.stdout  # bookworm and sid, each under every policy
-    assert "vmlinux 'sid' not found: run `faultlab kernel fetch sid`" in proc.stdout
+def test_plugin_skips_kernel_scenarios_without_their_vmlinux(pytester, monkeypatch):
+    """A fresh pytest session over the kernel scenarios with an empty kernel cache: every item skips, saying why.
+
+    In process (pytester): the session's plugin and its shelf are new, only the interpreter is shared.
+    """
+    monkeypatch.setenv("FAULTLAB_KCACHE", str(pytester.path / "empty"))
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-rs", "-n", "0", str(KERNEL_SCENARIOS / "a_zeropad_overread.toml"))
+    stdout = result.stdout.str()
+    assert result.ret == 0, stdout + result.stderr.str()
+    assert f"{2 * len(POLICIES)} skipped" in stdout  # bookworm and sid, each under every policy
+    assert "vmlinux 'sid' not found: run `faultlab kernel fetch sid`" in stdout
 
 
 # ------------------------------------------------------------------ `faultlab kernel sweep`
