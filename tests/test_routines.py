@@ -519,3 +519,27 @@ def test_vmm_reads_past_its_buffer(labs, policy, outcome, faults, read):
     assert lab.read(out.va + 64, 8) == b"12345678"
     expected_rest = bytes(16) if policy == "reclaim" else b"\x55" * 16
     assert lab.read(out.va + 72, 16) == expected_rest
+
+
+def test_docs_case_counts_are_the_plans():
+    """docs/routines.md's quick/full columns and its total are what the sweep plans under every
+    registered policy (they went stale once when a policy was added)."""
+    import re
+
+    from hyp.policies import known
+    from faultlab.sweep.plan import cases
+    from faultlab.sweep.routines import ROUTINES
+
+    policies = list(known())
+    counts = {name: (sum(1 for _ in cases(s, False, policies)), sum(1 for _ in cases(s, True, policies))) for name, s in ROUTINES.items()}
+    text = (Path(__file__).resolve().parent.parent / "docs" / "routines.md").read_text()
+    rows = 0
+    for line in text.splitlines():
+        m = re.match(r"\| `(\w+)\(.*\| ([\d,]+) \| ([\d,]+) \|$", line)
+        if m:
+            rows += 1
+            assert (int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))) == counts[m.group(1)], m.group(1)
+    assert rows >= 14  # the routines with a row of their own (grouped rows give ranges)
+    total = sum(full for _, full in counts.values())
+    assert f"Full sweep: **{total:,} cases** under the {len(policies)} policies" in text
+    assert f"(quick: {sum(q for q, _ in counts.values()):,})" in text
