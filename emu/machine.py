@@ -6,7 +6,7 @@ exactly the faulting instruction; the run loop here turns that into a
 `MemoryAbort` and either takes it to EL1 (stage 1, as the hardware does) or
 hands it to the EL2 handler (stage 2). Every other event (svc, hvc, brk, an
 undefined instruction, reaching an exit address) also stops the engine and is
-handled here in Python, between two `emu_start` calls, so a handler may change
+handled in Python (emu/exception_paths.py; traces: emu/trace_recorder.py), between two `emu_start` calls, so a handler may change
 mappings or the EL freely: the TLB is flushed before the next instruction runs.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Protocol
 
-from unicorn import UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
+from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc, UcError
 from unicorn import arm64_const as A
 from unicorn.unicorn_const import UC_TLB_VIRTUAL
 
@@ -22,14 +22,15 @@ from emu.abort import AbortBuilder, MemoryAbort, PendingFault
 from emu.address_space import UNTIL_VA, AddressSpace, MachineError
 from emu.debug_hook import Debugger, paused_for
 from emu.engine_counter import EngineCounter
-from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu, VectorKind
-from emu.exceptions import INTNO_BKPT, INTNO_DATA_ABORT, INTNO_HVC, INTNO_SMC, INTNO_SVC, INTNO_UDEF, exception_syndrome
+from emu.exception_paths import ExceptionPaths
+from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu
+from emu.exceptions import INTNO_BKPT
 from emu.memory import PAGE_SIZE, AccessType, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
-from emu.eret import INTNO_ILLEGAL_RETURN, EretGuard, take_illegal_return
-from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler, smc_not_supported  # noqa: F401 (importable from here)
+from emu.eret import EretGuard
+from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
 from emu.sctlr import LINUX_SCTLR_EL1, follow_sctlr
-from emu.sysreg_trap import el0_sysreg_trap
+from emu.trace_recorder import TraceRecorder
 from emu.run_limits import (
     DEFAULT_BUDGET,
     DEFAULT_MAX_EVENTS,
@@ -80,7 +81,7 @@ class El2Handler(Protocol):
         ...
 
 
-class Machine(AddressSpace):
+class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
     """An AArch64 CPU (EL0/EL1) on an `AddressSpace`, with exit points and an EL2 handler slot."""
 
     def __init__(self, *, phys_base: int = 0x4000_0000, phys_size: int = 256 << 20) -> None:
@@ -395,103 +396,3 @@ class Machine(AddressSpace):
         limits.segments += 1
         self._restarted = begun - 1
         return True
-
-    # --------------------------------------------------------- exception paths
-    def _on_abort(self, abort: MemoryAbort) -> Outcome | None:
-        self.log("abort", abort.summary(), pc=abort.pc, el=abort.el, abort=abort)
-        if abort.stage == 1:
-            return self.take_exception_el1(abort.esr.value, abort.far, abort.pc, cause=abort)
-        if self.el2 is None:
-            raise NoAbortHandler(f"stage-2 abort with no EL2 handler installed: {abort.summary()}")
-        return self.el2.handle_abort(self, abort)
-
-    def _on_interrupt(self, intno: int) -> Outcome | None:
-        pc = self.cpu.pc
-        from_el = self.cpu.el
-        if intno == INTNO_ILLEGAL_RETURN:
-            return take_illegal_return(self)
-        if intno == INTNO_HVC:
-            imm = (self._insn_word(pc - 4) >> 5) & 0xFFFF
-            self.log("hvc", f"hvc #{imm} x0={self.cpu.x(0):#x}", imm=imm)
-            if self.el2 is None:
-                raise NoAbortHandler(f"hvc #{imm} at {pc - 4:#x} with no EL2 handler installed")
-            return self.el2.handle_hvc(self, imm)
-        if intno == INTNO_SMC:
-            # Unicorn reports smc with PC already past it (QEMU: EXCP_SMC after the insn).
-            smc_pc = pc - 4
-            imm = (self._insn_word(smc_pc) >> 5) & 0xFFFF
-            if self.el2 is not None:
-                # HCR_EL2.TSC = 1 (pKVM): the SMC traps to EL2 before it executes, EC 0x17 with
-                # ELR_EL2 = the smc (Arm ARM D1.10 / C6.2 SMC pseudocode, AArch64.CheckForSMCUndefOrTrap);
-                # the handler answers and skips it (hyp-main.c handle_host_smc: kvm_skip_host_instr).
-                self.log("smc", f"SMC (AArch64): smc #{imm} x0={self.cpu.x(0):#x} trapped to EL2", pc=smc_pc, imm=imm)
-                handler = getattr(self.el2, "handle_smc", None)
-                return smc_not_supported(self, imm) if handler is None else handler(self, imm)
-            # No EL2 to trap it and no EL3: SMC is UNDEFINED at the smc itself (Arm ARM C6.2 SMC).
-            insn_pc = return_pc = smc_pc
-        elif intno == INTNO_SVC:
-            insn_pc, return_pc = pc - 4, pc  # svc's preferred return address is the next instruction
-        elif intno in (INTNO_BKPT, INTNO_UDEF):
-            insn_pc = return_pc = pc
-        elif intno == INTNO_DATA_ABORT and (pending := self.alignment.abort_for_intno4(pc)) is not None:
-            return self._on_abort(self._abort_builder.build(pending))  # Unicorn's own alignment check
-        else:
-            return Outcome(OutcomeKind.EMULATOR_ERROR, f"unexpected unicorn interrupt {intno} at pc={pc:#x}")
-        esr = exception_syndrome(intno, self._insn_word(insn_pc & ~3), from_el, pc=insn_pc)
-        if intno == INTNO_UDEF and from_el == 0:  # SCTLR_EL1's EL0 traps are EC 0x18 (emu/sysreg_trap.py)
-            esr = el0_sysreg_trap(self._insn_word(insn_pc & ~3), self.cpu.read_sysreg("SCTLR_EL1")) or esr
-        self.log("exception", f"{esr.name} ESR={esr.value:#x}", esr=esr.value, ec_name=esr.class_name)
-        # A PC alignment fault records the misaligned PC in FAR_EL1 (Arm ARM D1.3.5).
-        far = insn_pc if esr.ec == 0x22 else None
-        return self.take_exception_el1(esr.value, far, return_pc, cause=esr)
-
-    def take_exception_el1(self, esr: int, far: int | None, return_pc: int, *, cause: Any = None) -> Outcome | None:
-        """Exception entry to EL1; without vectors (VBAR_EL1 = 0) the run ends instead."""
-        if self.cpu.read_sysreg("VBAR_EL1") == 0:
-            return Outcome(
-                OutcomeKind.UNHANDLED_EXCEPTION,
-                f"exception to EL1 (ESR={esr:#x}) at pc={return_pc:#x} but VBAR_EL1 is not set",
-                cause,
-            )
-        entry = self.cpu.take_exception(esr=esr, far=far, return_pc=return_pc, kind=VectorKind.SYNC)
-        self.log("exception-entry", f"EL{entry.from_el} -> EL1 vector {entry.vector:#x} ESR={esr:#x}", entry=entry)
-        return None
-
-    # ------------------------------------------------------------------ trace
-    def _start_trace(self, on: bool) -> None:
-        self._trace = [] if on else None
-        self._trace_truncated = False
-        if on and self._trace_hook is None:
-            self._trace_hook = self.uc.hook_add(UC_HOOK_CODE, self._trace_step)
-
-    def _trace_step(self, uc, address: int, size: int, _user) -> None:
-        if self._trace is None or address in self._exits or self._trace_truncated:
-            return
-        el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
-        if len(self._trace) >= self._limits.max_trace:
-            # The marker: an event at the first step not recorded; the hook goes at the next chunk.
-            self._trace_truncated = True
-            self.log("trace-truncated", f"trace truncated after {len(self._trace)} steps", pc=address, el=el)
-            return
-        self._trace.append((address, el))
-
-    def _drop_truncated_trace_hook(self) -> None:
-        """Once the trace is full, stop paying for the per-instruction hook (outside emu_start)."""
-        if self._trace_truncated and self._trace_hook is not None:
-            self._stop_trace()
-
-    def _stop_trace(self) -> None:
-        if self._trace_hook is not None:
-            self.uc.hook_del(self._trace_hook)
-            self._trace_hook = None
-
-    def _finish_trace(self) -> list[TraceStep] | None:
-        if self._trace is None:
-            return None
-        from emu.disasm import Disassembler
-
-        dis = Disassembler()
-        # Exit addresses (hand-over points) were left out when recorded: they do not execute.
-        steps = [TraceStep(pc, el, dis.text(self._insn_word(pc), pc)) for pc, el in self._trace]
-        self._trace = None
-        return steps
