@@ -38,6 +38,7 @@ from rich.table import Table  # noqa: E402
 from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc  # noqa: E402
 from unicorn import arm64_const as A  # noqa: E402
 
+from guest_asm import source_path  # noqa: E402
 from emu.machine import Machine  # noqa: E402
 from emu.outcome import Outcome  # noqa: E402
 
@@ -333,25 +334,7 @@ def bench_kernel_cases(host: str, n: int) -> tuple[float, float] | None:
     return (time.perf_counter() - t) / len(todo), boots / max(bench.boots, 1)
 
 
-TOUCH = """
-.text
-SYM_FUNC_START(touch_pages)     // x0 = first page, x1 = pages: one load per page
-1:  ldr x3, [x0]
-    add x0, x0, #4096
-    subs x1, x1, #1
-    b.ne 1b
-    ret
-SYM_FUNC_END(touch_pages)
-SYM_FUNC_START(touch_again)     // x0 = a page, x1 = times: a load that the extable fixes up each time
-1:  mov x3, #0
-2:  ldr x3, [x0]
-3:  subs x1, x1, #1
-    b.ne 1b
-    mov x0, x2
-    ret
-    _asm_extable_uaccess_err_zero 2b, 3b, x2, x3
-SYM_FUNC_END(touch_again)
-"""
+TOUCH = source_path("fault_paths")  # touch_pages, touch_again (and spin_touch, for the tests)
 
 
 def bench_fault_paths(n: int, *, fast: bool = True) -> tuple[float, float]:
@@ -364,7 +347,7 @@ def bench_fault_paths(n: int, *, fast: bool = True) -> tuple[float, float]:
 
     lab = Lab("inject")
     lab.machine.fast_fault_path = fast
-    lab.load_asm("bench.S", text=TOUCH)
+    lab.load_asm(TOUCH)
     region = lab.alloc("pages", n)
     guest = lab.alloc("guest", 1)
     snap = lab.snapshot()
@@ -424,7 +407,7 @@ def bench_growth(sizes: tuple[int, ...], faults: tuple[int, ...]) -> tuple[list[
             events = len(r.events)
         by_size.append((size, best, events))
     lab = Lab("inject")
-    lab.load_asm("bench.S", text=TOUCH)
+    lab.load_asm(TOUCH)
     guest = lab.alloc("guest", 1)
     lab.hyp.stage2.idmap(guest.pfns[0])
     lab.donate(guest.pfns[0])

@@ -11,57 +11,12 @@ from __future__ import annotations
 import pytest
 
 from emu.machine import Machine
+from guest_asm import source_path
 from emu.outcome import OutcomeKind
 from faultlab.lab import Lab
 from hyp.policies import POLICIES
 
-TOUCH = """
-.text
-SYM_FUNC_START(touch_pages)     // x0 = first page, x1 = pages: one load per page
-1:  ldr x3, [x0]
-    add x0, x0, #4096
-    subs x1, x1, #1
-    b.ne 1b
-    ret
-SYM_FUNC_END(touch_pages)
-SYM_FUNC_START(touch_again)     // x0 = a page, x1 = times: a load that the extable fixes up each time
-1:  mov x3, #0
-2:  ldr x3, [x0]
-3:  subs x1, x1, #1
-    b.ne 1b
-    mov x0, x2
-    ret
-    _asm_extable_uaccess_err_zero 2b, 3b, x2, x3
-SYM_FUNC_END(touch_again)
-SYM_FUNC_START(spin_touch)      // x0 = first page, x1 = pages, x2 = spins before each touch
-1:  mov x4, x2
-2:  subs x4, x4, #1
-    b.ne 2b
-    ldr x3, [x0]
-    add x0, x0, #4096
-    subs x1, x1, #1
-    b.ne 1b
-    ret
-SYM_FUNC_END(spin_touch)
-SYM_FUNC_START(mixed)           // x0 = first of 8 pages: accesses of every shape in one block, each to a fresh page
-    ldr x3, [x0]
-    str x3, [x0, #4096]
-    add x11, x0, #8192
-    ldrb w4, [x11, #1]
-    add x5, x0, #12288
-    ldp x6, x7, [x5, #-8]       // straddles pages 2 and 3
-    add x5, x5, #4000
-    ldr x8, [x5, #96]!          // pre-index: page 4
-    str x8, [x5], #8            // post-index: page 4
-    add x5, x5, #4088           // page 5
-    ldadd x1, x2, [x5]          // LSE atomic: page 5
-    add x9, x0, #24576
-    stp x3, x4, [x9, #-8]       // straddles pages 5 and 6
-    add x9, x9, #4096
-    ldur w10, [x9, #-2]         // straddles pages 6 and 7
-    ret
-SYM_FUNC_END(mixed)
-"""
+TOUCH = source_path("fault_paths")
 
 
 def _engine_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +38,7 @@ def _record(result) -> tuple:
 
 def _lab_run(policy: str, routine: str, times: int, *, donate: bool, budget: int = 100_000, max_events: int = 1_000) -> tuple:
     lab = Lab(policy)
-    lab.load_asm("touch.S", text=TOUCH)
+    lab.load_asm(TOUCH)
     pages = lab.alloc("pages", 4)
     guest = lab.alloc("guest", 1)
     if donate:
@@ -116,7 +71,7 @@ def test_event_limit_counts_the_same(monkeypatch: pytest.MonkeyPatch, max_events
 
 def _spin_run(budget: int, spins: int, *, max_events: int = 1_000) -> tuple:
     lab = Lab("inject")
-    lab.load_asm("touch.S", text=TOUCH)
+    lab.load_asm(TOUCH)
     pages = lab.alloc("pages", 5)
     return _record(lab.call("spin_touch", pages.va, 5, spins, budget=budget, max_events=max_events))
 
@@ -145,7 +100,7 @@ def test_accesses_of_every_shape_in_one_block(monkeypatch: pytest.MonkeyPatch, p
 
     def run() -> tuple:
         lab = Lab(policy)
-        lab.load_asm("touch.S", text=TOUCH)
+        lab.load_asm(TOUCH)
         pages = lab.alloc("pages", 8)
         return _record(lab.call("mixed", pages.va, 1))
 
@@ -160,7 +115,7 @@ def test_accesses_of_every_shape_in_one_block(monkeypatch: pytest.MonkeyPatch, p
 def test_in_hook_idmaps_happen() -> None:
     """The fast path is taken (not vacuously equal): a page walk's idmaps leave no engine stops behind."""
     lab = Lab("inject")
-    lab.load_asm("touch.S", text=TOUCH)
+    lab.load_asm(TOUCH)
     pages = lab.alloc("pages", 6)
     machine = lab.machine
     stops = []
