@@ -285,6 +285,7 @@ def test_hundreds_of_sweep_cases_on_restored_labs(name):
 
 def _check_kernel_routine(key: str, name: str, host: str, count: int, monkeypatch) -> None:
     """A kernel bench that goes back to its boot before (nearly) every case vs one that never does."""
+    import faultlab.sweep.bench as sweep_bench
     import faultlab.sweep.kernel as ks
     from faultlab.sweep import run_case
 
@@ -293,7 +294,7 @@ def _check_kernel_routine(key: str, name: str, host: str, count: int, monkeypatc
     todo = _sweep_sample(spec, count)
     reused = ks.KernelBench(vm, fault_path=host)
     want = [_case_summary(run_case(reused, spec, c)) for c in todo]
-    monkeypatch.setattr(ks, "RECYCLE_AFTER_DONATIONS", 1)
+    monkeypatch.setattr(sweep_bench, "RECYCLE_AFTER_DONATIONS", 1)
     fresh = ks.KernelBench(vm, fault_path=host)
     got = [_case_summary(run_case(fresh, spec, c)) for c in todo]
     assert fresh.recycles > 0 and fresh.boots == reused.boots

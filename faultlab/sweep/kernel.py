@@ -38,7 +38,6 @@ from hyp.policies import known as known_policies
 from faultlab import reference as ref
 from faultlab import sweep
 from faultlab.lab import Lab
-from faultlab.snapshot import LabSnapshot
 from faultlab.sweep import (
     ROUTINES,
     Bench,
@@ -248,12 +247,6 @@ def kernel_spec(vm: Vmlinux, name: str, plan: Plan | None = None) -> RoutineSpec
 # =========================================================================== running
 
 
-# A lab goes back to its boot after this many donations: a cheap bound on what one lab accumulates
-# (guest pages, the transition log) over a long sweep. The boot is snapshotted, so going back is a
-# restore (what the cases wrote), not a new boot (0.07 s with the model host, 0.3 s with the real one).
-RECYCLE_AFTER_DONATIONS = 1000
-
-
 class KernelBench(Bench):
     """A sweep bench whose labs are booted copies of one vmlinux (one per policy).
 
@@ -270,28 +263,15 @@ class KernelBench(Bench):
         super().__init__(secret_seed=secret_seed, host=host)
         self.vmlinux = vmlinux
         self.fault_path = fault_path
-        self.boots = 0
-        self.recycles = 0
-        self._booted: dict[str, LabSnapshot] = {}
 
-    def lab(self, policy: str) -> Lab:
-        lab = self.labs.get(policy)
-        if lab is not None and len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS:
-            lab.restore(self._booted[policy])
-            self.recycles += 1
-            for key in [k for k in self.buffers if k[0] == policy]:
-                del self.buffers[key]
-            return lab
-        if policy not in self.labs:
-            config = None
-            if self.host is not None:
-                pol = known_policies()[policy]
-                profile = dataclasses.replace(profile_for(self.vmlinux), host=self.host)
-                config = KernelConfig(profile=profile, pkvm_initialised=pol.pkvm_initialised)
-            self.labs[policy] = Lab.with_vmlinux(self.vmlinux, policy, config, host=self.fault_path)
-            self._booted[policy] = self.labs[policy].snapshot()
-            self.boots += 1
-        return self.labs[policy]
+    def _make_lab(self, policy: str) -> Lab:
+        """A booted copy of the vmlinux for `policy` (Bench.lab snapshots it and goes back to it)."""
+        config = None
+        if self.host is not None:
+            pol = known_policies()[policy]
+            profile = dataclasses.replace(profile_for(self.vmlinux), host=self.host)
+            config = KernelConfig(profile=profile, pkvm_initialised=pol.pkvm_initialised)
+        return Lab.with_vmlinux(self.vmlinux, policy, config, host=self.fault_path)
 
 
 ProgressFn = Callable[[int, int], None]
