@@ -128,11 +128,40 @@ class AbortBuilder:
         self._insn_word = insn_word
         self._decoder = AccessDecoder()
         self._dis = Disassembler()
+        # (pending, pc, word) -> (registers the decode reads, {their values: the abort}). An abort is a
+        # pure function of those: a loop that faults at the same instruction on the same address
+        # (a sweep's retries, a fixed-up uaccess in a loop) builds its abort once. Aborts are frozen,
+        # so sharing one between events is sharing a value. Bounded: emptied when full.
+        self._memo: dict[tuple, tuple[tuple[int, ...], dict[tuple[int, ...], MemoryAbort]]] = {}
+
+    MEMO_MAX = 4096
 
     def build(self, pending: PendingFault) -> MemoryAbort:
         cpu = self._cpu
         pc = cpu.pc
         word = self._insn_word(pc)
+        key = (pending, pc, word)
+        known = self._memo.get(key)
+        if known is None:
+            regs = () if pending.access_type is AccessType.EXEC else self._inputs(word)
+            if len(self._memo) >= self.MEMO_MAX:
+                self._memo.clear()
+            known = self._memo[key] = (regs, {})
+        regs, by_value = known
+        values = tuple(cpu.base_reg(r) for r in regs)
+        abort = by_value.get(values)
+        if abort is None:
+            abort = by_value[values] = self._build(pending, pc, word)
+        return abort
+
+    def _inputs(self, word: int) -> tuple[int, ...]:
+        try:
+            return self._decoder.inputs(word.to_bytes(4, "little"))
+        except UnsupportedInstruction:
+            return ()
+
+    def _build(self, pending: PendingFault, pc: int, word: int) -> MemoryAbort:
+        cpu = self._cpu
         text = self._dis.text(word, pc)
         dfsc = walk_fault_dfsc(pending.fault)
         if pending.access_type is AccessType.EXEC:

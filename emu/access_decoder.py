@@ -125,6 +125,25 @@ class AccessDecoder:
             return None
         return self._materialise(template, pc, read_reg)
 
+    def inputs(self, code: bytes) -> tuple[int, ...]:
+        """The registers `decode` reads (through `read_reg`) for this word, in order: its address is a
+        function of the word, the PC and these registers' values alone (the abort builder's memo keys on them)."""
+        word = bytes(code[:4])
+        template = self._cache.get(word)
+        if template is None:
+            if word in self._cache:
+                return ()
+            template = self._cache[word] = self._analyse(word)
+            if template is None:
+                return ()
+        r = template.recipe
+        regs: tuple[int, ...] = ()
+        if r.base is not None and not (r.base == 31 and r.base_is_zr):
+            regs += (r.base,)
+            if r.index is not None and r.index != 31:
+                regs += (r.index,)
+        return regs
+
     # --- per fault -----------------------------------------------------------------------------
     @staticmethod
     def _materialise(template: _Template, pc: int, read_reg: ReadReg) -> Access:

@@ -98,6 +98,13 @@ class ExceptionEntry:
     spsr: int
 
 
+def _batch(ids: "tuple[int, ...]") -> "tuple[ctypes.Array, ctypes.Array, ctypes.Array]":
+    """The (ids, pointers, values) arrays of one uc_reg_{read,write}_batch over `ids`."""
+    vals = (ctypes.c_uint64 * len(ids))()
+    ptrs = (ctypes.c_void_p * len(ids))(*[ctypes.addressof(vals) + 8 * i for i in range(len(ids))])
+    return (ctypes.c_int32 * len(ids))(*ids), ptrs, vals
+
+
 def _vreg(n: int) -> int:
     if not 0 <= n <= 31:
         raise ValueError(f"there is no SIMD&FP register v{n} (v0-v31)")
@@ -125,6 +132,15 @@ class Cpu:
         self._batch_ptrs = (ctypes.c_void_p * len(_SNAPSHOT_IDS))(
             *[ctypes.addressof(self._batch_vals) + 8 * i for i in range(len(_SNAPSHOT_IDS))]
         )
+        # Exception entry and PSTATE writes read and write their registers in batches too (each
+        # register alone is a ctypes call of ~0.6 us; an entry touched a dozen of them).
+        self._banks_read = _batch((A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1))
+        self._entry_read = _batch((A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_VBAR_EL1))
+        self._batches: dict[tuple[int, ...], tuple] = {}
+        self._frame_read = _batch((*_X, A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_ELR_EL1))
+        self._exit_write_sp = _batch((*_X, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_SP))
+        self._exit_write_sp0 = _batch((*_X, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_SP_EL0))
+        self._exit_write_both = _batch((*_X, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP))
 
     def read64(self, reg_id: int) -> int:
         """A register by Unicorn id, through the fast path.
@@ -262,16 +278,31 @@ class Cpu:
 
     def set_pstate(self, value: int) -> None:
         """Write PSTATE, switching the banked SP and making Unicorn rebuild its EL state."""
-        old = self.pstate
+        old, sp, sp0, sp1 = self._read_many(*self._banks_read)
         if old == value:
             return
-        sp0, sp1 = self.sp_el0, self.sp_el1
-        self.write64(A.UC_ARM64_REG_PSTATE, value)
-        # Unicorn caches the EL in its translation flags: rewriting SCTLR_EL1 forces a rebuild.
-        self.write_sysreg("SCTLR_EL1", self.read_sysreg("SCTLR_EL1"))
-        self.write64(A.UC_ARM64_REG_SP_EL0, sp0)
-        self.write64(A.UC_ARM64_REG_SP_EL1, sp1)
-        self.sp = sp0 if self._uses_sp_el0(value) else sp1
+        self._switch_pstate(old, sp, sp0, sp1, value, ())
+
+    def _switch_pstate(self, old: int, sp: int, sp0: int, sp1: int, value: int, also: "tuple[tuple[int, int], ...]") -> None:
+        """PSTATE old -> value given the live SP and the banked SP_EL0/SP_EL1 as read; `also`: more
+        (Unicorn id, value) writes for the same batch.
+
+        Unicorn keeps the selected stack pointer live in SP and does not swap banks on a PSTATE
+        write: the live SP goes to its bank, the new selection's bank becomes the live SP.
+        Then SCTLR_EL1 is rewritten: Unicorn caches the EL in its translation flags and rebuilds
+        them only on such a write.
+        """
+        if self._uses_sp_el0(old):
+            sp0 = sp
+        elif ((old >> 2) & 3) == 1:
+            sp1 = sp
+        live = sp0 if self._uses_sp_el0(value) else sp1
+        ids = (A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_SP, *(i for i, _ in also))
+        batch = self._batches.get(ids)
+        if batch is None:
+            batch = self._batches[ids] = _batch(ids)
+        self._write_many(*batch, [value, sp0, sp1, live, *(v for _, v in also)])
+        self.write_sysreg("SCTLR_EL1", self._cp_read(*_CP["SCTLR_EL1"]))
 
     # system registers ---------------------------------------------------
     def read_sysreg(self, name: str) -> int:
@@ -310,27 +341,67 @@ class Cpu:
     def snapshot(self) -> dict[str, int]:
         """x0..x30, sp, pc, pstate: what a `pt_regs` holds (one batched read)."""
         vals = self._batch_vals
-        for i in range(len(_SNAPSHOT_IDS)):
-            vals[i] = 0  # PSTATE is written as 32 bits: no stale upper half
+        ctypes.memset(vals, 0, ctypes.sizeof(vals))  # PSTATE is written as 32 bits: no stale upper half
         if _uclib.uc_reg_read_batch(self._handle, self._batch_ids, self._batch_ptrs, len(_SNAPSHOT_IDS)):
             regs = {f"x{i}": self.x(i) for i in range(31)}
             regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
             return regs
-        return dict(zip(_SNAPSHOT_NAMES, vals))
+        return dict(zip(_SNAPSHOT_NAMES, vals[:]))
 
     def all_x(self) -> list[int]:
         """x0..x30 in one batched read (what kernel_entry saves)."""
-        regs = self.snapshot()
-        return [regs[name] for name in _SNAPSHOT_NAMES[:31]]
+        if _uclib.uc_reg_read_batch(self._handle, self._batch_ids, self._batch_ptrs, 31):
+            return [self.x(i) for i in range(31)]
+        return self._batch_vals[:31]  # 64-bit registers: every value written whole
 
     def set_all_x(self, values: "list[int] | tuple[int, ...]") -> None:
         """x0..x30 = values (31 of them), in one batched write."""
-        vals = self._batch_vals
-        for i, value in enumerate(values):
-            vals[i] = value & MASK64
+        if len(values) != 31:
+            raise ValueError(f"set_all_x takes 31 values (x0-x30), not {len(values)}")
+        self._batch_vals[:31] = [value & MASK64 for value in values]
         if _uclib.uc_reg_write_batch(self._handle, self._batch_ids, self._batch_ptrs, 31):
             for i, value in enumerate(values):
                 self.set_x(i, value)
+
+    def entry_frame(self) -> tuple[list[int], int, int, int]:
+        """What kernel_entry saves, in one batched read: (x0..x30, the interrupted SP, ELR_EL1, SPSR_EL1).
+
+        The interrupted SP is SP_EL0 when SPSR_EL1 says the exception came from EL0, else the SP the
+        handler runs on (the entry keeps EL1's stack).
+        """
+        vals = self._read_many(*self._frame_read)
+        pstate, sp, sp0, elr = vals[31:]
+        spsr = self._cp_read(*_CP["SPSR_EL1"])
+        if (spsr >> 2) & 3 == 0:
+            sp = sp if self._uses_sp_el0(pstate) else sp0
+        return vals[:31], sp, elr, spsr
+
+    def exit_frame(self, x: "list[int]", sp: int, elr: int, spsr: int) -> None:
+        """kernel_exit up to (not including) the eret: x0..x30, ELR_EL1, SPSR_EL1 and the SP to return
+        to (SP_EL0 for a return to EL0, else the current SP) in one batched write and one SPSR write."""
+        if len(x) != 31:
+            raise ValueError(f"exit_frame takes 31 values (x0-x30), not {len(x)}")
+        self._cp_write(*_CP["SPSR_EL1"], spsr)
+        if (spsr >> 2) & 3 == 0:
+            if self._uses_sp_el0(self.pstate):  # SP_EL0 is the live SP too (as the sp_el0 setter does)
+                self._write_many(*self._exit_write_both, [*x, elr, sp, sp])
+            else:
+                self._write_many(*self._exit_write_sp0, [*x, elr, sp])
+        else:
+            self._write_many(*self._exit_write_sp, [*x, elr, sp])
+
+    def _read_many(self, ids: "ctypes.Array", ptrs: "ctypes.Array", vals: "ctypes.Array") -> list[int]:
+        """Registers by Unicorn id in one batched read (values zeroed first: 32-bit ones are written in part)."""
+        ctypes.memset(vals, 0, ctypes.sizeof(vals))
+        if _uclib.uc_reg_read_batch(self._handle, ids, ptrs, len(ids)):
+            return [self.uc.reg_read(i) for i in ids]  # let the binding raise its own error
+        return vals[:]
+
+    def _write_many(self, ids: "ctypes.Array", ptrs: "ctypes.Array", vals: "ctypes.Array", values: list[int]) -> None:
+        vals[:] = [v & MASK64 for v in values]
+        if _uclib.uc_reg_write_batch(self._handle, ids, ptrs, len(ids)):
+            for reg_id, value in zip(ids, values):
+                self.uc.reg_write(reg_id, value & MASK64)
 
     # exception entry ------------------------------------------------------
     def take_exception(self, *, esr: int, far: int | None, return_pc: int, kind: VectorKind = VectorKind.SYNC) -> ExceptionEntry:
@@ -341,7 +412,7 @@ class Cpu:
         masked; NZCV and DIT are kept, UAO is cleared; PAN is set when SCTLR_EL1.SPAN is 0; SSBS is
         set from SCTLR_EL1.DSSBS; PC = VBAR_EL1 + group + kind.
         """
-        old = self.pstate
+        old, sp, sp0, sp1, vbar = self._read_many(*self._entry_read)
         from_el = (old >> 2) & 3
         if from_el == 0:
             group = VectorOffset.LOWER_A64
@@ -349,19 +420,18 @@ class Cpu:
             group = VectorOffset.CURRENT_SPX
         else:
             group = VectorOffset.CURRENT_SP0
-        sctlr = self.read_sysreg("SCTLR_EL1")
+        sctlr = self._cp_read(*_CP["SCTLR_EL1"])
         # Arm ARM AArch64.TakeException: UAO <- 0, PAN kept unless SPAN == 0
         new = (old & (PSTATE_NZCV | PSTATE_DIT | PSTATE_PAN)) | PSTATE_DAIF | (1 << 2) | PSTATE_SP
         if not sctlr & SCTLR_SPAN:
             new |= PSTATE_PAN
         if sctlr & SCTLR_DSSBS:
             new |= PSTATE_SSBS
-        self.write_sysreg("ELR_EL1", return_pc)
-        self.write_sysreg("SPSR_EL1", old)
-        self.write_sysreg("ESR_EL1", esr)
+        vector = (vbar + group + kind) & MASK64
+        self._cp_write(*_CP["SPSR_EL1"], old)
+        writes = ((A.UC_ARM64_REG_ELR_EL1, return_pc), (A.UC_ARM64_REG_ESR_EL1, esr))
         if far is not None:
-            self.write_sysreg("FAR_EL1", far)
-        self.set_pstate(new)
-        vector = (self.read_sysreg("VBAR_EL1") + group + kind) & MASK64
-        self.pc = vector
+            writes += ((A.UC_ARM64_REG_FAR_EL1, far),)
+        # PSTATE and the SP banks, ELR/ESR/FAR and PC in one batch; then the flags rebuild (SCTLR_EL1)
+        self._switch_pstate(old, sp, sp0, sp1, new, (*writes, (A.UC_ARM64_REG_PC, vector)))
         return ExceptionEntry(from_el, vector, esr, far, return_pc, old)

@@ -22,7 +22,7 @@ from emu.sysreg_trap import el0_sysreg_trap
 
 class ExceptionPaths:
     def _on_abort(self, abort: MemoryAbort) -> Outcome | None:
-        self.log("abort", abort.summary(), pc=abort.pc, el=abort.el, abort=abort)
+        self.log("abort", abort.summary, pc=abort.pc, el=abort.el, abort=abort)
         if abort.stage == 1:
             return self.take_exception_el1(abort.esr.value, abort.far, abort.pc, cause=abort)
         if self.el2 is None:
@@ -78,5 +78,5 @@ class ExceptionPaths:
                 cause,
             )
         entry = self.cpu.take_exception(esr=esr, far=far, return_pc=return_pc, kind=VectorKind.SYNC)
-        self.log("exception-entry", f"EL{entry.from_el} -> EL1 vector {entry.vector:#x} ESR={esr:#x}", entry=entry)
+        self.log("exception-entry", lambda: f"EL{entry.from_el} -> EL1 vector {entry.vector:#x} ESR={esr:#x}", pc=entry.vector, el=1, entry=entry)
         return None

@@ -126,16 +126,21 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         uc.emu_stop()
 
     # ----------------------------------------------------------------- events
-    def log(self, kind: str, message: str, *, pc: int | None = None, el: int | None = None, **data: Any) -> Event:
-        """Record an event of the current run (upper layers log theirs here too)."""
+    def log(self, kind: str, message: "str | Callable[[], str]", *, pc: int | None = None, el: int | None = None, **data: Any) -> Event:
+        """Record an event of the current run (upper layers log theirs here too).
+
+        `message` may be a function of values captured now (not of live machine state): it is
+        formatted when first read (Event.message). Hot paths pass one; a plain string is fine elsewhere.
+        """
         if pc is None:
             pc = self.cpu.pc
         if el is None:
             el = self.cpu.el
         if self._trace is not None:
             data["trace_index"] = len(self._trace)  # the instructions executed before it: traces interleave events
-        event = Event(len(self._events), kind, pc, el, message, data)
-        self._events.append(event)
+        events = self._events
+        event = Event.make(len(events), kind, pc, el, message, data)
+        events.append(event)
         if self.debugger is not None:
             paused_for(self._limits, self.debugger.on_event, self, event)
         return event

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable  # noqa: F401 (Callable: the message recipes' type)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -60,16 +60,55 @@ class Outcome:
         return f"{self.kind}: {self.message}"
 
 
-@dataclass(frozen=True)
+Text = "str | Callable[[], str]"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Event:
-    """One thing that happened during a run: an abort, an exception entry, a hypercall, a fixup..."""
+    """One thing that happened during a run: an abort, an exception entry, a hypercall, a fixup...
+
+    The message may be given as a function of values captured when the event happened: it is
+    formatted on first read. Why: a run records several events per fault (eight for an injected
+    abort), and most runs' messages are never printed (a sweep judges outcomes and bytes); formatting
+    them all up front was a measurable part of a fault's cost (docs/performance.md). Equality, hash
+    and repr are over (seq, kind, pc, el, message), as a dataclass with `data` left out would have them.
+    """
 
     seq: int
     kind: str
     pc: int
     el: int
-    message: str
-    data: dict[str, Any] = field(default_factory=dict, compare=False)
+    _message: Any  # str, or a function returning it (formatted once, on first read)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, seq: int, kind: str, pc: int, el: int, message: Any, data: dict[str, Any]) -> "Event":
+        """An Event without the frozen dataclass's __init__ (one per logged event; the instance is the same)."""
+        event = object.__new__(cls)
+        event.__dict__.update(seq=seq, kind=kind, pc=pc, el=el, _message=message, data=data)
+        return event
+
+    @property
+    def message(self) -> str:
+        text = self._message
+        if not isinstance(text, str):
+            text = text()
+            self.__dict__["_message"] = text  # frozen: the formatted text replaces its recipe, once
+        return text
+
+    def _key(self) -> tuple:
+        return (self.seq, self.kind, self.pc, self.el, self.message)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Event(seq={self.seq!r}, kind={self.kind!r}, pc={self.pc!r}, el={self.el!r}, message={self.message!r}, data={self.data!r})"
 
     def __str__(self) -> str:
         return f"[{self.seq:4d}] EL{self.el} pc={self.pc:#018x} {self.kind}: {self.message}"

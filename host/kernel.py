@@ -11,7 +11,7 @@ trap to EL2 or fault like the real kernel's would.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from abi.linux import Sig, signal_name
 from emu.cpu import VectorKind, VectorOffset
@@ -121,7 +121,7 @@ class HostKernel:
     def add_extable(self, entries, numbering: TypeNumbering | None = None) -> None:
         self.extable.add(entries, numbering or self.config.numbering)
 
-    def log(self, kind: str, message: str, **data) -> None:
+    def log(self, kind: str, message: "str | Callable[[], str]", **data) -> None:
         self.machine.log(kind, message, **data)
 
     # ------------------------------------------------------------ vectors
@@ -129,11 +129,14 @@ class HostKernel:
         def enter(machine: "Machine") -> Outcome | None:
             if kind is not VectorKind.SYNC or group in (VectorOffset.CURRENT_SP0, VectorOffset.LOWER_A32):
                 return Outcome(OutcomeKind.UNEXPECTED_VECTOR, f"unexpected exception vector {group.name}/{kind.name} at {machine.cpu.pc:#x}")
-            return self._el_sync(from_el0=group is VectorOffset.LOWER_A64)
+            # The entry's events happen at the vector in EL1 until something moves PC (two register
+            # reads saved per event); with a debugger attached (it may move PC) they are read.
+            here = VECTORS_VA + group + kind if machine.debugger is None else None
+            return self._el_sync(from_el0=group is VectorOffset.LOWER_A64, here=here)
 
         return enter
 
-    def _el_sync(self, *, from_el0: bool) -> Outcome | None:
+    def _el_sync(self, *, from_el0: bool, here: int | None = None) -> Outcome | None:
         cpu = self.machine.cpu
         regs = PtRegs.save(cpu)
         esr = Esr(cpu.read_sysreg("ESR_EL1"))
@@ -145,19 +148,26 @@ class HostKernel:
         # kernel fault, at the PC of the handler's own access, which has no fixup of its own.
         self._depth += 1
         try:
-            result = self._route(esr, far, regs, from_el0)
+            result = self._route(esr, far, regs, from_el0, here)
         except FixupFault as nested:
             return nested.outcome
         finally:
             self._depth -= 1
         return self._finish(result, regs)
 
-    def _route(self, esr: Esr, far: int, regs: PtRegs, from_el0: bool):
+    def _route(self, esr: Esr, far: int, regs: PtRegs, from_el0: bool, here: int | None = None):
         ec = esr.ec
         ctx = FaultContext(self, far, esr, regs)
         if ec in (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW):
-            self.log("do_mem_abort", f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={regs.pc:#x}", esr=esr.value, far=far)
             pc = regs.pc
+            self.machine.log(
+                "do_mem_abort",
+                lambda: f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={pc:#x}",
+                pc=here,
+                el=None if here is None else 1,
+                esr=esr.value,
+                far=far,
+            )
             result = do_mem_abort(ctx)
             return self._count_refault(pc, far, result, retried=isinstance(result, Resume) and regs.pc == pc)
         self._refault, self._refaults = None, 0
@@ -212,7 +222,8 @@ class HostKernel:
             if outcome is not None:
                 return outcome
         elif isinstance(result, Resume):
-            self.log("resume", f"{result.why}; eret to {regs.pc:#x}")
+            why, to = result.why, regs.pc
+            self.log("resume", lambda: f"{why}; eret to {to:#x}")
         regs.restore(self.machine.cpu)
         self.machine.cpu.pc = self.stubs.eret
         return None
@@ -226,7 +237,7 @@ class HostKernel:
         fixup = self.extable.fixup_exception(regs, wnr, self._reread_u64)
         if fixup is not None:
             self.fixups.append(fixup)
-            self.log("fixup", f"{fixup.kind.value} at {fixup.entry.insn:#x} -> {fixup.entry.fixup:#x}: {fixup.detail}", fixup=fixup)
+            self.log("fixup", lambda: f"{fixup.kind.value} at {fixup.entry.insn:#x} -> {fixup.entry.fixup:#x}: {fixup.detail}", fixup=fixup)
         return fixup
 
     def _reread_u64(self, va: int) -> int:

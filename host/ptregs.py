@@ -33,20 +33,12 @@ class PtRegs:
     @classmethod
     def save(cls, cpu: "Cpu") -> "PtRegs":
         """kernel_entry: x0-x30, the interrupted SP, ELR_EL1 as pc and SPSR_EL1 as pstate."""
-        spsr = cpu.read_sysreg("SPSR_EL1")
-        from_el0 = (spsr >> 2) & 3 == 0
-        sp = cpu.sp_el0 if from_el0 else cpu.sp
-        return cls(cpu.all_x(), sp, cpu.read_sysreg("ELR_EL1"), spsr)
+        x, sp, elr, spsr = cpu.entry_frame()
+        return cls(x, sp, elr, spsr)
 
     def restore(self, cpu: "Cpu") -> None:
         """kernel_exit up to (not including) the eret, which the CPU executes itself."""
-        cpu.set_all_x(self.x)
-        cpu.write_sysreg("ELR_EL1", self.pc)
-        cpu.write_sysreg("SPSR_EL1", self.pstate)
-        if self.user_mode:
-            cpu.sp_el0 = self.sp
-        else:
-            cpu.sp = self.sp
+        cpu.exit_frame(self.x, self.sp, self.pc, self.pstate)
 
     def as_dict(self) -> dict[str, int]:
         regs = {f"x{i}": v for i, v in enumerate(self.x)}

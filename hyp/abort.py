@@ -32,12 +32,12 @@ def handle_host_mem_abort(el2: "El2", policy: "Policy", abort: "MemoryAbort") ->
     pc, el = (abort.pc, abort.el) if machine.debugger is None else (None, None)
     if el2.ownership.host_may_access(pfn):
         el2.stage2.idmap(pfn)
-        machine.log("idmap", f"host stage-2 idmap pfn {pfn:#x}", pc=pc, el=el, pfn=pfn)
+        machine.log("idmap", lambda: f"host stage-2 idmap pfn {pfn:#x}", pc=pc, el=el, pfn=pfn)
         return None
     access = ProtectedAccess(abort, ipa, str(el2.ownership.owner(pfn)))
     machine.log(
         "protected-access",
-        f"host {abort.access_type.value} of IPA {ipa:#x} owned by {access.owner} ({policy.trap.value})",
+        lambda: f"host {abort.access_type.value} of IPA {ipa:#x} owned by {access.owner} ({policy.trap.value})",
         pc=pc,
         el=el,
         pfn=pfn,

@@ -88,10 +88,13 @@ def inject_host_abort(machine: "Machine", abort: "MemoryAbort", syndrome: Syndro
     esr = syndrome.esr
     reasons = (*non_architectural_fields(esr, target_el=1, stage=1, from_el=abort.el), *syndrome.notes)
     injection = Injection(esr, abort.far, abort.pc, abort.el, syndrome.marker, reasons)
+    pc, el = (abort.pc, abort.el) if machine.debugger is None else (None, None)  # the CPU is still at the access
     machine.log(
         "inject",
-        f"inject into host EL1: ESR_EL1={esr.value:#x} FAR_EL1={abort.far:#x} ELR_EL1={abort.pc:#x}"
+        lambda: f"inject into host EL1: ESR_EL1={esr.value:#x} FAR_EL1={abort.far:#x} ELR_EL1={abort.pc:#x}"
         + ("" if injection.architectural else f" (not architectural: {', '.join(reasons)})"),
+        pc=pc,
+        el=el,
         injection=injection,
     )
     outcome = machine.take_exception_el1(esr.value, abort.far, abort.pc, cause=injection)

@@ -116,19 +116,21 @@ class Hyp:
         )
 
     # services policies compose (hyp/el2.py) ------------------------------
-    def _decide(self, decision: Decision) -> None:
-        self.machine.log("decision", f"policy {self.policy.name}: {decision.value}", policy=self.policy.name, decision=decision.value)
+    def _decide(self, decision: Decision, access: ProtectedAccess) -> None:
+        name = self.policy.name
+        pc, el = _at_abort(self.machine, access.abort)
+        self.machine.log("decision", lambda: f"policy {name}: {decision.value}", pc=pc, el=el, policy=name, decision=decision.value)
 
     def panic(self, access: ProtectedAccess, why: str) -> Outcome:
-        self._decide(Decision.PANIC)
+        self._decide(Decision.PANIC, access)
         return Outcome(OutcomeKind.HYP_PANIC, f"hypervisor BUG: {why} at pc={access.abort.pc:#x}", access.abort)
 
     def reclaim(self, access: ProtectedAccess) -> Errno:
-        self._decide(Decision.RECLAIM)
+        self._decide(Decision.RECLAIM, access)
         return self.force_reclaim(access.pfn, requested_by="el2")
 
     def inject(self, access: ProtectedAccess, syndrome: Syndrome) -> Outcome | None:
-        self._decide(Decision.INJECT)
+        self._decide(Decision.INJECT, access)
         injection, outcome = inject_host_abort(self.machine, access.abort, syndrome)
         self.injections.append(injection)
         return outcome
@@ -165,6 +167,13 @@ class Hyp:
         for t in self.ownership.transitions[self._logged_transitions :]:
             self.machine.log("transition", str(t), transition=t)
         self._logged_transitions = len(self.ownership.transitions)
+
+
+def _at_abort(machine: "Machine", abort: "MemoryAbort") -> tuple[int | None, int | None]:
+    """Where an event of EL2's handling of `abort` happens: the CPU still stands at the faulting
+    instruction in the aborting EL (two register reads saved per event); with a debugger attached,
+    which may have moved them at an earlier event, None: read them as usual."""
+    return (abort.pc, abort.el) if machine.debugger is None else (None, None)
 
 
 def _signed(value: int) -> int:

@@ -8,6 +8,8 @@ from a Data Abort" and "... from an Instruction Abort", J1.1 AArch64.Instruction
 """
 from __future__ import annotations
 
+import functools
+
 from emu.syndrome import bits
 from emu.syndrome.esr import Esr
 from emu.syndrome.fault_codes import DFSC, EC, dfsc_is_external_abort
@@ -19,6 +21,21 @@ _DATA_ONLY_FSC = frozenset({DFSC.TAG_CHECK, DFSC.ALIGNMENT, DFSC.UNSUPPORTED_EXC
 
 
 def non_architectural_fields(
+    esr: Esr, *, target_el: int, stage: int, from_el: int | None = None
+) -> tuple[str, ...]:
+    """Fields of an abort syndrome that no AArch64 hardware could have reported (see _judge).
+
+    Memoised: a pure function of four small values, asked once per injected abort.
+    """
+    return _judged(esr.value, target_el, stage, from_el)
+
+
+@functools.lru_cache(maxsize=4096)
+def _judged(value: int, target_el: int, stage: int, from_el: int | None) -> tuple[str, ...]:
+    return _judge(Esr(value), target_el=target_el, stage=stage, from_el=from_el)
+
+
+def _judge(
     esr: Esr, *, target_el: int, stage: int, from_el: int | None = None
 ) -> tuple[str, ...]:
     """Fields of an abort syndrome that no AArch64 hardware could have reported.
