@@ -7,9 +7,12 @@ frame, so a write through one is seen through all of them.
 """
 from __future__ import annotations
 
+import ctypes
 import enum
 from dataclasses import dataclass
 from typing import Iterator
+
+from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
 from abi.arch import MASK64 as VA_MASK
 from abi.arch import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
@@ -84,6 +87,9 @@ class PhysicalMemory:
         if base % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
             raise ValueError("physical memory base and size must be page aligned")
         self._uc = uc
+        # Descriptor reads (four per stage-1 walk, every TLB miss): a direct uc_mem_read into one
+        # reused u64 (~0.4 us) instead of the binding's buffer per call (~1.5 us).
+        self._u64 = ctypes.create_string_buffer(8)
         self.base = base
         self.size = size
         uc.mem_map(base, size)
@@ -124,7 +130,9 @@ class PhysicalMemory:
         return self._top
 
     def read_u64(self, pa: int) -> int:
-        return int.from_bytes(self._uc.mem_read(pa, 8), "little")
+        if _uclib.uc_mem_read(self._uc._uch, pa, self._u64, 8):
+            return int.from_bytes(self._uc.mem_read(pa, 8), "little")  # let the binding raise its own error
+        return int.from_bytes(self._u64.raw, "little")
 
     def write_u64(self, pa: int, value: int) -> None:
         """One descriptor write, through `write` like every other (so whatever watches writes sees it)."""
