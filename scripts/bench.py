@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc  # noqa: E402
+from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM, Uc, UcError  # noqa: E402
 from unicorn import arm64_const as A  # noqa: E402
+from unicorn.unicorn_const import UC_TLB_VIRTUAL  # noqa: E402
 
 from guest_asm import source_path  # noqa: E402
 from emu.machine import Machine  # noqa: E402
@@ -93,6 +93,38 @@ def bench_bare(iters: int, count: bool) -> float:
         dt = time.perf_counter() - t
         assert uc.reg_read(A.UC_ARM64_REG_X2) == 0
         return dt
+
+    return best_of(once, 3)
+
+
+def bench_engine_floor(n: int) -> float:
+    """What any abort that leaves emu_start costs before Python does anything: bare Unicorn in
+    virtual-TLB mode, a fill hook that refuses one page, and a restart past the faulting load.
+    The protected-abort round trip pays this once (the refused fill) on top of its Python work."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
+    uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+    base, refused = 0x10000, 0x20000
+    uc.mem_map(base, 0x10000)
+    uc.mem_write(base, assemble("ldr x3, [x0]\nb .-4", base))
+
+    def fill(uc, addr, typ, entry, _user) -> bool:
+        if addr == refused:
+            return False
+        entry.paddr, entry.perms = addr, 7
+        return True
+
+    uc.hook_add(UC_HOOK_TLB_FILL, fill)
+    uc.reg_write(A.UC_ARM64_REG_X0, refused)
+
+    def once() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            try:
+                uc.emu_start(base, 0xFFFF_0000, count=1000)
+            except UcError:
+                pass
+        return (time.perf_counter() - t) / n
 
     return best_of(once, 3)
 
@@ -478,6 +510,7 @@ def main() -> int:
     kernel = {host: bench_kernel_cases(host, 300 if quick else 1500) for host in ("model", "real")}
     idmap, inject = bench_fault_paths(100 if quick else 500)
     idmap_engine, inject_engine = bench_fault_paths(100 if quick else 500, fast=False)
+    floor = bench_engine_floor(2_000 if quick else 20_000)
     memory = bench_memory(5_000 if quick else 30_000)
     invariants = bench_invariants(300 if quick else 2000)
     by_size, by_faults = bench_growth((256, 4096, 65536, 1 << 20), (1, 10, 100, 1000))
@@ -501,6 +534,8 @@ def main() -> int:
               f"host stage-2 abort -> EL2 idmap inside the TLB-fill hook; engine path {idmap_engine * 1e6:.1f} us ({idmap_engine / idmap:.2f}x); target <= 5 us")
     t.add_row("protected-abort round trip", f"{inject * 1e6:.1f} us",
               f"abort -> EL2 inject -> EL1 vector -> do_mem_abort -> fixup -> eret; engine path {inject_engine * 1e6:.1f} us ({inject_engine / inject:.2f}x); target <= 15 us")
+    t.add_row("  engine floor: refused fill + restart", f"{floor * 1e6:.1f} us",
+              "bare Unicorn, a fill hook that refuses, emu_start again: what an abort costs before any Python")
     t.add_row("memory growth", f"{memory[0]:+.1f} MiB / 100k runs", f"restored zeropad runs after a warm-up ({memory[1]:+d} live objects): must stay ~0")
     if invariants is not None:
         option, on, off = invariants
