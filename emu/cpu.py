@@ -302,7 +302,8 @@ class Cpu:
         if batch is None:
             batch = self._batches[ids] = _batch(ids)
         self._write_many(*batch, [value, sp0, sp1, live, *(v for _, v in also)])
-        self.write_sysreg("SCTLR_EL1", self._cp_read(*_CP["SCTLR_EL1"]))
+        # The same value back: the machine's modes (on_sctlr_write) follow SCTLR_EL1's value, which this does not change.
+        self._cp_write(*_CP["SCTLR_EL1"], self._cp_read(*_CP["SCTLR_EL1"]))
 
     # system registers ---------------------------------------------------
     def read_sysreg(self, name: str) -> int:
