@@ -352,6 +352,72 @@ def test_batched_register_access_matches_one_by_one():
         assert [one[f"x{i}"] for i in range(31)] == values
 
 
+def test_batched_entry_exit_and_pstate_switch_match_one_register_at_a_time():
+    """entry_frame / exit_frame / set_pstate / take_exception move registers in batches; what they
+    read and leave must be what the register-at-a-time path gives, in every SP selection."""
+    import random
+
+    from unicorn import arm64_const as A
+
+    from emu.cpu import PSTATE_PAN, PSTATE_SP, VectorKind
+    from emu.machine import Machine
+
+    m = Machine(phys_size=4 << 20)
+    cpu = m.cpu
+    rng = random.Random(7)
+    u64 = lambda: rng.getrandbits(64) & ~0xF  # noqa: E731
+    # EL0t, EL1t, EL1h; each with and without PAN and with flags set
+    states = [0x0, 0x4, 0x5, 0x4 | PSTATE_PAN, 0x5 | 0x6000_0000, 0x3C5, 0x3C4]
+    for old in states:
+        for new in states:
+            cpu.write64(A.UC_ARM64_REG_PSTATE, old)
+            sp0, sp1 = u64(), u64()
+            cpu.write64(A.UC_ARM64_REG_SP_EL0, sp0)
+            cpu.write64(A.UC_ARM64_REG_SP_EL1, sp1)
+            cpu.sp = sp0 if ((old >> 2) & 3) == 0 or not old & PSTATE_SP else sp1
+            cpu.set_pstate(new)
+            assert cpu.pstate == new
+            assert (cpu.sp_el0, cpu.sp_el1) == (sp0, sp1), (old, new)
+            assert cpu.sp == (sp0 if ((new >> 2) & 3) == 0 or not new & PSTATE_SP else sp1)
+            # kernel_entry's frame: x0-x30, the interrupted SP (SP_EL0 from EL0), ELR, SPSR
+            values = [rng.getrandbits(64) for _ in range(31)]
+            cpu.set_all_x(values)
+            elr, spsr = u64(), rng.choice(states)
+            cpu.write_sysreg("ELR_EL1", elr)
+            cpu.write_sysreg("SPSR_EL1", spsr)
+            interrupted = cpu.sp_el0 if (spsr >> 2) & 3 == 0 else cpu.sp
+            assert cpu.entry_frame() == (values, interrupted, elr, spsr)
+            # kernel_exit: the frame written back, SP_EL0 (returning to EL0) or the current SP
+            back = [rng.getrandbits(64) for _ in range(31)]
+            to_sp, to_elr = u64(), u64()
+            keep_other = cpu.sp if (spsr >> 2) & 3 == 0 else cpu.sp_el0
+            cpu.exit_frame(back, to_sp, to_elr, spsr)
+            assert [cpu.x(i) for i in range(31)] == back
+            assert (cpu.read_sysreg("ELR_EL1"), cpu.read_sysreg("SPSR_EL1")) == (to_elr, spsr)
+            if (spsr >> 2) & 3 == 0:
+                assert cpu.sp_el0 == to_sp
+                if ((new >> 2) & 3) != 0 and new & PSTATE_SP:
+                    assert cpu.sp == keep_other
+            else:
+                assert cpu.sp == to_sp
+                if ((new >> 2) & 3) != 0 and new & PSTATE_SP:  # SP is SP_EL1 here: SP_EL0 untouched
+                    assert cpu.sp_el0 == keep_other
+    # exception entry: the registers the Arm ARM's TakeException sets, read back one at a time
+    cpu.write_sysreg("VBAR_EL1", 0xFFFF_0000_1234_0000)
+    for old in states:
+        cpu.write64(A.UC_ARM64_REG_PSTATE, old)
+        sp0, sp1 = u64(), u64()
+        cpu.write64(A.UC_ARM64_REG_SP_EL0, sp0)
+        cpu.write64(A.UC_ARM64_REG_SP_EL1, sp1)
+        cpu.sp = sp0 if ((old >> 2) & 3) == 0 or not old & PSTATE_SP else sp1
+        entry = cpu.take_exception(esr=0x9600_0045, far=0xDEAD_B000, return_pc=0x4000_1000, kind=VectorKind.SYNC)
+        assert cpu.read_sysreg("ELR_EL1") == 0x4000_1000 and cpu.read_sysreg("SPSR_EL1") == old
+        assert cpu.read_sysreg("ESR_EL1") == 0x9600_0045 and cpu.read_sysreg("FAR_EL1") == 0xDEAD_B000
+        assert cpu.el == 1 and cpu.pstate & PSTATE_SP and cpu.pc == entry.vector
+        assert entry.vector == 0xFFFF_0000_1234_0000 + (0x400 if (old >> 2) & 3 == 0 else 0x200 if old & PSTATE_SP else 0)
+        assert (cpu.sp_el0, cpu.sp_el1, cpu.sp) == (sp0, sp1, sp1)
+
+
 def test_system_registers_fast_path_matches_the_binding():
     """Cpu's direct uc_reg_* calls for system registers read and write what Unicorn's own cpr/reg calls do."""
     from unicorn import arm64_const as A
