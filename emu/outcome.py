@@ -99,6 +99,10 @@ class Event:
     def _key(self) -> tuple:
         return (self.seq, self.kind, self.pc, self.el, self.message)
 
+    def __reduce__(self) -> tuple:
+        # Pickled and copied with its text formatted (a recipe may be a closure, which pickle refuses).
+        return (_event, (self.seq, self.kind, self.pc, self.el, self.message, self.data))
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
@@ -112,6 +116,10 @@ class Event:
 
     def __str__(self) -> str:
         return f"[{self.seq:4d}] EL{self.el} pc={self.pc:#018x} {self.kind}: {self.message}"
+
+
+def _event(seq: int, kind: str, pc: int, el: int, message: str, data: dict[str, Any]) -> Event:
+    return Event.make(seq, kind, pc, el, message, data)
 
 
 @dataclass(frozen=True)

@@ -438,3 +438,27 @@ def test_system_registers_fast_path_matches_the_binding():
         assert m.uc.reg_read(_REG[name]) == value == m.cpu.read_sysreg(name), name
     m.cpu.pc = 0xFFFF_8000_1234_5678
     assert m.uc.reg_read(A.UC_ARM64_REG_PC) == 0xFFFF_8000_1234_5678
+
+
+def test_event_messages_format_once_when_read_and_compare_as_text():
+    """Events may carry a recipe for their message (formatted on first read, once): they compare,
+    hash, print, pickle and copy as the event with the formatted text would."""
+    import copy
+    import pickle
+
+    from emu.outcome import Event
+
+    calls = []
+
+    def recipe() -> str:
+        calls.append(1)
+        return "idmap pfn 0x4000e"
+
+    lazy = Event.make(3, "idmap", 0x1000, 1, recipe, {"pfn": 0x4000E})
+    plain = Event(3, "idmap", 0x1000, 1, "idmap pfn 0x4000e", {"pfn": 0x4000E})
+    assert calls == []
+    assert lazy == plain and hash(lazy) == hash(plain) and str(lazy) == str(plain) and repr(lazy) == repr(plain)
+    assert lazy.message == "idmap pfn 0x4000e" and calls == [1]  # formatted once
+    assert pickle.loads(pickle.dumps(Event.make(4, "k", 1, 0, lambda: "m", {}))) == Event(4, "k", 1, 0, "m", {})
+    assert copy.deepcopy(lazy) == plain
+    assert Event.make(3, "idmap", 0x1000, 1, lambda: "other", {}) != plain
