@@ -368,13 +368,18 @@ def test_batched_entry_exit_and_pstate_switch_match_one_register_at_a_time():
     u64 = lambda: rng.getrandbits(64) & ~0xF  # noqa: E731
     # EL0t, EL1t, EL1h; each with and without PAN and with flags set
     states = [0x0, 0x4, 0x5, 0x4 | PSTATE_PAN, 0x5 | 0x6000_0000, 0x3C5, 0x3C4]
+    def enter(pstate: int) -> tuple[int, int]:
+        """PSTATE and both SP banks set one register at a time, the live SP the selected bank's."""
+        cpu.write64(A.UC_ARM64_REG_PSTATE, pstate)
+        sp0, sp1 = u64(), u64()
+        cpu.write64(A.UC_ARM64_REG_SP_EL0, sp0)
+        cpu.write64(A.UC_ARM64_REG_SP_EL1, sp1)
+        cpu.sp = sp0 if ((pstate >> 2) & 3) == 0 or not pstate & PSTATE_SP else sp1
+        return sp0, sp1
+
     for old in states:
         for new in states:
-            cpu.write64(A.UC_ARM64_REG_PSTATE, old)
-            sp0, sp1 = u64(), u64()
-            cpu.write64(A.UC_ARM64_REG_SP_EL0, sp0)
-            cpu.write64(A.UC_ARM64_REG_SP_EL1, sp1)
-            cpu.sp = sp0 if ((old >> 2) & 3) == 0 or not old & PSTATE_SP else sp1
+            sp0, sp1 = enter(old)
             cpu.set_pstate(new)
             assert cpu.pstate == new
             assert (cpu.sp_el0, cpu.sp_el1) == (sp0, sp1), (old, new)
@@ -405,11 +410,7 @@ def test_batched_entry_exit_and_pstate_switch_match_one_register_at_a_time():
     # exception entry: the registers the Arm ARM's TakeException sets, read back one at a time
     cpu.write_sysreg("VBAR_EL1", 0xFFFF_0000_1234_0000)
     for old in states:
-        cpu.write64(A.UC_ARM64_REG_PSTATE, old)
-        sp0, sp1 = u64(), u64()
-        cpu.write64(A.UC_ARM64_REG_SP_EL0, sp0)
-        cpu.write64(A.UC_ARM64_REG_SP_EL1, sp1)
-        cpu.sp = sp0 if ((old >> 2) & 3) == 0 or not old & PSTATE_SP else sp1
+        sp0, sp1 = enter(old)
         entry = cpu.take_exception(esr=0x9600_0045, far=0xDEAD_B000, return_pc=0x4000_1000, kind=VectorKind.SYNC)
         assert cpu.read_sysreg("ELR_EL1") == 0x4000_1000 and cpu.read_sysreg("SPSR_EL1") == old
         assert cpu.read_sysreg("ESR_EL1") == 0x9600_0045 and cpu.read_sysreg("FAR_EL1") == 0xDEAD_B000
