@@ -25,6 +25,7 @@ is refused, as the kernel BUG()s on it.
 """
 from __future__ import annotations
 
+import copy
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -103,11 +104,8 @@ class AltReport:
 
 
 def read_btf(vmlinux: Vmlinux) -> Btf:
-    """The image's `.BTF` section (SHF_ALLOC: it is loaded, so read it from the image)."""
-    sec = next((s for s in vmlinux.sections if s.name == ".BTF"), None)
-    if sec is None:
-        raise VmlinuxError(f"{vmlinux.path} has no .BTF section")
-    return Btf(vmlinux.read(sec.addr, sec.size))
+    """The image's `.BTF` section (SHF_ALLOC: it is loaded, so read it from the image); indexed once per image."""
+    return vmlinux.btf()
 
 
 def check_layout(btf: Btf) -> None:
@@ -203,9 +201,15 @@ class Alternatives:
     vmlinux: Vmlinux
     caps: CpuCaps
     entries: list[AltInstr]
+    _plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def read(cls, vmlinux: Vmlinux) -> "Alternatives":
+        """Read once per image (Vmlinux.derived): every boot of a real host applies the same entries."""
+        return vmlinux.derived("alternatives", cls._read)
+
+    @classmethod
+    def _read(cls, vmlinux: Vmlinux) -> "Alternatives":
         btf = read_btf(vmlinux)
         check_layout(btf)
         return cls(vmlinux, CpuCaps.read(vmlinux, btf), read_alternatives(vmlinux))
@@ -216,7 +220,18 @@ class Alternatives:
         return name.removeprefix("__kvm_nvhe_")
 
     def plan(self, features: CpuFeatures = FEATURES, *, protected: bool) -> tuple[list[tuple[AltInstr, bytes]], AltReport]:
-        """(site, new bytes) in kernel order, and the report; nothing is written."""
+        """(site, new bytes) in kernel order, and the report; nothing is written.
+
+        A pure function of the image, `features` and `protected`: planned once per
+        pair, then handed out as a fresh list and a copy of the report.
+        """
+        key = (features, protected)
+        if key not in self._plans:
+            self._plans[key] = self._plan(features, protected=protected)
+        writes, report = self._plans[key]
+        return list(writes), copy.deepcopy(report)
+
+    def _plan(self, features: CpuFeatures, *, protected: bool) -> tuple[list[tuple[AltInstr, bytes]], AltReport]:
         present: dict[str, Why] = present_caps(features, protected=protected)
         present_numbers = {n for n, name in self.caps.names.items() if name in present}
         report = AltReport()

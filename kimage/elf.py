@@ -6,6 +6,13 @@ parsed result next to the file (or in a cache folder when that is not
 writable), keyed by file size and mtime, so a second open takes a fraction of
 a second. Loading the image into a machine is `kimage.loaded`.
 
+Opening is memoised per process (`OpenedImages`, keyed by the file's identity,
+size and mtime): a test run or a CLI command that opens one kernel from many
+places parses, reads and relocates it once. What a boot derives from the image
+alone - the BTF index, struct layouts, the alternatives plan, page permissions
+- is memoised on the `Vmlinux` itself (`derived`), so every later boot of the
+same image skips it.
+
 This module finds the pieces in the ELF file and keeps them; what each piece
 means is its own module: kimage/symbols.py (the symbol table),
 kimage/relocations.py (.rela.dyn), kimage/extable_numbering.py (which
@@ -13,11 +20,12 @@ exception-table numbering the kernel uses), kimage/version.py (the banner).
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 import errno
 import struct
 from pathlib import Path
+from typing import Any, Callable, Hashable
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -87,6 +95,7 @@ class Vmlinux:
     _rela: tuple[int, int] = (0, 0)  # file offset and size of .rela.dyn
     _symtab: tuple[int, int] = (0, 0)
     _image: list[tuple[int, bytes]] | None = field(default=None, repr=False)
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -103,16 +112,26 @@ class Vmlinux:
         if not path.is_file():
             raise VmlinuxError(f"{path} is not a file")
         key = (CACHE_FORMAT, st.st_size, st.st_mtime_ns)
-        if use_cache:
-            cached = load_cached(path, key, cache_dir)
-            if cached is not None:
-                try:
-                    return cls._from_record(path, cached)
-                except (KeyError, TypeError, ValueError):
-                    pass  # a cache from another loader version: parse again
+        if not use_cache:
+            return cls._from_record(path, _parse(path), from_cache=False)
+        identity = (str(path.resolve()), st.st_dev, st.st_ino, *key, str(cache_dir))
+        opened = _OPENED.get(identity)
+        if opened is not None:
+            return opened
+        opened = cls._open_cached(path, key, cache_dir)
+        _OPENED.put(identity, opened)
+        return opened
+
+    @classmethod
+    def _open_cached(cls, path: Path, key: tuple, cache_dir: Path | None) -> "Vmlinux":
+        cached = load_cached(path, key, cache_dir)
+        if cached is not None:
+            try:
+                return cls._from_record(path, cached)
+            except (KeyError, TypeError, ValueError):
+                pass  # a cache from another loader version: parse again
         record = _parse(path)
-        if use_cache:
-            store_cached(path, key, record, cache_dir)
+        store_cached(path, key, record, cache_dir)
         return cls._from_record(path, record, from_cache=False)
 
     @classmethod
@@ -140,6 +159,24 @@ class Vmlinux:
             _symtab=tuple(rec["symtab"]),
         )
 
+    # ------------------------------------------------------------------ derived facts
+    def derived(self, key: Hashable, compute: Callable[["Vmlinux"], Any]) -> Any:
+        """`compute(self)`, once per image: for facts that are pure functions of the image's bytes.
+
+        A boot re-derives the same facts (BTF index, struct layouts, the alternatives
+        plan) every time; they cost a real-host boot ~0.3 s. Callers must treat the
+        value as read-only (or hand out copies). A failure is not memoised.
+        """
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = compute(self)
+            return value
+
+    def btf(self) -> Btf:
+        """The image's `.BTF` section (SHF_ALLOC: loaded, so read from the relocated image), indexed once."""
+        return self.derived("btf", _loaded_btf)
+
     # ------------------------------------------------------------------ queries
     def address(self, name: str) -> int:
         return self.symbols.lookup(name).addr
@@ -161,20 +198,11 @@ class Vmlinux:
 
         From section flags rather than segment flags: the 6.1 image is one RWE segment,
         while the kernel maps text, rodata and data differently (mmu.c map_kernel).
+        Computed once per image (a fresh dict each call); the few distinct Perms are
+        shared objects, so ~10k mapped pages per boot do not each add one for the
+        cyclic garbage collector to walk.
         """
-        pages: dict[int, list[bool]] = {}
-        for seg in self.segments:
-            for va in range(seg.vaddr & PAGE_MASK, seg.vaddr + seg.memsz, PAGE_SIZE):
-                pages.setdefault(va, [False, False, False])
-        for sec in self.sections:
-            for va in range(sec.addr & PAGE_MASK, sec.addr + sec.size, PAGE_SIZE):
-                flags = pages.get(va)
-                if flags is not None:
-                    flags[0] = True
-                    flags[1] |= sec.write
-                    flags[2] |= sec.exec
-        # Pages no section covers (alignment padding) keep read-only: nothing should run there.
-        return {va: Perms(read=True, write=w, exec=x) for va, (_, w, x) in pages.items()}
+        return dict(self.derived("page-perms", _page_perms))
 
     def image(self) -> list[tuple[int, bytes]]:
         """(vaddr, bytes) per PT_LOAD segment, memsz long, with `.rela.dyn` applied (no KASLR offset)."""
@@ -196,6 +224,63 @@ class Vmlinux:
             if va <= addr and addr + size <= va + len(data):
                 return data[addr - va : addr - va + size]
         raise VmlinuxError(f"{addr:#x}+{size} is not inside one loaded segment")
+
+
+def _page_perms(vm: Vmlinux) -> dict[int, Perms]:
+    pages: dict[int, list[bool]] = {}
+    for seg in vm.segments:
+        for va in range(seg.vaddr & PAGE_MASK, seg.vaddr + seg.memsz, PAGE_SIZE):
+            pages.setdefault(va, [False, False, False])
+    for sec in vm.sections:
+        for va in range(sec.addr & PAGE_MASK, sec.addr + sec.size, PAGE_SIZE):
+            flags = pages.get(va)
+            if flags is not None:
+                flags[0] = True
+                flags[1] |= sec.write
+                flags[2] |= sec.exec
+    # Pages no section covers (alignment padding) keep read-only: nothing should run there.
+    shared = {(w, x): Perms(read=True, write=w, exec=x) for w in (False, True) for x in (False, True)}
+    return {va: shared[w, x] for va, (_, w, x) in pages.items()}
+
+
+def _loaded_btf(vm: Vmlinux) -> Btf:
+    sec = next((s for s in vm.sections if s.name == ".BTF"), None)
+    if sec is None:
+        raise VmlinuxError(f"{vm.path} has no .BTF section")
+    return Btf(vm.read(sec.addr, sec.size))
+
+
+class OpenedImages:
+    """Opened `Vmlinux` objects by file identity, least recently used dropped beyond `max_entries`.
+
+    Why: one process opens the same kernel from many places (each CLI command run
+    in a test session, each shelf, the API); a parsed-and-relocated image costs
+    0.2-0.4 s to load and ~100 MB to hold. The key is the resolved path, device,
+    inode, size and mtime (and the cache folder asked for), so a replaced or
+    rebuilt file is opened afresh. A `Vmlinux` is read-only once opened.
+    """
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, Vmlinux] = OrderedDict()
+
+    def get(self, key: tuple) -> Vmlinux | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple, vm: Vmlinux) -> None:
+        self._entries[key] = vm
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+# The process's memo behind Vmlinux.open (use_cache=False bypasses it).
+_OPENED = OpenedImages()
 
 
 # ---------------------------------------------------------------------- parsing

@@ -5,13 +5,16 @@ mm layer hands the fault path a `struct vm_area_struct`; we build both in
 emulated memory, so their sizes and member offsets must be the image's own
 (they differ between 6.1 and 7.2: pt_regs is 336 bytes on 6.1, 320 on 7.2).
 The `.BTF` section is part of the loaded image (`__start_BTF`..`__stop_BTF`),
-so it is read from there rather than from the ELF file.
+so it is read from the relocated image bytes the loader copies into the
+machine (`Vmlinux.btf`), not from the ELF file. The layout is a pure function
+of the image: read once per image (`Vmlinux.derived`), not per boot.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kimage.btf import Btf, BtfError
+from kimage.btf import BtfError
+from kimage.elf import Vmlinux
 from kimage.loaded import LoadedKernel
 
 # arch/arm64/include/asm/ptrace.h: x0..x30, then sp, pc, pstate (fixed by the ABI of the entry code).
@@ -42,9 +45,11 @@ class KernelLayout:
 
     @classmethod
     def read(cls, kernel: LoadedKernel) -> "KernelLayout":
-        start = kernel.resolve("__start_BTF")
-        stop = kernel.resolve("__stop_BTF")
-        btf = Btf(kernel.machine.read(start, stop - start))
+        return kernel.vmlinux.derived("kernel-layout", cls.of_image)
+
+    @classmethod
+    def of_image(cls, vmlinux: Vmlinux) -> "KernelLayout":
+        btf = vmlinux.btf()
 
         def optional(struct: str, path: str) -> int | None:
             try:
