@@ -37,7 +37,9 @@ def alts(key: str) -> Alternatives:
     return _alts(key)
 
 
+@functools.cache
 def _cs() -> capstone.Cs:
+    """One disassembler for the process: building a Cs costs more than the decode it is used for."""
     return capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
 
 
