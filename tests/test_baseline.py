@@ -125,10 +125,28 @@ def test_sweeps_give_the_baseline_counts():
         assert _counts(now) == _counts(rec), rec["routine"]
 
 
+@pytest.fixture(scope="module")
+def kernel_benches():
+    """One KernelBench per (vmlinux, fault path) for the module's kernel sweeps: a bench serves several
+    routines (their buffers apart by name) and goes back to its booted snapshot, so the three routines
+    of a kernel share its boots (tests/test_snapshot.py pins restored labs to fresh ones)."""
+    from faultlab.sweep.kernel import KernelBench
+
+    made: dict[tuple, KernelBench] = {}
+
+    def get(vm, host=None) -> KernelBench:
+        key = (vm.path, host)
+        if key not in made:
+            made[key] = KernelBench(vm, host=host)
+        return made[key]
+
+    return get
+
+
 @pytest.mark.kernel
 @pytest.mark.parametrize("path", sorted(BASELINE.glob("ksweep_*.json")), ids=lambda p: p.stem)
-def test_kernel_sweeps_give_the_baseline_counts(path, kernel_shelf):
-    from faultlab.sweep.kernel import KernelBench, sweep_kernel
+def test_kernel_sweeps_give_the_baseline_counts(path, kernel_shelf, kernel_benches):
+    from faultlab.sweep.kernel import sweep_kernel
     from kimage.profiles import LINUX_7_2, profile_for
 
     (rec,) = _old(path.stem)
@@ -138,12 +156,12 @@ def test_kernel_sweeps_give_the_baseline_counts(path, kernel_shelf):
         pytest.skip(shelf.missing(suite))
     vm = shelf.open(suite)
     # The baseline ran every kernel's routines on 7.x's fault path: so does this comparison.
-    summary = sweep_kernel(vm, rec["routine"], rec["policies"], bench=KernelBench(vm, host=LINUX_7_2.host))
+    summary = sweep_kernel(vm, rec["routine"], rec["policies"], bench=kernel_benches(vm, LINUX_7_2.host))
     now = summary.as_json()
     assert _counts(now) == _counts(rec)
     assert (vm.version.release, summary.unjudged) == (rec["release"], 0)
     if profile_for(vm).host != LINUX_7_2.host:
         # On its own fault path (6.1) the same cases still agree with the reference; some now livelock.
-        own = sweep_kernel(vm, rec["routine"], rec["policies"]).as_json()
+        own = sweep_kernel(vm, rec["routine"], rec["policies"], bench=kernel_benches(vm)).as_json()
         assert (own["cases"], own["failures"]) == (rec["cases"], [])
         assert own["outcomes"].get("livelock", 0) > 0
