@@ -131,17 +131,21 @@ def stage2(rig) -> Stage2Table:
 
 
 @pytest.fixture(scope="session")
-def kernel_shelf():
+def kernel_shelf(request):
     """host -> one VmlinuxShelf for the whole session (per xdist worker): each (vmlinux, policy, host) boots once.
 
     A boot costs 0.1-0.4 s and a restore under a millisecond (faultlab/snapshot.py), and
     tests/test_snapshot.py pins a restored boot byte-identical to a fresh one; tests that
     only need a booted kernel share these instead of booting per test (or per module).
+    For the host the scenario files run on (the faultlab plugin's --faultlab-host), this is
+    the plugin's own shelf, so scenarios/kernel/*.toml items and the tests share one boot.
     Tests about a fresh boot still make a VmlinuxShelf of their own.
     """
     from faultlab.kernel.lab import VmlinuxShelf
+    from faultlab.pytest_plugin import _shelf
 
-    shelves: dict[str, VmlinuxShelf] = {}
+    plugin_shelf = _shelf(request.config)
+    shelves: dict[str, VmlinuxShelf] = {plugin_shelf.host: plugin_shelf}
 
     def get(host: str = "model") -> VmlinuxShelf:
         if host not in shelves:

@@ -26,14 +26,25 @@ UNMAPPED_USER = 0x7000_0000  # no user mapping (and so no VMA) there
 
 
 # Booted rigs, restored for every case (faultlab/snapshot.py): as good as a fresh boot, byte for byte
-# (tests/test_snapshot.py), at the cost of what the last case changed.
+# (tests/test_snapshot.py), at the cost of what the last case changed. A kernel thread's rig is the
+# session's (tests/conftest.py kernel_shelf: shared with the seed scenarios and other files); a task
+# with an mm from the start (user_mm) is booted here.
 _BOOTED = LabPool(max_labs=12)
+_SESSION: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def _session_shelves(kernel_shelf):
+    _SESSION["shelf"] = kernel_shelf
 
 
 def run(key: str, policy: str, case: str, host: str = "real", *, user_mm: bool = False, before=None):
     """One seed case on a freshly booted rig (a booted lab restored): (RunResult, rig)."""
     vm = vmlinux(key)
-    lab = _BOOTED.get((key, policy, host, user_mm), lambda: Lab.with_vmlinux(vm, policy, host=host, user_mm=user_mm))
+    if user_mm:
+        lab = _BOOTED.get((key, policy, host), lambda: Lab.with_vmlinux(vm, policy, host=host, user_mm=True))
+    else:
+        lab = _SESSION["shelf"](host).lab(vm.path, policy)
     rig = KernelRig(lab)
     k, m = rig.kernel, rig.machine
     if before:
