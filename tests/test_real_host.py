@@ -456,21 +456,32 @@ def test_kernel_bench_boots_real_labs():
     assert isinstance(bench.lab("inject").kernel, RealHost) and bench.lab("inject") is bench.lab("inject")
 
 
-def test_pytest_plugin_runs_scenarios_on_the_real_host(tmp_path):
-    """`pytest --faultlab-host real`: the scenario items run with the image's do_mem_abort (a failure says so)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+@pytest.fixture
+def kernel_cache():
+    """The kernel cache folder, found before pytester points HOME at its own folder (and the 6.1 image opened)."""
+    from faultlab.kernel.fetch import cache_root
 
     vmlinux("6.1")
+    return cache_root()
+
+
+def test_pytest_plugin_runs_scenarios_on_the_real_host(kernel_cache, pytester, monkeypatch):
+    """`pytest --faultlab-host real`: the scenario items run with the image's do_mem_abort (a failure says so).
+
+    In process (pytester, as tests/conftest.py explains): the sessions' plugin and its shelf are new.
+    """
+    from pathlib import Path
+
+    monkeypatch.setenv("FAULTLAB_KCACHE", str(kernel_cache))
     repo = Path(__file__).resolve().parent.parent
     src = (repo / "scenarios" / "kernel" / "d_copy_from_user.toml").read_text()
     # a wrong expectation, so the report shows which host ran it
-    (tmp_path / "wrong.toml").write_text(src.replace('[expect.inject.bookworm]\noutcome = "livelock"', '[expect.inject.bookworm]\noutcome = "fixed-up"'))
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "bookworm and inject and not reclaim and not rme", str(tmp_path / "wrong.toml")]
-    real = subprocess.run([*cmd, "--faultlab-host", "real"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert real.returncode == 1 and "under inject (real host)" in real.stdout and "calling the kernel's do_mem_abort" in real.stdout, real.stdout[-3000:]
-    model = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert model.returncode == 1 and "under inject (model host)" in model.stdout
+    (pytester.path / "wrong.toml").write_text(src.replace('[expect.inject.bookworm]\noutcome = "livelock"', '[expect.inject.bookworm]\noutcome = "fixed-up"'))
+    installed = pytester._request.config.pluginmanager.has_plugin("faultlab")
+    args = ["-q", "-p", "no:cacheprovider", *([] if installed else ["-p", "faultlab.pytest_plugin"]),
+            "-k", "bookworm and inject and not reclaim and not rme", str(pytester.path / "wrong.toml")]
+    real = pytester.runpytest_inprocess(*args, "--faultlab-host", "real")
+    out = real.stdout.str()
+    assert real.ret == 1 and "under inject (real host)" in out and "calling the kernel's do_mem_abort" in out, out[-3000:]
+    model = pytester.runpytest_inprocess(*args)
+    assert model.ret == 1 and "under inject (model host)" in model.stdout.str()
