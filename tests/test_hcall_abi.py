@@ -38,6 +38,11 @@ def hvc(lab: Lab, fid: int, *args: int):
     return result, event
 
 
+def booted(shelves, key: str, policy: str, host: str = "model") -> Lab:
+    """The session's boot of Linux `key` under `policy` (tests/conftest.py kernel_shelf), restored: a fresh boot's equal."""
+    return shelves(host).lab(vmlinux(key).path, policy)
+
+
 def host_page(lab: Lab) -> int:
     (pfn,) = lab.alloc("page", 1).pfns
     assert lab.hyp.ownership.host_state(pfn) is PageState.OWNED
@@ -84,8 +89,8 @@ def test_expected_ids_come_from_the_image(key):
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("host", ["model", "real"])
-def test_6_1_lab_serves_6_1s_share_hyp_and_not_7_2s(host):
-    lab = Lab.with_vmlinux(vmlinux("6.1"), "inject-reclaim", host=host)
+def test_6_1_lab_serves_6_1s_share_hyp_and_not_7_2s(host, kernel_shelf):
+    lab = booted(kernel_shelf, "6.1", "inject-reclaim", host)
     assert dict(lab.hyp.abi.names) == HcallTable.read(vmlinux("6.1")).names
     pfn = host_page(lab)
     before = lab.hyp.ownership.snapshot()
@@ -100,8 +105,8 @@ def test_6_1_lab_serves_6_1s_share_hyp_and_not_7_2s(host):
 
 
 @pytest.mark.kernel
-def test_7_2_lab_serves_7_2s_share_hyp_and_names_6_1s_id_as_its_own_call():
-    lab = Lab.with_vmlinux(vmlinux("7.2"), "inject-reclaim")
+def test_7_2_lab_serves_7_2s_share_hyp_and_names_6_1s_id_as_its_own_call(kernel_shelf):
+    lab = booted(kernel_shelf, "7.2", "inject-reclaim")
     pfn = host_page(lab)
     before = lab.hyp.ownership.snapshot()
     # 0xc6000009 is __kvm_vcpu_run in 7.2's table: a call of this kernel the model has no handler for.
@@ -117,9 +122,9 @@ def test_7_2_lab_serves_7_2s_share_hyp_and_names_6_1s_id_as_its_own_call():
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("host", ["model", "real"])
-def test_7_2s_force_reclaim_id_is_not_supported_on_6_1(host):
+def test_7_2s_force_reclaim_id_is_not_supported_on_6_1(host, kernel_shelf):
     """Even under inject-reclaim (which serves the call by name): 6.1's table has no such id."""
-    lab = Lab.with_vmlinux(vmlinux("6.1"), "inject-reclaim", host=host)
+    lab = booted(kernel_shelf, "6.1", "inject-reclaim", host)
     assert lab.hyp.policy.serves(FORCE_RECLAIM)
     pfn = host_page(lab)
     page = lab.donate(pfn)
@@ -131,9 +136,9 @@ def test_7_2s_force_reclaim_id_is_not_supported_on_6_1(host):
 
 
 @pytest.mark.kernel
-def test_7_2_force_reclaim_by_its_id_follows_the_policy():
+def test_7_2_force_reclaim_by_its_id_follows_the_policy(kernel_shelf):
     for policy, status in (("inject-reclaim", 0), ("inject", NOT_SUPPORTED)):
-        lab = Lab.with_vmlinux(vmlinux("7.2"), policy)
+        lab = booted(kernel_shelf, "7.2", policy)
         pfn = host_page(lab)
         page = lab.donate(pfn)
         result, event = hvc(lab, FORCE_RECLAIM_7_2, pfn << 12)
@@ -157,9 +162,9 @@ CASES.append(pytest.param("6.1", 0xC600_0017, id="6.1-past its table"))  # __tra
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("key,fid", CASES)
-def test_unknown_ids_are_not_supported(key, fid):
+def test_unknown_ids_are_not_supported(key, fid, kernel_shelf):
     assert fid >> 32 or HcallTable.read(vmlinux(key)).name_of(fid) is None  # upper bits: past the table however low
-    lab = Lab.with_vmlinux(vmlinux(key), "inject-reclaim")
+    lab = booted(kernel_shelf, key, "inject-reclaim")
     before = lab.hyp.ownership.snapshot()
     result, event = hvc(lab, fid, 0x1000)
     assert result.x0 == NOT_SUPPORTED and result.regs["x1"] == 0x1000
@@ -169,9 +174,9 @@ def test_unknown_ids_are_not_supported(key, fid):
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("key", list(SUITES))
-def test_named_but_unmodelled_calls_are_not_supported(key):
+def test_named_but_unmodelled_calls_are_not_supported(key, kernel_shelf):
     """Every id the image names that the model has no handler for answers NOT_SUPPORTED with its table name."""
-    lab = Lab.with_vmlinux(vmlinux(key), "inject-reclaim")
+    lab = booted(kernel_shelf, key, "inject-reclaim")
     code = lab.load_asm("hvc.S", text=HVC)
     unmodelled = {fid: name for fid, name in lab.hyp.abi.names.items() if name not in HCALL_BY_NAME}
     assert unmodelled and "__pkvm_prot_finalize" in unmodelled.values()
