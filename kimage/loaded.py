@@ -27,7 +27,7 @@ import re
 from typing import Callable
 
 from kimage.elf import Vmlinux, VmlinuxError
-from kimage.jump_table import JumpSite, jump_sites
+from kimage.jump_table import JumpSite, image_jump_sites
 from emu.machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, TASK_VA, Machine
 from emu.run_limits import DEFAULT_MAX_TRACE
 from emu.memory import KERNEL_RW, PAGE_MASK, PAGE_SIZE, USER_RW, Perms
@@ -203,9 +203,9 @@ class LoadedKernel:
 
     # ------------------------------------------------------------ static keys
     def jump_sites(self, key_name: str) -> list[JumpSite]:
-        """The `__jump_table` entries of one static key."""
-        start, stop = self.resolve("__start___jump_table"), self.resolve("__stop___jump_table")
-        return jump_sites(self.machine.read, start, stop, self.resolve(key_name))
+        """The `__jump_table` entries of one static key (the table as linked: patching a key changes
+        the code at its sites, never the table, so it is parsed once per image)."""
+        return image_jump_sites(self.vmlinux, self.resolve(key_name))
 
     def set_static_key(self, key_name: str, enabled: bool = True) -> int:
         """Patch every site of a static key as static_key_enable()/disable() would; returns the site count.

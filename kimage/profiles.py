@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from emu.syndrome import OopsStyle
 from kimage.extable_format import NUMBERING_V6_1, NUMBERING_V7, TypeNumbering
-from kimage.jump_table import jump_sites
+from kimage.jump_table import image_jump_sites
 
 if TYPE_CHECKING:
     from kimage.elf import KernelVersion, Vmlinux
@@ -193,8 +193,7 @@ def _has_pkvm_marker(vm: "Vmlinux") -> bool:
     key = vm.symbols.get(PKVM_STATIC_KEY)
     if fn is None or key is None:
         return False
-    start, stop = vm.address("__start___jump_table"), vm.address("__stop___jump_table")
-    return any(fn.addr <= s.code < fn.addr + fn.size for s in jump_sites(vm.read, start, stop, key.addr))
+    return any(fn.addr <= s.code < fn.addr + fn.size for s in image_jump_sites(vm, key.addr))
 
 
 def _force_reclaim_hcall(vm: "Vmlinux") -> int | None:
