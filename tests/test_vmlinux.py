@@ -106,15 +106,18 @@ def vmlinux(request) -> Vmlinux:
     return open_kernel(request.param)
 
 
-_rigs: dict[tuple[str, str], KernelRig] = {}
+_SESSION: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def _session_shelves(kernel_shelf):
+    _SESSION["shelf"] = kernel_shelf
 
 
 def rig_for(key: str, policy: str = "inject-reclaim") -> KernelRig:
-    """One booted rig per kernel and policy for the whole session: each test takes fresh pages."""
+    """The session's booted lab of the kernel under `policy` (tests/conftest.py kernel_shelf), restored to its boot."""
     vm = open_kernel(key)
-    if (key, policy) not in _rigs:
-        _rigs[(key, policy)] = KernelRig.boot(vm, policy)
-    return _rigs[(key, policy)]
+    return KernelRig(_SESSION["shelf"]("model").lab(vm.path, policy))
 
 
 # ------------------------------------------------------------------ references
