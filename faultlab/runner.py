@@ -106,7 +106,11 @@ def _u64(value: int, expr: str) -> int:
 
 def _term(term: str, lab: Lab, expr: str, names: Mapping[str, int]) -> int:
     if term[0].isdigit():
-        return _u64(int(term, 0), expr)
+        try:
+            value = int(term, 0)
+        except ValueError:  # "0056": Python's int(x, 0) refuses leading zeros, as it refuses "12ab"
+            raise RunError(f"bad number '{term}' in {expr!r} (decimal without leading zeros, or 0x/0o/0b)") from None
+        return _u64(value, expr)
     if term in names:
         return names[term]
     name, _, view = term.partition(".")

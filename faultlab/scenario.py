@@ -31,6 +31,16 @@ from faultlab.scenario_model import (  # noqa: F401 (the model is importable fro
     check_u64,
 )
 
+
+def _bad_number(expr: str) -> str | None:
+    """The first numeric literal of an address expression that Python's int(x, 0) refuses ("0056", "12ab"), if any."""
+    for token in re.findall(r"(?<![\w.])\d\w*", expr):
+        try:
+            int(token, 0)
+        except ValueError:
+            return token
+    return None
+
 class _Locator:
     """Finds the line of `[table]` / `key =` in TOML source, for error messages."""
 
@@ -184,6 +194,8 @@ class _Validator:
                 raise self.fail("routine", "args", f"an argument is an integer or an expression string, not {a!r}")
             if isinstance(a, int) and check_u64(a) is None:
                 raise self.fail("routine", "args", f"{a:#x} does not fit in 64 bits")
+            if isinstance(a, str) and (bad := _bad_number(a)) is not None:
+                raise self.fail("routine", "args", f"bad number {bad!r} in {a!r} (decimal without leading zeros, or 0x/0o/0b)")
         budget = self.typed(t, "routine", "budget", int, 1_000_000)
         if budget <= 0:
             raise self.fail("routine", "budget", "must be positive")
@@ -279,6 +291,8 @@ class _Validator:
                 memory.append(MemoryExpectation(m["at"], bytes.fromhex(m["hex"].replace(" ", "")), memory_line))
             except ValueError:
                 raise self.fail(tname, "memory", f"not hex bytes: {m['hex']!r}") from None
+            if (bad := _bad_number(m["at"])) is not None:
+                raise self.fail(tname, "memory", f"bad number {bad!r} in {m['at']!r} (decimal without leading zeros, or 0x/0o/0b)")
             for name in re.findall(r"(?<![\w.])[A-Za-z_]\w*", m["at"]):  # memory is read in the scenario's buffers
                 if name not in buffers:
                     raise self.fail(tname, "memory", f"{m['at']!r} names {name!r}, which is not a buffer (buffers: {', '.join(buffers) or 'none'})")
