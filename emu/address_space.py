@@ -73,7 +73,7 @@ class AddressSpace:
         self.cpu = cpu
         self.phys = phys
         self.stage1 = Stage1()
-        self.stage1.attach_tables(TableBuilder(phys.read_u64, phys.write_u64, phys.alloc_table), TableWalker(phys.read_u64), phys)
+        self.stage1.attach_tables(TableBuilder(phys.read_u64, phys.write_u64, phys.alloc_table, read=phys.read, write=phys.write), TableWalker(phys.read_u64), phys)
         self.stage2: Stage2Check | None = None
         self.fill_fault: PendingFault | None = None  # set by the fill hook when it refuses
         self._unpriv_cache: dict[int, bool] = {}

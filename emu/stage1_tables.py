@@ -151,9 +151,13 @@ class TableBuilder:
     """
 
     def __init__(self, read_u64: Callable[[int], int], write_u64: Callable[[int, int], None],
-                 alloc_table: Callable[[], int]) -> None:
+                 alloc_table: Callable[[], int], *, read: Callable[[int, int], bytes] | None = None,
+                 write: Callable[[int, bytes], None] | None = None) -> None:
         self._read_u64 = read_u64
         self._write_u64 = write_u64
+        # whole-table reads and writes for set_leaves (else entry by entry)
+        self._read = read or (lambda pa, n: b"".join(read_u64(pa + i).to_bytes(8, "little") for i in range(0, n, 8)))
+        self._write = write or (lambda pa, data: [write_u64(pa + i, int.from_bytes(data[i : i + 8], "little")) for i in range(0, len(data), 8)])
         self._alloc = alloc_table
         self.roots: dict[int, int] = {}  # 0: TTBR0, 1: TTBR1 -> root table pfn
         self.frames: set[int] = set()  # every table frame allocated
@@ -206,14 +210,36 @@ class TableBuilder:
         The hint for `va`'s 2 MiB is checked against the level-2 descriptor in memory (one
         read), so a restore or a guest that relinked the tables is followed.
         """
+        table = self._last_table_cached(va)
+        self._write_u64((table << PAGE_SHIFT) | (((va >> 12) & 0x1FF) << 3), desc & MASK64)
+
+    def set_leaves(self, leaves: "list[tuple[int, int]]") -> None:
+        """`set_leaf` for many (va, descriptor) pairs: each level-3 table touched is read once and
+        written back once (the tables on the way are found or made as `set_leaf` does)."""
+        by_table: dict[int, dict[int, int]] = {}
+        for va, desc in leaves:
+            table = self._last_table_cached(va)
+            by_table.setdefault(table, {})[(va >> 12) & 0x1FF] = desc & MASK64
+        for table, entries in by_table.items():
+            pa = table << PAGE_SHIFT
+            if len(entries) == 1:
+                (i, desc), = entries.items()
+                self._write_u64(pa | (i << 3), desc)
+                continue
+            image = bytearray(self._read(pa, PAGE_SIZE))
+            for i, desc in entries.items():
+                image[i * 8 : i * 8 + 8] = desc.to_bytes(8, "little")
+            self._write(pa, bytes(image))
+
+    def _last_table_cached(self, va: int) -> int:
+        """The level-3 table of `va` (made if missing), through the hint for its 2 MiB when memory still agrees."""
         hint = self._last.get(va >> 21)
         if hint is not None and self._read_u64(hint[0]) == hint[1]:
-            table = (hint[1] & OA_MASK) >> PAGE_SHIFT
-        else:
-            table = self._last_table(va, create=True)
-            l2 = self.table_pa(va, 2)
-            self._last[va >> 21] = (l2, self._read_u64(l2))
-        self._write_u64((table << PAGE_SHIFT) | (((va >> 12) & 0x1FF) << 3), desc & MASK64)
+            return (hint[1] & OA_MASK) >> PAGE_SHIFT
+        table = self._last_table(va, create=True)
+        l2 = self.table_pa(va, 2)
+        self._last[va >> 21] = (l2, self._read_u64(l2))
+        return table
 
     def leaf_pa(self, va: int) -> int | None:
         """Physical address of the level-3 descriptor of `va`, if its tables exist."""

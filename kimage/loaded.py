@@ -91,8 +91,7 @@ class LoadedKernel:
             ) from None
         self.image_pages = nr_pages
         self.kimage_voffset = self._first_va - (self._first_pfn << 12)
-        for va, perm in perms.items():
-            machine.stage1.map(va, self._image_pfn(va), perm)
+        machine.stage1.map_many((va, self._image_pfn(va), perm) for va, perm in perms.items())
         for vaddr, data in vmlinux.image():
             machine.phys.write(vaddr - self.kimage_voffset, data)
         machine.flush_tlb()

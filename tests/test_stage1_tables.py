@@ -191,3 +191,31 @@ def test_builder_follows_the_tables_in_memory_after_a_restore(rig):
     assert m.stage1.lookup(far) is None
     pfn = m.map_new(far + PAGE_SIZE, 1, "rw")[0]
     assert independent_walk(m, far + PAGE_SIZE)[0] == pfn << 12 == m.translate(far + PAGE_SIZE)
+
+
+def test_map_many_writes_the_tables_map_writes_page_by_page():
+    """Stage1.map_many (a kernel image's boot mapping, a table at a time) leaves the same descriptors,
+    table frames, walks and Python records as one `map` per page, remapping included."""
+    import random
+
+    rng = random.Random(5)
+    perms = [Perms.parse(p) for p in ("r", "rw", "rx", "rwu", "rxu")]
+    base = 0xFFFF_8000_0800_0000
+    pages = sorted({base + rng.randrange(0, 3 << 21, PAGE_SIZE) for _ in range(700)})  # 3 level-3 tables, holes
+    pages += [base + (5 << 30), 0x0000_0040_0000_0000]  # a table alone, the other half
+    first = [(va, 0x4100 + i, rng.choice(perms)) for i, va in enumerate(pages)]
+    again = [(va, 0x4800 + i, rng.choice(perms)) for i, va in enumerate(pages[::3])]  # some mapped a second time
+    one, many = Machine(phys_size=32 << 20), Machine(phys_size=32 << 20)
+    for m in (one, many):  # the same earlier mapping in one of the tables
+        m.stage1.map(base + PAGE_SIZE, 0x4000, perms[1])
+    for va, pfn, p in first + again:
+        one.stage1.map(va, pfn, p)
+    many.stage1.map_many(first)
+    many.stage1.map_many(again)
+    assert one.stage1.ptes == many.stage1.ptes
+    assert one.stage1.builder.frames == many.stage1.builder.frames and one.stage1.builder.roots == many.stage1.builder.roots
+    for frame in sorted(one.stage1.builder.frames):
+        assert one.phys.read(frame << 12, PAGE_SIZE) == many.phys.read(frame << 12, PAGE_SIZE), hex(frame)
+    for va in [base + PAGE_SIZE, *pages, base + (3 << 21), base + (6 << 30)]:
+        assert independent_walk(one, va) == independent_walk(many, va)
+        assert one.stage1.lookup(va) == many.stage1.lookup(va)
