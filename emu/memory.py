@@ -227,6 +227,22 @@ class Stage1:
 
     # ------------------------------------------------------------- mappings
     def map(self, va: int, pfn: int, perms: Perms, *, af: bool = True) -> None:
+        va, pte = self._record(va, pfn, perms, af)
+        if self.builder is not None:
+            self.builder.set_leaf(va, _descriptor(pte))
+            self._stops.clear()  # new tables change the level at which unmapped neighbours fault
+
+    def map_many(self, mappings: "Iterable[tuple[int, int, Perms]]") -> None:
+        """`map(va, pfn, perms)` for each (va, pfn, perms), the descriptors written a level-3 table at a
+        time. Why: a kernel image maps thousands of pages at boot; one descriptor read and write per
+        page was most of a boot's cost (the same table frames, rewritten entry by entry)."""
+        leaves = [(va, _descriptor(pte)) for va, pte in (self._record(va, pfn, perms, True) for va, pfn, perms in mappings)]
+        if leaves and self.builder is not None:
+            self.builder.set_leaves(leaves)
+            self._stops.clear()
+
+    def _record(self, va: int, pfn: int, perms: Perms, af: bool) -> tuple[int, Pte]:
+        """Python's record of one new mapping (replacing an old one): the page VA and its Pte."""
         va = _check_page(va)
         if va in self.ptes:
             self.unmap(va)
@@ -236,32 +252,8 @@ class Stage1:
         for level, counts in self._tables.items():
             key = va >> _LEVEL_SHIFT[level]
             counts[key] = counts.get(key, 0) + 1
-        if self.builder is not None:
-            self.builder.set_leaf(va, _descriptor(pte))
-            self._walks.pop(va, None)
-            self._stops.clear()  # new tables change the level at which unmapped neighbours fault
-
-    def map_many(self, mappings: "Iterable[tuple[int, int, Perms]]") -> None:
-        """`map(va, pfn, perms)` for each (va, pfn, perms), the descriptors written a level-3 table at a
-        time. Why: a kernel image maps thousands of pages at boot; one descriptor read and write per
-        page was most of a boot's cost (the same table frames, rewritten entry by entry)."""
-        leaves: list[tuple[int, int]] = []
-        for va, pfn, perms in mappings:
-            va = _check_page(va)
-            if va in self.ptes:
-                self.unmap(va)
-            pte = self.ptes[va] = Pte(pfn, perms, True)
-            if perms.exec:
-                self.exec_frames.add(pfn)
-            for level, counts in self._tables.items():
-                key = va >> _LEVEL_SHIFT[level]
-                counts[key] = counts.get(key, 0) + 1
-            if self.builder is not None:
-                leaves.append((va, _descriptor(pte)))
-                self._walks.pop(va, None)
-        if leaves:
-            self.builder.set_leaves(leaves)
-            self._stops.clear()
+        self._walks.pop(va, None)
+        return va, pte
 
     def unmap(self, va: int) -> None:
         va = _check_page(va)
