@@ -18,6 +18,7 @@ from faultlab.sweep import (
     POISON,
     ROUTINES,
     Bench,
+    Shard,
     leaks,
     cases,
     full_product,
@@ -217,12 +218,24 @@ def test_guest_data_does_not_reach_the_host(name, two_secrets):
 
 # =========================================================================== the full sweeps
 
+# Each routine's full plan in FULL_PARTS parts (Shard K/N of its plan: the union of the parts is the
+# plan case for case, tests/test_shards.py), so that pytest-xdist spreads a long routine over workers
+# (the largest plans have 24,575 cases); the parts share the module's Bench (one per worker) instead
+# of each item forking two processes that set up benches of their own. A fixed count: sizing parts by
+# plan would enumerate every plan (0.4 s) at collection, in every run.
+FULL_PARTS = 4
+
+
+def _full_parts() -> list:
+    return [pytest.param(name, Shard(k, FULL_PARTS), id=f"{name}-{k}of{FULL_PARTS}") for name in ROUTINES for k in range(1, FULL_PARTS + 1)]
+
 
 @pytest.mark.sweep
-@pytest.mark.parametrize("name", list(ROUTINES))
-def test_full_sweep(name, capsys):
-    summary = run_sweep(name, full=True, jobs=2)
+@pytest.mark.parametrize("name,part", _full_parts())
+def test_full_sweep(name, part, bench, capsys):
+    summary = run_sweep(name, full=True, bench=bench, shard=part)
     with capsys.disabled():
-        print(f"\n{name}: {summary.cases} cases ({summary.full_product:.3g} in the full cross product), "
+        print(f"\n{name} part {part}: {summary.cases} of {summary.planned} cases ({summary.full_product:.3g} in the full cross product), "
               f"{summary.seconds:.1f}s, {summary.rate:.0f} cases/s")
+    assert summary.cases == len(summary.case_ids) > 0
     assert summary.ok, str(summary)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -93,15 +92,24 @@ def test_quick_sweep_against_reference(benches, key, name):
     assert {"hyp-panic", "host-oops"} <= set(summary.outcomes)
 
 
+# Each full plan in FULL_PARTS parts (Shard K/N of the plan; the parts tile it case for case,
+# tests/test_shards.py) on the module's bench of that kernel, so pytest-xdist spreads a routine over
+# workers (plans have 7,924-21,360 cases) without each item forking processes that boot their own.
+FULL_PARTS = 3
+
+
 @pytest.mark.sweep
 @pytest.mark.kernel
+@pytest.mark.parametrize("part", [sweep.Shard(k, FULL_PARTS) for k in range(1, FULL_PARTS + 1)], ids=lambda p: f"{p.index}of{p.count}")
 @pytest.mark.parametrize("name", ROUTINE_NAMES)
 @pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
-def test_full_sweep_against_reference(key, name):
-    vm = open_kernel(key)
-    summary = ks.sweep_kernel(vm, name, full=True, jobs=min(2, os.cpu_count() or 1))
-    print(f"\nLinux {vm.version.release}: {summary}")
-    assert summary.cases > 5000
+def test_full_sweep_against_reference(benches, key, name, part):
+    bench = benches(key)
+    vm = bench.vmlinux
+    summary = ks.sweep_kernel(vm, name, full=True, bench=bench, shard=part)
+    print(f"\nLinux {vm.version.release} part {part}: {summary}")
+    assert summary.planned > 5000
+    assert summary.cases == len(summary.case_ids) > 0
     assert summary.ok, str(summary)
 
 

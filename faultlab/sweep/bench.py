@@ -77,6 +77,8 @@ class Bench:
         self.secrets: dict[int, bytes] = {}
         self._grams: dict[tuple[bytes, int], frozenset[bytes]] = {}
         self._set_up: dict[str, LabSnapshot] = {}
+        self._snapshot_buffers: dict[str, frozenset[tuple[str, str, str]]] = {}  # the buffers each set-up snapshot holds
+        self._spans: dict[tuple[str, str], int] = {}  # pages either side of the guest page, by (routine, buffer)
         self.boots = 0  # labs set up
         self.recycles = 0  # labs put back to their set-up snapshot
 
@@ -101,14 +103,33 @@ class Bench:
         if lab is not None and len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS:
             lab.restore(self._set_up[policy])
             self.recycles += 1
-            for key in [k for k in self.buffers if k[0] == policy]:
-                del self.buffers[key]
+            self._rebuild_buffers(policy, lab)
             return lab
         if lab is None:
             lab = self.labs[policy] = self._make_lab(policy)
             self._set_up[policy] = lab.snapshot()
+            self._snapshot_buffers[policy] = frozenset()
             self.boots += 1
         return lab
+
+    def _rebuild_buffers(self, policy: str, lab: Lab) -> None:
+        """After a restore: map again the buffers allocated since the snapshot, and snapshot the lab with them.
+
+        Why: a recycle comes every RECYCLE_AFTER_DONATIONS donations, and mapping a sweep's buffers
+        again (tens of pages each, linear map plus user or alias) cost more than the restore itself.
+        The new snapshot is the set-up lab plus freshly allocated buffers and no guest pages, the
+        state every earlier recycle rebuilt by hand; later recycles come back to it directly.
+        """
+        kept = self._snapshot_buffers[policy]
+        lost = [(k, b) for k, b in self.buffers.items() if k[0] == policy and k not in kept]
+        if not lost:
+            return
+        for key, old in lost:
+            pages = len(old.region.pfns)
+            region = lab.alloc(old.region.name, pages, user=old.spec.mapping == "user", alias=old.spec.mapping == "alias")
+            self.buffers[key] = BenchBuffer(region, old.spec, old.span)
+        self._set_up[policy] = lab.snapshot()
+        self._snapshot_buffers[policy] = frozenset(k for k in self.buffers if k[0] == policy)
 
     def _make_lab(self, policy: str) -> Lab:
         """A new lab for `policy`: every guest_asm file loaded (KernelBench: a booted vmlinux)."""
@@ -128,7 +149,9 @@ class Bench:
         key = (policy, spec.name, name)
         if key not in self.buffers:
             bspec = spec.buffer(name)
-            span = -(-(spec.max_reach(name) + 32) // PAGE_SIZE) + 1
+            span = self._spans.get((spec.name, name))
+            if span is None:  # max_reach walks every size of both plans: once per routine, not per recycle
+                span = self._spans[(spec.name, name)] = -(-(spec.max_reach(name) + 32) // PAGE_SIZE) + 1
             lab = self.lab(policy)
             region = lab.alloc(f"{spec.name}.{name}", 2 * span + 3, user=bspec.mapping == "user", alias=bspec.mapping == "alias")
             self.buffers[key] = BenchBuffer(region, bspec, span)
