@@ -561,7 +561,6 @@ def test_random_load_store_words_decode_or_refuse(decoder):
 
 
 @pytest.mark.sweep
-def test_random_load_store_words_sweep():
-    decoder = AccessDecoder()
-    for seed in range(10):
-        check_decodes_or_refuses(decoder, random_load_store_words(100_000, seed))
+@pytest.mark.parametrize("seed", range(10))  # one item per seed: one item of all ten took 24-53 s
+def test_random_load_store_words_sweep(seed):
+    check_decodes_or_refuses(AccessDecoder(), random_load_store_words(100_000, seed))

@@ -6,9 +6,13 @@ do_mem_abort. Per case they must agree on the outcome, x0 when returned, every
 host byte of the windows, the reclaimed pages and the fixups taken; both must
 also meet the routine's reference contract. The default run takes a sample of
 every routine on both kernels; `-m "sweep and kernel"` every boundary of
-lengths 0-64 (0-32 for strscpy) and some longer ones.
+lengths 0-64 (0-32 for strscpy) and some longer ones, inside the full ours-vs-kernel
+differential of tests/test_vmlinux_routines.py (the same cases: it judges each
+case's kernel-model run against ours and against the real host's run).
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
@@ -52,11 +56,13 @@ def test_sample_real_vs_model(pairs, key, name):
     assert summary.real_entries > 0  # the kernel's own fault path decided some of the sample
 
 
-# The full sweep's lengths, in parts so that pytest-xdist (and --faultlab-shard) spread one routine
-# over workers (a routine was one 30-60 s item). A part's cases are exactly the full list's cases of
-# its lengths; the parts' lengths are disjoint and cover the list (test_length_parts_cover_the_sweep).
+# The full sweep: every boundary of lengths 0-64 (0-32 for strscpy, six sizes a length) and some longer
+# ones, under the three policies. Its cases are exactly the full ours-vs-kernel differential's
+# (tests/test_vmlinux_routines.py::test_differential_full, `-m sweep`), which runs each of them under
+# the model's fault path anyway: that item runs the case under the kernel's own fault path as well and
+# judges the pair with the same `compare` and contract checks as `HostPair.run` (disagreements, contract
+# problems, every case counted), so the kernel-model runs are not made twice. Pinned here: same cases.
 LONG_LENGTHS = (96, 127, 128, 255, 1000, 4096 + 23)
-LENGTH_PARTS = {"0-23": range(0, 24), "24-39": range(24, 40), "40-51": range(40, 52), "52-64": range(52, 65), "long": LONG_LENGTHS}
 
 
 def full_lengths(name: str) -> list[int]:
@@ -65,24 +71,14 @@ def full_lengths(name: str) -> list[int]:
     return [*range(upto), *LONG_LENGTHS]
 
 
-def test_length_parts_cover_the_sweep():
-    for name in ROUTINES:
-        parts = [[n for n in full_lengths(name) if n in part] for part in LENGTH_PARTS.values()]
-        assert sorted(n for p in parts for n in p) == sorted(full_lengths(name)), name
+@pytest.mark.parametrize("name", ROUTINES)
+def test_full_sweep_runs_in_the_differential(name):
+    from test_vmlinux_routines import FULL_DIFF_POLICIES, REAL_VS_MODEL, full_differential_cases
 
-
-FULL_PARTS = [pytest.param(name, part, id=f"{name}-{part}") for name in ROUTINES for part, lengths in LENGTH_PARTS.items()
-              if any(n in lengths for n in full_lengths(name))]
-
-
-@pytest.mark.sweep
-@pytest.mark.parametrize(("name", "part"), FULL_PARTS)
-@pytest.mark.parametrize("key", list(KERNELS), ids=KERNEL_IDS)
-def test_full_real_vs_model(pairs, key, name, part):
-    todo = boundary_cases(name, [n for n in full_lengths(name) if n in LENGTH_PARTS[part]])
-    summary = pairs(key).run(name, todo)
-    _check(summary, todo)
-    print(f"\n{key} {name}: {summary.cases} cases agree; the kernel's do_mem_abort ran {summary.real_entries} times; real outcomes {summary.outcomes}")
+    assert name in REAL_VS_MODEL and FULL_DIFF_POLICIES == DIFF_POLICIES
+    todo = boundary_cases(name, full_lengths(name))
+    assert full_differential_cases(name) == todo
+    assert Counter(c for p in DIFF_POLICIES for c in full_differential_cases(name, p)) == Counter(todo)
 
 
 def test_a_reused_lab_counts_refaults_per_run():

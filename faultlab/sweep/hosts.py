@@ -109,14 +109,7 @@ class HostPair:
         spec = kernel_spec(self.vmlinux, name)
         summary = PairSummary()
         for case in todo:
-            m, r = run_case(self.model, spec, case), run_case(self.real, spec, case)
-            summary.cases += 1
-            summary.real_entries += sum(1 for e in r.events if e.kind == "do_mem_abort")
-            summary.outcomes[r.outcome] = summary.outcomes.get(r.outcome, 0) + 1
-            what = compare(m, r)
-            if what:
-                summary.disagreements.append(Disagreement(case, tuple(what)))
-            summary.contract += [f"{case} ({host}): {p}" for host, run in (("model", m), ("real", r)) for p in run.problems]
+            summary.add(case, run_case(self.model, spec, case), run_case(self.real, spec, case))
         return summary
 
 
@@ -129,6 +122,20 @@ class PairSummary:
     outcomes: dict[str, int] = field(default_factory=dict)  # the real host's
     disagreements: list[Disagreement] = field(default_factory=list)
     contract: list[str] = field(default_factory=list)  # problems either run had against the reference contract
+
+    def add(self, case: Case, model: CaseRun, real: CaseRun) -> None:
+        """Judge one case's two runs (the same case on the model's and the kernel's fault path) and count it.
+
+        Apart from `HostPair.run` so that a run the caller already has (the kernel-model run an
+        ours-vs-kernel differential judges too) is not run again.
+        """
+        self.cases += 1
+        self.real_entries += sum(1 for e in real.events if e.kind == "do_mem_abort")
+        self.outcomes[real.outcome] = self.outcomes.get(real.outcome, 0) + 1
+        what = compare(model, real)
+        if what:
+            self.disagreements.append(Disagreement(case, tuple(what)))
+        self.contract += [f"{case} ({host}): {p}" for host, run in (("model", model), ("real", real)) for p in run.problems]
 
 
 __all__ = ["DIFF_POLICIES", "Disagreement", "HostPair", "PairSummary", "boundary_cases", "compare", "fixups_of", "sample"]
