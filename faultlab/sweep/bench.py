@@ -28,6 +28,10 @@ GUEST_ASM = SOURCE_DIR
 # that the ownership state stays in the invariant check's memoised range (hyp/invariants.py
 # MEMO_MAX_ITEMS), large enough that restores (~0.3 ms, plus the buffers' mappings again) are rare.
 RECYCLE_AFTER_DONATIONS = 16
+# ... or after this many injected aborts: a lab whose guest keeps its page (inject, panic) never
+# donates again, but pKVM's injection records and the host's fixups and delivered signals grow with
+# every fault it is injected (a 6.1 livelock case injects ~8); memory only, not time per case.
+RECYCLE_AFTER_INJECTIONS = 4096
 KERNEL_FILES = ("uaccess.S", "word_at_a_time.S", "gup.S")
 USER_FILES = ("vmm.S",)
 
@@ -90,7 +94,8 @@ class Bench:
         return self._grams[key]
 
     def lab(self, policy: str) -> Lab:
-        """The policy's lab, set up once; after RECYCLE_AFTER_DONATIONS donations it goes back to its set-up snapshot.
+        """The policy's lab, set up once; after RECYCLE_AFTER_DONATIONS donations (or RECYCLE_AFTER_INJECTIONS
+        injected aborts) it goes back to its set-up snapshot.
 
         Why: a case whose guest page EL2 took back (a reclaim) donates a fresh gfn next time, and
         each reclaim leaves a POISON entry in the guest's records. Left to grow over a sweep, the
@@ -100,7 +105,7 @@ class Bench:
         cases' results do not depend on when the bench recycles.
         """
         lab = self.labs.get(policy)
-        if lab is not None and len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS:
+        if lab is not None and (len(lab.guest_pages) >= RECYCLE_AFTER_DONATIONS or len(lab.hyp.injections) >= RECYCLE_AFTER_INJECTIONS):
             lab.restore(self._set_up[policy])
             self.recycles += 1
             self._rebuild_buffers(policy, lab)
