@@ -151,13 +151,12 @@ class TableBuilder:
     """
 
     def __init__(self, read_u64: Callable[[int], int], write_u64: Callable[[int, int], None],
-                 alloc_table: Callable[[], int], *, read: Callable[[int, int], bytes] | None = None,
-                 write: Callable[[int, bytes], None] | None = None) -> None:
+                 alloc_table: Callable[[], int], *, read: Callable[[int, int], bytes],
+                 write: Callable[[int, bytes], None]) -> None:
         self._read_u64 = read_u64
         self._write_u64 = write_u64
-        # whole-table reads and writes for set_leaves (else entry by entry)
-        self._read = read or (lambda pa, n: b"".join(read_u64(pa + i).to_bytes(8, "little") for i in range(0, n, 8)))
-        self._write = write or (lambda pa, data: [write_u64(pa + i, int.from_bytes(data[i : i + 8], "little")) for i in range(0, len(data), 8)])
+        self._read = read  # whole-table reads and writes, for set_leaves
+        self._write = write
         self._alloc = alloc_table
         self.roots: dict[int, int] = {}  # 0: TTBR0, 1: TTBR1 -> root table pfn
         self.frames: set[int] = set()  # every table frame allocated
