@@ -37,7 +37,7 @@ from faultlab.lab import Lab, LabError
 from faultlab.runner import RunError, run
 from faultlab.scenario import load, parse
 from faultlab.sweep import ROUTINES, Case, run_case
-from faultlab.sweep.hosts import PairSummary
+from faultlab.sweep.hosts import PairSummary, host_bytes_differing
 from host.ptregs import PtRegs
 from hyp.policies import POLICIES
 from test_vmlinux import KERNEL_IDS, KERNELS, full_name_hash_ref, open_kernel
@@ -254,12 +254,9 @@ def _differing(ko: sweep.CaseRun, kk: sweep.CaseRun) -> dict[str, list[int]]:
     """Window offsets where the two runs left different host bytes (the guest's page excluded)."""
     out = {}
     for window, w in ko.windows.items():
-        a, b = ko.memory[window], kk.memory[window]
-        assert len(a) == len(b) == len(w.data) == len(kk.windows[window].data)
-        if a == b:
-            continue
-        guest = range(w.guest[0] - w.va, w.guest[1] - w.va) if w.guest and window not in ko.reclaimed else range(0)
-        bad = [i for i in range(len(a)) if a[i] != b[i] and i not in guest]
+        b = kk.memory[window]
+        assert len(ko.memory[window]) == len(b) == len(w.data) == len(kk.windows[window].data)
+        bad = host_bytes_differing(ko, window, b)
         if bad:
             out[window] = bad
     return out

@@ -87,12 +87,38 @@ def compare(model: CaseRun, real: CaseRun) -> list[str]:
         if a == b:
             continue
         # the guest's page holds the guest's bytes (per frame, so per lab) until it is reclaimed
-        guest = range(w.guest[0] - w.va, w.guest[1] - w.va) if w.guest and window not in model.reclaimed else range(0)
-        bad = [i for i in range(len(a)) if a[i] != b[i] and i not in guest]
+        bad = host_bytes_differing(model, window, b)
         if bad:
             i = bad[0]
             what.append(f"{window}: {len(bad)} host bytes differ, first at +{i}: model {a[i]:#04x}, real {b[i]:#04x}")
     return what
+
+
+_SCAN = 64  # bytes compared per slice while looking for the differing ones
+
+
+def host_bytes_differing(run: CaseRun, window: str, other: bytes) -> list[int]:
+    """Offsets in `window` where `other` differs from `run`'s bytes, the guest's page left out
+    until `run` reclaimed it (the guest's bytes are per frame, so per lab).
+
+    Compared a slice at a time and only a differing slice byte by byte: a per-byte loop over
+    every window of every case was a fifth of the full differential's time.
+    """
+    w, a = run.windows[window], run.memory[window]
+    if a == other:
+        return []
+    if w.guest and window not in run.reclaimed:
+        g0, g1 = max(w.guest[0] - w.va, 0), max(w.guest[1] - w.va, 0)
+        spans = ((0, min(g0, len(a))), (max(g1, g0), len(a)))
+    else:
+        spans = ((0, len(a)),)
+    bad = []
+    for lo, hi in spans:
+        for start in range(lo, hi, _SCAN):
+            end = min(start + _SCAN, hi)
+            if a[start:end] != other[start:end]:
+                bad += [i for i in range(start, end) if a[i] != other[i]]
+    return bad
 
 
 @dataclass
