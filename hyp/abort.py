@@ -2,7 +2,8 @@
 
 Order (mem_protect.c: handle_host_mem_abort): recover the IPA from HPFAR_EL2
 (plus FAR's page offset), and if the host may access the frame (it owns or
-shares it) install the identity mapping and retry. Otherwise the frame belongs
+shares it) install the identity mapping - a 2 MiB block where the table
+allows (hyp/stage2.py) - and retry. Otherwise the frame belongs
 to the hypervisor or to a guest, and the active policy's `on_protected_access`
 decides (hyp/policies.py).
 """
@@ -31,8 +32,8 @@ def handle_host_mem_abort(el2: "El2", policy: "Policy", abort: "MemoryAbort") ->
     # moved them at the `abort` event, so then they are read as usual.
     pc, el = (abort.pc, abort.el) if machine.debugger is None else (None, None)
     if el2.ownership.host_may_access(pfn):
-        el2.stage2.idmap(pfn)
-        machine.log("idmap", lambda: f"host stage-2 idmap pfn {pfn:#x}", pc=pc, el=el, pfn=pfn)
+        frames = el2.stage2.idmap(pfn)
+        machine.log("idmap", lambda: _idmap_message(pfn, frames), pc=pc, el=el, pfn=pfn, first_pfn=frames.start, pages=len(frames))
         return None
     access = ProtectedAccess(abort, ipa, str(el2.ownership.owner(pfn)))
     machine.log(
@@ -45,3 +46,11 @@ def handle_host_mem_abort(el2: "El2", policy: "Policy", abort: "MemoryAbort") ->
         abort=abort,
     )
     return policy.on_protected_access(el2, access)
+
+
+def _idmap_message(pfn: int, frames: range) -> str:
+    if len(frames) > 1:
+        return f"host stage-2 idmap pfn {pfn:#x}: {len(frames) * 4 // 1024} MiB block, pfns {frames.start:#x}-{frames.stop - 1:#x}"
+    if not frames:
+        return f"host stage-2 idmap pfn {pfn:#x}: mapped already, retry"
+    return f"host stage-2 idmap pfn {pfn:#x}"

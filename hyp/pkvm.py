@@ -41,7 +41,7 @@ class Hyp:
         self.check_invariants = check_invariants
         self.policy = policy_by_name(policy) if isinstance(policy, str) else policy
         self.abi = abi
-        self.stage2 = HostStage2(machine.stage2_changed)
+        self.stage2 = HostStage2(machine.stage2_changed, machine.phys.first_pfn, machine.phys.first_pfn + machine.phys.nr_frames)
         self.ownership = Ownership(
             machine.phys.first_pfn,
             machine.phys.nr_frames,

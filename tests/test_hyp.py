@@ -367,9 +367,11 @@ def _stage2_aborts(result, pfn: int) -> list:
 
 
 def test_first_access_to_a_host_frame_aborts_once_then_never():
+    """In a 2 MiB region that already holds a level-3 table: the frame is mapped alone."""
     s = make_system("inject")
     m = s.machine
     pfn = s.data_pfns[0]
+    s.hyp.stage2.split(pfn)
     m.map_page(ALIAS_VA, pfn, "rw")
     code = s.load("ldr x1, [x0]; ldr x2, [x0, #8]; str x2, [x0, #16]; ret")
     first = m.call(code, DATA_VA)
