@@ -463,3 +463,34 @@ def test_event_messages_format_once_when_read_and_compare_as_text():
     assert pickle.loads(pickle.dumps(Event.make(4, "k", 1, 0, lambda: "m", {}))) == Event(4, "k", 1, 0, "m", {})
     assert copy.deepcopy(lazy) == plain
     assert Event.make(3, "idmap", 0x1000, 1, lambda: "other", {}) != plain
+
+
+@pytest.mark.parametrize("caller_enabled", [True, False])
+def test_a_run_pauses_automatic_collection_and_puts_the_callers_setting_back(caller_enabled):
+    """Machine.run disables the cyclic GC while it runs (docs/performance.md: the collector's passes
+    over a run's live events) and restores what the caller had, also when a handler raises."""
+    import gc
+
+    from emu.machine import Machine
+
+    m = Machine(phys_size=4 << 20)
+    m.load(CODE_VA, assemble("brk #1\n ret", CODE_VA), "rx")
+    seen = []
+
+    def handler(machine):
+        seen.append(gc.isenabled())
+        raise RuntimeError("a handler's bug")
+
+    m.add_exit(CODE_VA, handler)
+    was = gc.isenabled()
+    try:
+        (gc.enable if caller_enabled else gc.disable)()
+        with pytest.raises(RuntimeError, match="a handler's bug"):
+            m.call(CODE_VA)
+        assert seen == [False]  # paused inside the run
+        assert gc.isenabled() is caller_enabled
+        m.remove_exit(CODE_VA)
+        m.load(CODE_VA, assemble("ret", CODE_VA), "rx")
+        assert m.call(CODE_VA).returned and gc.isenabled() is caller_enabled
+    finally:
+        (gc.enable if was else gc.disable)()
