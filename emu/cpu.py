@@ -98,11 +98,51 @@ class ExceptionEntry:
     spsr: int
 
 
-def _batch(ids: "tuple[int, ...]") -> "tuple[ctypes.Array, ctypes.Array, ctypes.Array]":
-    """The (ids, pointers, values) arrays of one uc_reg_{read,write}_batch over `ids`."""
-    vals = (ctypes.c_uint64 * len(ids))()
-    ptrs = (ctypes.c_void_p * len(ids))(*[ctypes.addressof(vals) + 8 * i for i in range(len(ids))])
-    return (ctypes.c_int32 * len(ids))(*ids), ptrs, vals
+class _Batch:
+    """One uc_reg_{read,write}_batch over a fixed list of registers: Unicorn ids, and system registers
+    by encoding (op0, op1, crn, crm, op2), which go through UC_ARM64_REG_CP_REG with a struct of
+    their own. A batch is applied in order (a write of SCTLR_EL1 after PSTATE's rebuilds the flags
+    for the new PSTATE); a system register alone costs a ctypes call of ~0.8 us."""
+
+    def __init__(self, regs: "tuple[int | tuple[int, int, int, int, int], ...]") -> None:
+        n = len(regs)
+        self.regs = regs
+        self.ids = (ctypes.c_int32 * n)(*[A.UC_ARM64_REG_CP_REG if isinstance(r, tuple) else r for r in regs])
+        self.vals = (ctypes.c_uint64 * n)()
+        self.cps: list[tuple[int, _CpReg]] = []
+        ptrs = []
+        for i, r in enumerate(regs):
+            if isinstance(r, tuple):
+                cp = _CpReg()
+                cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = r
+                self.cps.append((i, cp))
+                ptrs.append(ctypes.addressof(cp))
+            else:
+                ptrs.append(ctypes.addressof(self.vals) + 8 * i)
+        self.ptrs = (ctypes.c_void_p * n)(*ptrs)
+        self.n = n
+
+    def read(self, cpu: "Cpu") -> list[int]:
+        ctypes.memset(self.vals, 0, ctypes.sizeof(self.vals))  # 32-bit registers are written in part
+        for _, cp in self.cps:
+            cp.val = 0
+        if _uclib.uc_reg_read_batch(cpu._handle, self.ids, self.ptrs, self.n):
+            return [cpu._cp_read(*r) if isinstance(r, tuple) else cpu.uc.reg_read(r) for r in self.regs]  # the binding raises
+        values = self.vals[:]
+        for i, cp in self.cps:
+            values[i] = cp.val
+        return values
+
+    def write(self, cpu: "Cpu", values: "list[int]") -> None:
+        self.vals[:] = [v & MASK64 for v in values]
+        for i, cp in self.cps:
+            cp.val = values[i] & MASK64
+        if _uclib.uc_reg_write_batch(cpu._handle, self.ids, self.ptrs, self.n):
+            for r, value in zip(self.regs, values):
+                if isinstance(r, tuple):
+                    cpu._cp_write(*r, value)
+                else:
+                    cpu.uc.reg_write(r, value & MASK64)  # the binding raises
 
 
 def _vreg(n: int) -> int:
@@ -132,15 +172,19 @@ class Cpu:
         self._batch_ptrs = (ctypes.c_void_p * len(_SNAPSHOT_IDS))(
             *[ctypes.addressof(self._batch_vals) + 8 * i for i in range(len(_SNAPSHOT_IDS))]
         )
-        # Exception entry and PSTATE writes read and write their registers in batches too (each
-        # register alone is a ctypes call of ~0.6 us; an entry touched a dozen of them).
-        self._banks_read = _batch((A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1))
-        self._entry_read = _batch((A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_VBAR_EL1))
-        self._batches: dict[tuple[int, ...], tuple] = {}
-        self._frame_read = _batch((*_X, A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_ELR_EL1))
-        self._exit_write_sp = _batch((*_X, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_SP))
-        self._exit_write_sp0 = _batch((*_X, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_SP_EL0))
-        self._exit_write_both = _batch((*_X, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP))
+        # Exception entry, PSTATE writes, kernel_entry/exit move their registers in batches too, the
+        # system registers among them (each register alone is a ctypes call of ~0.6-0.8 us).
+        R, sctlr, spsr = A, _CP["SCTLR_EL1"], _CP["SPSR_EL1"]
+        self._banks_read = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1, sctlr))
+        self._entry_read = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1,
+                                   R.UC_ARM64_REG_VBAR_EL1, sctlr))
+        self._switch_writes: dict[tuple, _Batch] = {}
+        frame = (*_X, R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_ELR_EL1, spsr)
+        self._frame_read = _Batch(frame)
+        self._frame_read_syndrome = _Batch((*frame, R.UC_ARM64_REG_ESR_EL1, R.UC_ARM64_REG_FAR_EL1))
+        self._exit_write_sp = _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, R.UC_ARM64_REG_SP))
+        self._exit_write_sp0 = _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, R.UC_ARM64_REG_SP_EL0))
+        self._exit_write_both = _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP))
 
     def read64(self, reg_id: int) -> int:
         """A register by Unicorn id, through the fast path.
@@ -278,32 +322,36 @@ class Cpu:
 
     def set_pstate(self, value: int) -> None:
         """Write PSTATE, switching the banked SP and making Unicorn rebuild its EL state."""
-        old, sp, sp0, sp1 = self._read_many(*self._banks_read)
+        old, sp, sp0, sp1, sctlr = self._banks_read.read(self)
         if old == value:
             return
-        self._switch_pstate(old, sp, sp0, sp1, value, ())
+        self._switch_pstate(old, sp, sp0, sp1, value, sctlr, ())
 
-    def _switch_pstate(self, old: int, sp: int, sp0: int, sp1: int, value: int, also: "tuple[tuple[int, int], ...]") -> None:
-        """PSTATE old -> value given the live SP and the banked SP_EL0/SP_EL1 as read; `also`: more
-        (Unicorn id, value) writes for the same batch.
+    def _switch_pstate(
+        self, old: int, sp: int, sp0: int, sp1: int, value: int, sctlr: int,
+        also: "tuple[tuple[object, int], ...]", before: "tuple[tuple[object, int], ...]" = (),
+    ) -> None:
+        """PSTATE old -> value given the live SP and the banked SP_EL0/SP_EL1 as read, and SCTLR_EL1's
+        value; `before`/`also`: more (register, value) writes for the same batch, before and after
+        the PSTATE switch (a register is a Unicorn id or a system register's encoding).
 
         Unicorn keeps the selected stack pointer live in SP and does not swap banks on a PSTATE
         write: the live SP goes to its bank, the new selection's bank becomes the live SP.
-        Then SCTLR_EL1 is rewritten: Unicorn caches the EL in its translation flags and rebuilds
-        them only on such a write.
+        Then SCTLR_EL1 is rewritten (last in the batch): Unicorn caches the EL in its translation
+        flags and rebuilds them only on such a write.
         """
         if self._uses_sp_el0(old):
             sp0 = sp
         elif ((old >> 2) & 3) == 1:
             sp1 = sp
         live = sp0 if self._uses_sp_el0(value) else sp1
-        ids = (A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_SP, *(i for i, _ in also))
-        batch = self._batches.get(ids)
+        regs = (*(r for r, _ in before), A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_SP,
+                *(r for r, _ in also), _CP["SCTLR_EL1"])
+        batch = self._switch_writes.get(regs)
         if batch is None:
-            batch = self._batches[ids] = _batch(ids)
-        self._write_many(*batch, [value, sp0, sp1, live, *(v for _, v in also)])
-        # The same value back: the machine's modes (on_sctlr_write) follow SCTLR_EL1's value, which this does not change.
-        self._cp_write(*_CP["SCTLR_EL1"], self._cp_read(*_CP["SCTLR_EL1"]))
+            batch = self._switch_writes[regs] = _Batch(regs)
+        # The same SCTLR_EL1 value back: the machine's modes (on_sctlr_write) follow its value, which this does not change.
+        batch.write(self, [*(v for _, v in before), value, sp0, sp1, live, *(v for _, v in also), sctlr])
 
     # system registers ---------------------------------------------------
     def read_sysreg(self, name: str) -> int:
@@ -370,39 +418,31 @@ class Cpu:
         The interrupted SP is SP_EL0 when SPSR_EL1 says the exception came from EL0, else the SP the
         handler runs on (the entry keeps EL1's stack).
         """
-        vals = self._read_many(*self._frame_read)
-        pstate, sp, sp0, elr = vals[31:]
-        spsr = self._cp_read(*_CP["SPSR_EL1"])
+        return self._entry_frame(self._frame_read.read(self))
+
+    def entry_frame_and_syndrome(self) -> tuple[tuple[list[int], int, int, int], int, int]:
+        """entry_frame() and ESR_EL1, FAR_EL1 (what an exception handler reads next), in the same batch."""
+        vals = self._frame_read_syndrome.read(self)
+        return self._entry_frame(vals), vals[36], vals[37]
+
+    def _entry_frame(self, vals: list[int]) -> tuple[list[int], int, int, int]:
+        pstate, sp, sp0, elr, spsr = vals[31:36]
         if (spsr >> 2) & 3 == 0:
             sp = sp if self._uses_sp_el0(pstate) else sp0
         return vals[:31], sp, elr, spsr
 
     def exit_frame(self, x: "list[int]", sp: int, elr: int, spsr: int) -> None:
-        """kernel_exit up to (not including) the eret: x0..x30, ELR_EL1, SPSR_EL1 and the SP to return
-        to (SP_EL0 for a return to EL0, else the current SP) in one batched write and one SPSR write."""
+        """kernel_exit up to (not including) the eret: SPSR_EL1, x0..x30, ELR_EL1 and the SP to return
+        to (SP_EL0 for a return to EL0, else the current SP) in one batched write."""
         if len(x) != 31:
             raise ValueError(f"exit_frame takes 31 values (x0-x30), not {len(x)}")
-        self._cp_write(*_CP["SPSR_EL1"], spsr)
         if (spsr >> 2) & 3 == 0:
             if self._uses_sp_el0(self.pstate):  # SP_EL0 is the live SP too (as the sp_el0 setter does)
-                self._write_many(*self._exit_write_both, [*x, elr, sp, sp])
+                self._exit_write_both.write(self, [spsr, *x, elr, sp, sp])
             else:
-                self._write_many(*self._exit_write_sp0, [*x, elr, sp])
+                self._exit_write_sp0.write(self, [spsr, *x, elr, sp])
         else:
-            self._write_many(*self._exit_write_sp, [*x, elr, sp])
-
-    def _read_many(self, ids: "ctypes.Array", ptrs: "ctypes.Array", vals: "ctypes.Array") -> list[int]:
-        """Registers by Unicorn id in one batched read (values zeroed first: 32-bit ones are written in part)."""
-        ctypes.memset(vals, 0, ctypes.sizeof(vals))
-        if _uclib.uc_reg_read_batch(self._handle, ids, ptrs, len(ids)):
-            return [self.uc.reg_read(i) for i in ids]  # let the binding raise its own error
-        return vals[:]
-
-    def _write_many(self, ids: "ctypes.Array", ptrs: "ctypes.Array", vals: "ctypes.Array", values: list[int]) -> None:
-        vals[:] = [v & MASK64 for v in values]
-        if _uclib.uc_reg_write_batch(self._handle, ids, ptrs, len(ids)):
-            for reg_id, value in zip(ids, values):
-                self.uc.reg_write(reg_id, value & MASK64)
+            self._exit_write_sp.write(self, [spsr, *x, elr, sp])
 
     # exception entry ------------------------------------------------------
     def take_exception(self, *, esr: int, far: int | None, return_pc: int, kind: VectorKind = VectorKind.SYNC) -> ExceptionEntry:
@@ -413,7 +453,7 @@ class Cpu:
         masked; NZCV and DIT are kept, UAO is cleared; PAN is set when SCTLR_EL1.SPAN is 0; SSBS is
         set from SCTLR_EL1.DSSBS; PC = VBAR_EL1 + group + kind.
         """
-        old, sp, sp0, sp1, vbar = self._read_many(*self._entry_read)
+        old, sp, sp0, sp1, vbar, sctlr = self._entry_read.read(self)
         from_el = (old >> 2) & 3
         if from_el == 0:
             group = VectorOffset.LOWER_A64
@@ -421,7 +461,6 @@ class Cpu:
             group = VectorOffset.CURRENT_SPX
         else:
             group = VectorOffset.CURRENT_SP0
-        sctlr = self._cp_read(*_CP["SCTLR_EL1"])
         # Arm ARM AArch64.TakeException: UAO <- 0, PAN kept unless SPAN == 0
         new = (old & (PSTATE_NZCV | PSTATE_DIT | PSTATE_PAN)) | PSTATE_DAIF | (1 << 2) | PSTATE_SP
         if not sctlr & SCTLR_SPAN:
@@ -429,10 +468,9 @@ class Cpu:
         if sctlr & SCTLR_DSSBS:
             new |= PSTATE_SSBS
         vector = (vbar + group + kind) & MASK64
-        self._cp_write(*_CP["SPSR_EL1"], old)
         writes = ((A.UC_ARM64_REG_ELR_EL1, return_pc), (A.UC_ARM64_REG_ESR_EL1, esr))
         if far is not None:
             writes += ((A.UC_ARM64_REG_FAR_EL1, far),)
-        # PSTATE and the SP banks, ELR/ESR/FAR and PC in one batch; then the flags rebuild (SCTLR_EL1)
-        self._switch_pstate(old, sp, sp0, sp1, new, (*writes, (A.UC_ARM64_REG_PC, vector)))
+        # SPSR_EL1, PSTATE and the SP banks, ELR/ESR/FAR, PC and the flags rebuild (SCTLR_EL1): one batch
+        self._switch_pstate(old, sp, sp0, sp1, new, sctlr, (*writes, (A.UC_ARM64_REG_PC, vector)), before=((_CP["SPSR_EL1"], old),))
         return ExceptionEntry(from_el, vector, esr, far, return_pc, old)

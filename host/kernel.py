@@ -138,9 +138,8 @@ class HostKernel:
 
     def _el_sync(self, *, from_el0: bool, here: int | None = None) -> Outcome | None:
         cpu = self.machine.cpu
-        regs = PtRegs.save(cpu)
-        esr = Esr(cpu.read_sysreg("ESR_EL1"))
-        far = cpu.read_sysreg("FAR_EL1")
+        regs, esr_value, far = PtRegs.save_with_syndrome(cpu)
+        esr = Esr(esr_value)
         if self._depth >= MAX_NESTED_EXCEPTIONS:
             # Exception entry is re-entrant in the kernel; only the stack ends an endless recursion.
             return self._die_outcome(Die("kernel stack overflow", esr.value, far, regs.as_dict()))

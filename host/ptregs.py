@@ -36,6 +36,12 @@ class PtRegs:
         x, sp, elr, spsr = cpu.entry_frame()
         return cls(x, sp, elr, spsr)
 
+    @classmethod
+    def save_with_syndrome(cls, cpu: "Cpu") -> "tuple[PtRegs, int, int]":
+        """save() and ESR_EL1, FAR_EL1, which the handler reads next (one batched read for all)."""
+        (x, sp, elr, spsr), esr, far = cpu.entry_frame_and_syndrome()
+        return cls(x, sp, elr, spsr), esr, far
+
     def restore(self, cpu: "Cpu") -> None:
         """kernel_exit up to (not including) the eret, which the CPU executes itself."""
         cpu.exit_frame(self.x, self.sp, self.pc, self.pstate)

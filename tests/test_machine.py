@@ -392,6 +392,10 @@ def test_batched_entry_exit_and_pstate_switch_match_one_register_at_a_time():
             cpu.write_sysreg("SPSR_EL1", spsr)
             interrupted = cpu.sp_el0 if (spsr >> 2) & 3 == 0 else cpu.sp
             assert cpu.entry_frame() == (values, interrupted, elr, spsr)
+            esr, far = u64() & 0xFFFF_FFFF, u64()
+            cpu.write_sysreg("ESR_EL1", esr)
+            cpu.write_sysreg("FAR_EL1", far)
+            assert cpu.entry_frame_and_syndrome() == ((values, interrupted, elr, spsr), esr, far)
             # kernel_exit: the frame written back, SP_EL0 (returning to EL0) or the current SP
             back = [rng.getrandbits(64) for _ in range(31)]
             to_sp, to_elr = u64(), u64()

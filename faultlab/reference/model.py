@@ -96,17 +96,30 @@ class RefMemory:
         self.reclaimed: set[str] = set()
         self.touched = False
         self.log: list[str] = []
+        # (name, va, end) per window, in order. A model walks a buffer chunk by chunk, so the window
+        # of the last access is asked first - only when no two windows overlap (then it is the
+        # only window that can hold the access, as the in-order search would find).
+        self._spans = [(name, w.va, w.end) for name, w in self.windows.items()]
+        ordered = sorted(self._spans, key=lambda span: span[1])
+        self._disjoint = all(a[2] <= b[1] for a, b in zip(ordered, ordered[1:]))
+        self._last = self._spans[0] if self._spans and self._disjoint else None
 
     def _window(self, va: int, n: int) -> tuple[str, int]:
-        for name, w in self.windows.items():
-            if w.va <= va and va + n <= w.end:
-                return name, va - w.va
+        last = self._last
+        if last is not None and last[1] <= va and va + n <= last[2]:
+            return last[0], va - last[1]
+        for span in self._spans:
+            name, lo, hi = span
+            if lo <= va and va + n <= hi:
+                if self._disjoint:
+                    self._last = span
+                return name, va - lo
         raise ModelError(f"access [{va:#x}, {va + n:#x}) is outside every window")
 
     def first_guest_byte(self, va: int, n: int) -> int | None:
         """The first address of [va, va + n) on a page the guest still owns."""
         for name, (lo, hi) in self.guest.items():
-            if name not in self.reclaimed and va < hi and lo < va + n:
+            if va < hi and lo < va + n and name not in self.reclaimed:
                 return max(va, lo)
         return None
 
@@ -139,9 +152,9 @@ class RefMemory:
         return bytes(self.want[name][off : off + n])
 
     def read(self, va: int, n: int, access: Access) -> bytes:
-        self._window(va, n)
+        name, off = self._window(va, n)
         self.check_guest(va, n, access, "read")
-        return self.peek(va, n)
+        return bytes(self.want[name][off : off + n])  # as peek(), after a reclaim scrubbed it
 
     def write(self, va: int, data: bytes, access: Access) -> None:
         name, off = self._window(va, len(data))
