@@ -239,3 +239,45 @@ def test_full_sweep(name, part, bench, capsys):
               f"{summary.seconds:.1f}s, {summary.rate:.0f} cases/s")
     assert summary.cases == len(summary.case_ids) > 0
     assert summary.ok, str(summary)
+
+
+@pytest.mark.parametrize("policy", ["inject", "inject-reclaim", "panic"])
+@pytest.mark.parametrize("model", ["copy_from_kernel_nofault", "copy_to_kernel_nofault"])
+def test_nofault_models_one_step_prefix_is_the_chunk_loop(monkeypatch, policy, model):
+    """faultlab/reference/access.py copies the chunks before any guest page in one step: on every
+    length 0-40 and every distance of the guest page, and with overlapping buffers, the model's
+    expectation equals the plain chunk-by-chunk loop's."""
+    from faultlab.reference import access
+
+    src_lo, dst_lo, page = 0x10000, 0x20000, 0x1000
+    rng = random.Random(7)
+
+    def windows(src_guest: bool) -> dict[str, ref.Window]:
+        src = ref.Window("src", src_lo, rng.randbytes(2 * page), (src_lo + page, src_lo + 2 * page) if src_guest else None)
+        dst = ref.Window("dst", dst_lo, rng.randbytes(2 * page), None if src_guest else (dst_lo + page, dst_lo + 2 * page))
+        return {"src": src, "dst": dst}
+
+    def both(case: ref.RefCase):
+        fast = getattr(access, model)(case)
+        with monkeypatch.context() as m:
+            m.setattr(access, "_clear_prefix", lambda *a: 0)
+            slow = getattr(access, model)(case)
+        return fast, slow
+
+    traits = traits_of(POLICIES[policy])
+    for n in range(0, 41):
+        for back in range(0, 42, 3):  # the guest page this far past the buffer's start
+            for src_guest in (True, False):
+                w = windows(src_guest)
+                src = src_lo + page - back if src_guest else src_lo + 8
+                dst = dst_lo + page - back if not src_guest else dst_lo + 8
+                fast, slow = both(ref.RefCase((dst, src, n), w, traits))
+                assert (fast.outcome, fast.regs, fast.reclaimed, fast.touched) == (slow.outcome, slow.regs, slow.reclaimed, slow.touched)
+                assert fast.images(fast.regs) == slow.images(slow.regs), (n, back, src_guest)
+    # overlapping buffers: the prefix step stays out of it
+    data = rng.randbytes(2 * page)
+    w = {"w": ref.Window("w", src_lo, data, None)}
+    for n in (8, 24, 40):
+        for delta in (-16, -8, 8, 16):
+            fast, slow = both(ref.RefCase((src_lo + 64 + delta, src_lo + 64, n), w, traits))
+            assert fast.images(fast.regs) == slow.images(slow.regs)
