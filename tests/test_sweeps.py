@@ -281,3 +281,19 @@ def test_nofault_models_one_step_prefix_is_the_chunk_loop(monkeypatch, policy, m
         for delta in (-16, -8, 8, 16):
             fast, slow = both(ref.RefCase((src_lo + 64 + delta, src_lo + 64, n), w, traits))
             assert fast.images(fast.regs) == slow.images(slow.regs)
+
+
+def test_window_fill_is_the_cases_own_and_in_the_fill_range():
+    """faultlab/sweep/case.py window_fill: a function of the case's rng (same seed, same bytes), bytes
+    only from the fill table's image, different cases different bytes, big windows drawn afresh."""
+    from faultlab.sweep.case import FILL_POOL, window_fill
+    from faultlab.sweep.spec import FILL_DST, FILL_SRC
+
+    for table in (FILL_SRC, FILL_DST):
+        allowed = set(table)
+        a = window_fill(random.Random(5), 12288, table)
+        assert a == window_fill(random.Random(5), 12288, table) and len(a) == 12288
+        assert set(a) <= allowed and len(set(a)) > len(allowed) // 2
+        assert window_fill(random.Random(6), 12288, table) != a
+        big = window_fill(random.Random(5), FILL_POOL, table)
+        assert len(big) == FILL_POOL and set(big) <= allowed
