@@ -51,6 +51,8 @@ from emu.memory import (
 UNTIL_VA = 0x0000_7FFF_0000_0400
 _UNTIL_PROBE_PAGE = (UNTIL_VA - 1) & ~0x3FF
 
+# Stage 2's refusal when it names no fault of its own (a frame it does not map); frozen, so shared.
+_STAGE2_TRANSLATION = WalkFault("translation", 3)
 _PROT = {AccessType.READ: UC_PROT_READ, AccessType.WRITE: UC_PROT_WRITE, AccessType.EXEC: UC_PROT_EXEC}
 
 Stage2Check = Callable[[int, AccessType], "bool | WalkFault"]
@@ -219,7 +221,7 @@ class AddressSpace:
         if self.stage2 is not None:
             verdict = self.stage2(pfn, access)
             while verdict is not True:
-                fault = verdict if isinstance(verdict, WalkFault) else WalkFault("translation", 3)
+                fault = verdict if isinstance(verdict, WalkFault) else _STAGE2_TRANSLATION
                 pending = PendingFault(2, addr, access, el, unprivileged, fault, pfn)
                 resolved = self._resolve_in_fill(pending)
                 if not resolved:
