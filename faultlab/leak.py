@@ -39,23 +39,30 @@ def grams(secret: bytes, n: int = WINDOW) -> frozenset[bytes]:
 
 def in_registers(regs: Mapping[str, int], guest: Iterable[frozenset[bytes]], n: int = WINDOW) -> list[tuple[str, int]]:
     """The registers (name, value) that hold a run of n guest bytes."""
-    guest = list(guest)
+    guest = tuple(g if type(g) is frozenset else frozenset(g) for g in guest)  # hashable: the memo key
     found = []
     if not guest:
         return found
-    seen: dict[int, bool] = {}  # registers often repeat a value (0, a poison pattern)
-    for i in range(31):
-        value = regs.get(f"x{i}")
+    for name in _X_NAMES:
+        value = regs.get(name)
         if value is None or value >> 48 == 0xFFFF:
             continue
-        hit = seen.get(value)
-        if hit is None:
-            raw = value.to_bytes(8, "little")
-            windows = {raw[j : j + n] for j in range(9 - n)}
-            hit = seen[value] = any(not g.isdisjoint(windows) for g in guest)
-        if hit:
-            found.append((f"x{i}", value))
+        if _holds_run(value, n, guest):
+            found.append((name, value))
     return found
+
+
+_X_NAMES = tuple(f"x{i}" for i in range(31))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _holds_run(value: int, n: int, guest: tuple[frozenset[bytes], ...]) -> bool:
+    """Does the 8-byte value hold a run of n bytes of one of the guest pages? Memoised (a pure
+    function): registers repeat values within a run and across a sweep's cases (0, poison
+    patterns, the same buffers' addresses), and a frozenset keeps its hash once computed."""
+    raw = value.to_bytes(8, "little")
+    windows = {raw[j : j + n] for j in range(9 - n)}
+    return any(not g.isdisjoint(windows) for g in guest)
 
 
 def new_in_memory(before: bytes, after: bytes, guest: Iterable[frozenset[bytes]], n: int = WINDOW) -> bool:

@@ -82,18 +82,23 @@ def _nofault(case: RefCase, *, bad_is_src: bool) -> Expected:
 
     def body() -> dict[str, int]:
         chunks = _nofault_chunks(n)
-        done = _clear_prefix(mem, dst, src, n, chunks)
-        if done:
-            # The chunks before the first one that reaches a guest page only copy: one step.
-            mem.write(dst, mem.read(src, done, read_as), write_as)
-        for pos, size in chunks:
-            if pos < done:
+        i = 0
+        while i < len(chunks):
+            at = chunks[i][0]
+            done = _clear_prefix(mem, dst + at, src + at, n - at, [(pos - at, size) for pos, size in chunks[i:]])
+            if done:
+                # The chunks before the next one that reaches a guest page only copy: one step.
+                mem.write(dst + at, mem.read(src + at, done, read_as), write_as)
+                while i < len(chunks) and chunks[i][0] < at + done:
+                    i += 1
                 continue
+            pos, size = chunks[i]
             try:
                 data = mem.read(src + pos, size, read_as)
                 mem.write(dst + pos, data, write_as)
             except AccessFault:
                 return {"x0": neg(EFAULT)}
+            i += 1
         return {"x0": 0}
 
     return simulate(mem, body)
