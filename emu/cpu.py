@@ -67,6 +67,7 @@ _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29
 _Q = [getattr(A, f"UC_ARM64_REG_Q{i}") for i in range(32)]
 MASK128 = (1 << 128) - 1
 _SNAPSHOT_IDS = (*_X, A.UC_ARM64_REG_SP, A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE)
+_PLAIN_REGS = {**{f"x{i}": reg for i, reg in enumerate(_X)}, "sp": A.UC_ARM64_REG_SP, "pc": A.UC_ARM64_REG_PC}
 _SNAPSHOT_NAMES = (*(f"x{i}" for i in range(31)), "sp", "pc", "pstate")
 
 
@@ -179,6 +180,7 @@ class Cpu:
         self._entry_read = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1,
                                    R.UC_ARM64_REG_VBAR_EL1, sctlr))
         self._switch_writes: dict[tuple, _Batch] = {}
+        self._named_writes: dict[tuple[str, ...], _Batch] = {}
         frame = (*_X, R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_ELR_EL1, spsr)
         self._frame_read = _Batch(frame)
         self._frame_read_syndrome = _Batch((*frame, R.UC_ARM64_REG_ESR_EL1, R.UC_ARM64_REG_FAR_EL1))
@@ -402,6 +404,19 @@ class Cpu:
         if _uclib.uc_reg_read_batch(self._handle, self._batch_ids, self._batch_ptrs, 31):
             return [self.x(i) for i in range(31)]
         return self._batch_vals[:31]  # 64-bit registers: every value written whole
+
+    def write_regs(self, writes: "tuple[tuple[str, int], ...]") -> None:
+        """(name, value) writes of plain registers - "x0".."x30", "sp" (the live one), "pc" - in one
+        batch, in order (PSTATE and the banked SPs have setters of their own: their writes have
+        side effects here)."""
+        names = tuple(n for n, _ in writes)
+        batch = self._named_writes.get(names)
+        if batch is None:
+            unknown = [n for n in names if n not in _PLAIN_REGS]
+            if unknown:
+                raise KeyError(f"write_regs writes x0-x30, sp and pc, not {', '.join(unknown)}")
+            batch = self._named_writes[names] = _Batch(tuple(_PLAIN_REGS[n] for n in names))
+        batch.write(self, [v for _, v in writes])
 
     def set_all_x(self, values: "list[int] | tuple[int, ...]") -> None:
         """x0..x30 = values (31 of them), in one batched write."""

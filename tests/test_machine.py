@@ -498,3 +498,29 @@ def test_a_run_pauses_automatic_collection_and_puts_the_callers_setting_back(cal
         assert m.call(CODE_VA).returned and gc.isenabled() is caller_enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_write_regs_batch_equals_single_writes_and_refuses_banked_registers():
+    """Cpu.write_regs (one batch) leaves what set_x / sp / pc one at a time leave; PSTATE and the
+    banked SPs are refused (their setters have side effects a plain write would skip)."""
+    import random
+
+    from emu.machine import Machine
+
+    rng = random.Random(3)
+    a, b = Machine(phys_size=4 << 20).cpu, Machine(phys_size=4 << 20).cpu
+    for _ in range(20):
+        names = rng.sample([f"x{i}" for i in range(31)] + ["sp", "pc"], 7)
+        values = [rng.getrandbits(64) & ~0x3 for _ in names]
+        a.write_regs(tuple(zip(names, values)))
+        for name, value in zip(names, values):
+            if name == "sp":
+                b.sp = value
+            elif name == "pc":
+                b.pc = value
+            else:
+                b.set_x(int(name[1:]), value)
+        assert a.snapshot() == b.snapshot()
+    for bad in ("sp_el0", "pstate", "SPSR_EL1"):
+        with pytest.raises(KeyError, match="write_regs writes x0-x30"):
+            a.write_regs(((bad, 0),))

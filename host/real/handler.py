@@ -24,8 +24,11 @@ or BUG (outcome) according to the image's `__bug_table`.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from abi.arch import MASK64
 
 from emu.cpu import VectorKind, VectorOffset
 from emu.outcome import Outcome, OutcomeKind
@@ -45,6 +48,9 @@ from host.real.boot import TaskContext, boot_state
 from host.real.bugs import BUG_BRK_IMM, BugTable
 from host.real.layout import NO_SYSCALL, PT_REGS_PC, KernelLayout
 from host.real.stubs import Stubs
+
+# struct pt_regs' first 34 words: regs[0..30], sp, pc, pstate (arch/arm64/include/asm/ptrace.h).
+_PT_REGS_WORDS = struct.Struct("<34Q")
 
 if TYPE_CHECKING:
     from emu.machine import Machine
@@ -140,14 +146,14 @@ class RealHost(HostKernel):
         cpu = self.machine.cpu
         esr = Esr(cpu.read_sysreg("ESR_EL1"))
         if esr.ec in _ABORTS:
-            return self._enter(esr, cpu.read_sysreg("FAR_EL1"), from_el0)
+            regs, _, far = PtRegs.save_with_syndrome(cpu)  # kernel_entry's frame and FAR_EL1: one batch
+            return self._enter(esr, far, from_el0, regs)
         if not from_el0 and esr.ec == EC.BRK64:
             return self._brk(esr)
         return self._el_sync(from_el0=from_el0)  # svc, undefined...: HostKernel's task model
 
-    def _enter(self, esr: Esr, far: int, from_el0: bool) -> Outcome | None:
+    def _enter(self, esr: Esr, far: int, from_el0: bool, regs: PtRegs) -> Outcome | None:
         cpu = self.machine.cpu
-        regs = PtRegs.save(cpu)
         # Keyed by depth: a fault taken again inside its own handling (nesting) is recursion, not a retry.
         key = (len(self._frames), regs.pc, far)
         count = self._repeat[1] + 1 if self._repeat[0] == key else 1
@@ -168,17 +174,15 @@ class RealHost(HostKernel):
             return self.die_outcome(f"kernel stack overflow: pt_regs at {regs_va:#x} outside the task stack", "entry")
         self._write_regs(regs_va, regs)
         self._frames.append(_Frame(regs_va, regs.pc, far, esr.value, from_el0))
-        self.log("do_mem_abort", f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={regs.pc:#x}: calling the kernel's do_mem_abort, pt_regs at {regs_va:#x}", esr=esr.value, far=far)
+        pc, value = regs.pc, esr.value
+        self.log("do_mem_abort", lambda: f"{'EL0' if from_el0 else 'EL1'} abort: ESR={value:#x} FAR={far:#x} pc={pc:#x}: calling the kernel's do_mem_abort, pt_regs at {regs_va:#x}", esr=value, far=far)
         if from_el0:
             cpu.sp_el0 = self.loaded.task
-        cpu.sp = regs_va
-        cpu.set_x(0, far)
-        cpu.set_x(1, esr.value)
-        cpu.set_x(2, regs_va)
+        # do_mem_abort(far, esr, regs) on the frame's stack, returning to RETURN_VA: one register batch
+        writes = (("sp", regs_va), ("x0", far), ("x1", value), ("x2", regs_va))
         if self.layout.pt_regs_stackframe is not None:
-            cpu.set_x(29, regs_va + self.layout.pt_regs_stackframe)
-        cpu.set_x(30, RETURN_VA)
-        cpu.pc = self.do_mem_abort
+            writes += (("x29", regs_va + self.layout.pt_regs_stackframe),)
+        cpu.write_regs((*writes, ("x30", RETURN_VA), ("pc", self.do_mem_abort)))
         return None
 
     def _returned(self, machine: "Machine") -> Outcome | None:
@@ -198,7 +202,8 @@ class RealHost(HostKernel):
             outcome = self.task.deliver(regs, sig, self.sigreturn_va)
             if outcome is not None:
                 return outcome
-        self.log("resume", f"{why}; eret to {regs.pc:#x}")
+        to = regs.pc
+        self.log("resume", lambda: f"{why}; eret to {to:#x}")
         regs.restore(machine.cpu)
         machine.cpu.pc = self.stubs.eret
         return None
@@ -241,8 +246,7 @@ class RealHost(HostKernel):
     def _write_regs(self, va: int, regs: PtRegs) -> None:
         lay = self.layout
         raw = bytearray(lay.pt_regs_size)
-        for i, v in enumerate([*regs.x, regs.sp, regs.pc, regs.pstate]):
-            raw[8 * i : 8 * i + 8] = (v & (2**64 - 1)).to_bytes(8, "little")
+        _PT_REGS_WORDS.pack_into(raw, 0, *(v & MASK64 for v in (*regs.x, regs.sp, regs.pc, regs.pstate)))
         if lay.pt_regs_syscallno is not None:
             raw[lay.pt_regs_syscallno : lay.pt_regs_syscallno + 4] = (NO_SYSCALL & 0xFFFFFFFF).to_bytes(4, "little")
         if lay.pt_regs_stackframe is not None:  # the frame record: the interrupted fp and pc, as the entry code links them
@@ -252,6 +256,5 @@ class RealHost(HostKernel):
         self.machine.write(va, bytes(raw))
 
     def _read_regs(self, va: int) -> PtRegs:
-        raw = self.machine.read(va, 34 * 8)
-        words = [int.from_bytes(raw[8 * i : 8 * i + 8], "little") for i in range(34)]
-        return PtRegs(words[:31], words[31], words[32], words[33])
+        words = _PT_REGS_WORDS.unpack(self.machine.read(va, _PT_REGS_WORDS.size))
+        return PtRegs(list(words[:31]), words[31], words[32], words[33])
