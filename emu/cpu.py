@@ -460,7 +460,9 @@ class Cpu:
             self._exit_write_sp.write(self, [spsr, *x, elr, sp])
 
     # exception entry ------------------------------------------------------
-    def take_exception(self, *, esr: int, far: int | None, return_pc: int, kind: VectorKind = VectorKind.SYNC) -> ExceptionEntry:
+    def take_exception(
+        self, *, esr: int, far: int | None, return_pc: int, kind: VectorKind = VectorKind.SYNC, needs_vectors: bool = False
+    ) -> ExceptionEntry | None:
         """Take an exception to EL1 (AArch64) from EL0 or EL1, as the Arm ARM's entry pseudocode does.
 
         ELR_EL1 = return_pc, SPSR_EL1 = the interrupted PSTATE, ESR_EL1/FAR_EL1 as given
@@ -469,6 +471,8 @@ class Cpu:
         set from SCTLR_EL1.DSSBS; PC = VBAR_EL1 + group + kind.
         """
         old, sp, sp0, sp1, vbar, sctlr = self._entry_read.read(self)
+        if needs_vectors and vbar == 0:
+            return None  # the caller's choice: no exception without vectors (nothing written)
         from_el = (old >> 2) & 3
         if from_el == 0:
             group = VectorOffset.LOWER_A64

@@ -71,12 +71,12 @@ class ExceptionPaths:
 
     def take_exception_el1(self, esr: int, far: int | None, return_pc: int, *, cause: Any = None) -> Outcome | None:
         """Exception entry to EL1; without vectors (VBAR_EL1 = 0) the run ends instead."""
-        if self.cpu.read_sysreg("VBAR_EL1") == 0:
+        entry = self.cpu.take_exception(esr=esr, far=far, return_pc=return_pc, kind=VectorKind.SYNC, needs_vectors=True)
+        if entry is None:  # VBAR_EL1 = 0 (read in the entry's own batch)
             return Outcome(
                 OutcomeKind.UNHANDLED_EXCEPTION,
                 f"exception to EL1 (ESR={esr:#x}) at pc={return_pc:#x} but VBAR_EL1 is not set",
                 cause,
             )
-        entry = self.cpu.take_exception(esr=esr, far=far, return_pc=return_pc, kind=VectorKind.SYNC)
         self.log("exception-entry", lambda: f"EL{entry.from_el} -> EL1 vector {entry.vector:#x} ESR={esr:#x}", pc=entry.vector, el=1, entry=entry)
         return None

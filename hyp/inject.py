@@ -15,6 +15,8 @@ Three composers, one per proposal in the debate:
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,7 +58,13 @@ def _repaint_for_el1(esr: Esr, from_el: int) -> Esr:
 
 def pkvm_syndrome(abort: "MemoryAbort") -> Syndrome:
     """pKVM: ESR_EL2 with the S1PTW marker, EC repainted; ISS, DFSC and IL unchanged."""
-    return Syndrome(_repaint_for_el1(abort.esr.with_s1ptw(), abort.el), marker=True)
+    return _pkvm_syndrome(abort.esr, abort.el)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pkvm_syndrome(esr: Esr, from_el: int) -> Syndrome:
+    # A pure function of two frozen values, memoised: a sweep injects the same few syndromes over and over.
+    return Syndrome(_repaint_for_el1(esr.with_s1ptw(), from_el), marker=True)
 
 
 def el3_gpf_syndrome(abort: "MemoryAbort") -> Syndrome:

@@ -145,6 +145,10 @@ def test_unhandled_exception_without_vectors_is_an_outcome(rig):
     result = rig.machine.call(code, 0xFFFF_0000_7000_0000)
     assert result.outcome.kind == OutcomeKind.UNHANDLED_EXCEPTION
     assert "VBAR_EL1" in result.outcome.message
+    # no entry was made: the CPU still stands at the load, at EL1, ELR/ESR untouched by it
+    cpu = rig.machine.cpu
+    assert cpu.pc == code and cpu.el == 1 and cpu.read_sysreg("ELR_EL1") != code
+    assert not [e for e in result.events if e.kind == "exception-entry"]
 
 
 @pytest.mark.parametrize("pan", [False, True])
