@@ -102,6 +102,7 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         self._limits: RunLimits | None = None
         self._abort_builder = AbortBuilder(self.cpu, self._insn_word)
         self.debugger: Debugger | None = None  # emu/debug_hook.py: set only while a debugger is attached
+        self.nested_runs = 0  # run_nested calls so far: a handler that saw PC somewhere knows whether it moved
         self._checkpoint: Any = None  # the latest emu.checkpoint.Checkpoint taken of this machine (take/rewind)
         # The fast fault path (docs/performance.md): lazy idmaps resolved inside the fill hook,
         # wherever that is provably the engine's result. False: every fault stops the engine
@@ -300,6 +301,7 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
             raise MachineError("run_nested is only for handlers of a running machine")
         if stop_at in self._exits:
             raise MachineError(f"{stop_at:#x} is already an exit address")
+        self.nested_runs += 1  # PC leaves where a handler stood (HostKernel.log reads it again)
         reached = Outcome(OutcomeKind.NESTED_RETURN, "")
         self.add_exit(stop_at, lambda machine: reached)
         try:

@@ -75,6 +75,11 @@ class HostKernel:
         self.task = Task()
         self.fixups: list[Fixup] = []
         self._depth = 0
+        # While a vector's handler runs, PC stands at the vector in EL1 (`_here`) until something
+        # moves it: a nested run (a fixup's re-read, an hvc) or the exit to the eret stub. Events
+        # logged meanwhile take PC/EL from here (two register reads saved per event).
+        self._here: int | None = None
+        self._here_nested = 0
         self._refault: tuple[int, int] | None = None  # (PC, FAR) of the last abort handled as "retry"
         self._refaults = 0
         self._refault_run: list | None = None  # the run (its event list) the count belongs to
@@ -122,7 +127,11 @@ class HostKernel:
         self.extable.add(entries, numbering or self.config.numbering)
 
     def log(self, kind: str, message: "str | Callable[[], str]", **data) -> None:
-        self.machine.log(kind, message, **data)
+        here = self._here
+        if here is not None and self.machine.nested_runs == self._here_nested and "pc" not in data:
+            self.machine.log(kind, message, pc=here, el=1, **data)
+        else:
+            self.machine.log(kind, message, **data)
 
     # ------------------------------------------------------------ vectors
     def _vector(self, group: VectorOffset, kind: VectorKind):
@@ -146,13 +155,18 @@ class HostKernel:
         # A fault taken inside the fault path (a fixup's re-read) is handled like any other
         # kernel fault, at the PC of the handler's own access, which has no fixup of its own.
         self._depth += 1
+        outer = self._here, self._here_nested
+        self._here, self._here_nested = here, self.machine.nested_runs
         try:
-            result = self._route(esr, far, regs, from_el0, here)
-        except FixupFault as nested:
-            return nested.outcome
+            try:
+                result = self._route(esr, far, regs, from_el0, here)
+            except FixupFault as nested:
+                return nested.outcome
+            finally:
+                self._depth -= 1
+            return self._finish(result, regs)
         finally:
-            self._depth -= 1
-        return self._finish(result, regs)
+            self._here, self._here_nested = outer
 
     def _route(self, esr: Esr, far: int, regs: PtRegs, from_el0: bool, here: int | None = None):
         ec = esr.ec

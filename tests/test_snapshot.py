@@ -344,3 +344,20 @@ def test_new_in_memory_scans_the_changed_span_with_the_same_answer():
         assert leak.new_in_memory(bytes(before), after, grams, n) == want, trial
         leaks += want
     assert 40 < leaks < 360  # both answers are exercised
+
+
+@pytest.mark.parametrize("path", BUILTIN, ids=lambda p: p.stem)
+def test_host_events_take_pc_and_el_from_the_vector_as_a_register_read_would(path, monkeypatch):
+    """host/kernel.py logs its handler's events at the vector it entered (unless a nested run moved
+    PC): every built-in under every policy, compared whole with the same runs reading PC/EL live."""
+    from host.kernel import HostKernel
+
+    sc = load(path)
+    kept = {policy: fingerprint(run(sc, policy, trace=True)) for policy in POLICIES}
+
+    def live(self, kind, message, **data):
+        self.machine.log(kind, message, **data)
+
+    monkeypatch.setattr(HostKernel, "log", live)
+    for policy in POLICIES:
+        assert fingerprint(run(sc, policy, trace=True)) == kept[policy], f"{sc.name} under {policy}"
