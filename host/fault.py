@@ -199,7 +199,8 @@ def is_spurious_el1_translation_fault(ctx: FaultContext) -> FaultResult | None:
     else:
         why = "stage 1 translates it now"
     if not pkvm:
-        kernel.log("warn", f"WARN: Ignoring spurious kernel translation fault at virtual address {ctx.far:016x}")
+        far = ctx.far
+        kernel.log("warn", lambda: f"WARN: Ignoring spurious kernel translation fault at virtual address {far:016x}")
     return Resume(f"spurious translation fault: {why}")
 
 

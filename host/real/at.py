@@ -43,9 +43,15 @@ def install_at_hook(machine: "Machine") -> None:
         va = uc.reg_read(reg) if reg != A.UC_ARM64_REG_XZR else 0
         par = par_for(machine, va, access, el0)
         uc.reg_write(A.UC_ARM64_REG_PAR_EL1, par)
-        names = {0: "S1E1R", 1: "S1E1W", 2: "S1E0R", 3: "S1E0W"}
-        verdict = f"fault FST={(par >> 1) & 0x3F:#x}" if par & PAR_F else f"PA {par & ~0xFFF:#x}"
-        machine.log("at", f"AT {names[cp.op2]} {va:#x}: PAR_EL1={par:#x} ({verdict})", va=va, par=par)
+        name = _AT_NAMES[cp.op2]
+        machine.log("at", lambda: f"AT {name} {va:#x}: PAR_EL1={par:#x} ({_par_verdict(par)})", va=va, par=par)
         return True
 
     machine.sys_insn.add(on_sys)  # the machine's one SYS hook: Unicorn calls only the first of several
+
+
+_AT_NAMES = {0: "S1E1R", 1: "S1E1W", 2: "S1E0R", 3: "S1E0W"}
+
+
+def _par_verdict(par: int) -> str:
+    return f"fault FST={(par >> 1) & 0x3F:#x}" if par & PAR_F else f"PA {par & ~0xFFF:#x}"

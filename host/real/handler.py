@@ -230,7 +230,8 @@ class RealHost(HostKernel):
         if site is not None and site.warning:
             text = self._warn_text
             self._warn_text = ""
-            self.log("warn", f"WARNING: at {site.where} {self.loaded.symbolize(pc)}" + (f": {text}" if text else ""), where=site.where, text=text)
+            where, symbolize = site.where, self.loaded.symbolize
+            self.log("warn", lambda: f"WARNING: at {where} {symbolize(pc)}" + (f": {text}" if text else ""), where=where, text=text)
             cpu.write_sysreg("ELR_EL1", pc + 4)  # report_bug() returns BUG_TRAP_TYPE_WARN: skip the brk
             cpu.pc = self.stubs.eret
             return None
