@@ -13,6 +13,7 @@ sequences, including memories large enough for a 1 GiB block.
 """
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from faultlab.lab import Lab
@@ -93,9 +94,20 @@ def scenarios(draw):
     return first, end, ops
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(scenarios())
 def test_matches_a_table_model(scenario):
+    _check_against_the_table_model(scenario)
+
+
+@pytest.mark.sweep
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_matches_a_table_model_sweep(scenario):
+    _check_against_the_table_model(scenario)
+
+
+def _check_against_the_table_model(scenario) -> None:
     first, end, ops = scenario
     flushes = []
     s2 = HostStage2(lambda: flushes.append(1), first, end)
