@@ -159,7 +159,7 @@ class HostKernel:
         self._here, self._here_nested = here, self.machine.nested_runs
         try:
             try:
-                result = self._route(esr, far, regs, from_el0, here)
+                result = self._route(esr, far, regs, from_el0)
             except FixupFault as nested:
                 return nested.outcome
             finally:
@@ -168,19 +168,12 @@ class HostKernel:
         finally:
             self._here, self._here_nested = outer
 
-    def _route(self, esr: Esr, far: int, regs: PtRegs, from_el0: bool, here: int | None = None):
+    def _route(self, esr: Esr, far: int, regs: PtRegs, from_el0: bool):
         ec = esr.ec
         ctx = FaultContext(self, far, esr, regs)
         if ec in (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW):
             pc = regs.pc
-            self.machine.log(
-                "do_mem_abort",
-                lambda: f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={pc:#x}",
-                pc=here,
-                el=None if here is None else 1,
-                esr=esr.value,
-                far=far,
-            )
+            self.log("do_mem_abort", lambda: f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={pc:#x}", esr=esr.value, far=far)
             result = do_mem_abort(ctx)
             return self._count_refault(pc, far, result, retried=isinstance(result, Resume) and regs.pc == pc)
         self._refault, self._refaults = None, 0
