@@ -133,26 +133,45 @@ class AddressSpace:
             raise MachineError(f"VA {va:#x} is not mapped at stage 1")
         return (pte.pfn << 12) | (va & (PAGE_SIZE - 1))
 
+    def _runs(self, va: int, size: int) -> tuple[list[tuple[int, int, int]], bool]:
+        """[va, va + size) as runs of physically contiguous bytes: (offset, pa, length) each; and
+        whether a page of it is executable. Why runs: a sweep window is a few pages that usually
+        sit on consecutive frames, and one engine read or write per run costs what one per page did."""
+        runs: list[tuple[int, int, int]] = []
+        code = False
+        lookup = self.stage1.lookup
+        offset = 0
+        while offset < size:
+            chunk = min(size - offset, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            pte = lookup(va)
+            if pte is None:
+                raise MachineError(f"VA {va:#x} is not mapped at stage 1")
+            code = code or pte.perms.exec
+            pa = (pte.pfn << 12) | (va & (PAGE_SIZE - 1))
+            if runs and runs[-1][1] + runs[-1][2] == pa:
+                start, run_pa, length = runs[-1]
+                runs[-1] = (start, run_pa, length + chunk)
+            else:
+                runs.append((offset, pa, chunk))
+            va, offset = va + chunk, offset + chunk
+        return runs, code
+
     def read(self, va: int, size: int) -> bytes:
-        """Read through stage 1 (page by page), bypassing permission and stage-2 checks."""
-        out = bytearray()
-        while size > 0:
-            chunk = min(size, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
-            out += self.phys.read(self.translate(va), chunk)
-            va, size = va + chunk, size - chunk
-        return bytes(out)
+        """Read through stage 1, bypassing permission and stage-2 checks."""
+        runs, _ = self._runs(va, size)
+        if len(runs) == 1:
+            return self.phys.read(runs[0][1], size)
+        return b"".join(self.phys.read(pa, length) for _, pa, length in runs)
 
     def write(self, va: int, data: bytes) -> None:
         """Write through stage 1, bypassing permissions; code pages drop their translated blocks."""
         self._unpriv_cache.clear()
-        data = bytes(data)
-        code = False
-        while data:
-            chunk = min(len(data), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
-            pte = self.stage1.lookup(va)
-            code = code or (pte is not None and pte.perms.exec)
-            self.phys.write(self.translate(va), data[:chunk])
-            va, data = va + chunk, data[chunk:]
+        runs, code = self._runs(va, len(data))
+        if len(runs) == 1:
+            self.phys.write(runs[0][1], data)
+        else:
+            for offset, pa, length in runs:
+                self.phys.write(pa, data[offset : offset + length])
         if code:
             # Measured: a write from Python does not invalidate Unicorn's translation of that code.
             self.uc.ctl_flush_tb()

@@ -19,6 +19,9 @@ from emu.exceptions import INTNO_BKPT, INTNO_DATA_ABORT, INTNO_HVC, INTNO_SMC, I
 from emu.outcome import Outcome, OutcomeKind
 from emu.sysreg_trap import el0_sysreg_trap
 
+# Event texts as (format, *values) recipes (emu/outcome.py Event): formatted only when read.
+_ENTRY_TEXT = "EL{} -> EL1 vector {:#x} ESR={:#x}".format
+
 
 class ExceptionPaths:
     def _on_abort(self, abort: MemoryAbort) -> Outcome | None:
@@ -78,5 +81,5 @@ class ExceptionPaths:
                 f"exception to EL1 (ESR={esr:#x}) at pc={return_pc:#x} but VBAR_EL1 is not set",
                 cause,
             )
-        self.log("exception-entry", lambda: f"EL{entry.from_el} -> EL1 vector {entry.vector:#x} ESR={esr:#x}", pc=entry.vector, el=1, entry=entry)
+        self.log("exception-entry", (_ENTRY_TEXT, entry.from_el, entry.vector, esr), pc=entry.vector, el=1, entry=entry)
         return None

@@ -141,7 +141,7 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         if self._trace is not None:
             data["trace_index"] = len(self._trace)  # the instructions executed before it: traces interleave events
         events = self._events
-        event = Event.make(len(events), kind, pc, el, message, data)
+        event = Event(len(events), kind, pc, el, message, data)
         events.append(event)
         if self.debugger is not None:
             paused_for(self._limits, self.debugger.on_event, self, event)

@@ -139,13 +139,18 @@ class PhysicalMemory:
         self.write(pa, value.to_bytes(8, "little"))
 
     def read(self, pa: int, size: int) -> bytes:
-        return bytes(self._uc.mem_read(pa, size))
+        # One copy (the binding's mem_read makes three: a zeroed buffer, a bytearray, then bytes).
+        buf = ctypes.create_string_buffer(size)
+        if size and _uclib.uc_mem_read(self._uc._uch, pa, buf, size):
+            self._uc.mem_read(pa, size)  # let the binding raise its own error
+        return buf.raw
 
     def write(self, pa: int, data: bytes) -> None:
-        if self.saved is not None and data:
-            for pfn in range(pa >> PAGE_SHIFT, ((pa + len(data) - 1) >> PAGE_SHIFT) + 1):
+        size = len(data)
+        if self.saved is not None and size:
+            for pfn in range(pa >> PAGE_SHIFT, ((pa + size - 1) >> PAGE_SHIFT) + 1):
                 self.before_write(pfn)
-        self._uc.mem_write(pa, bytes(data))
+        self._uc.mem_write(pa, data if type(data) is bytes else bytes(data))
 
     def zero(self, pfn: int) -> None:
         self.write(pfn << PAGE_SHIFT, bytes(PAGE_SIZE))

@@ -8,6 +8,7 @@ task) by returning an `Outcome` from their handlers.
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable  # noqa: F401 (Callable: the message recipes' type)
 
@@ -63,45 +64,52 @@ class Outcome:
 Text = "str | Callable[[], str]"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class Event:
     """One thing that happened during a run: an abort, an exception entry, a hypercall, a fixup...
 
-    The message may be given as a function of values captured when the event happened: it is
-    formatted on first read. Why: a run records several events per fault (eight for an injected
-    abort), and most runs' messages are never printed (a sweep judges outcomes and bytes); formatting
-    them all up front was a measurable part of a fault's cost (docs/performance.md). Equality, hash
-    and repr are over (seq, kind, pc, el, message), as a dataclass with `data` left out would have them.
+    The message may be given as a recipe of values captured when the event happened: a function
+    of no arguments, or a tuple (function, *arguments). It is formatted on first read. Why: a run
+    records several events per fault (eight for an injected abort), and most runs' messages are
+    never printed (a sweep judges outcomes and bytes); formatting them all up front was a
+    measurable part of a fault's cost (docs/performance.md). A tuple recipe with a module-level
+    function allocates one object where a closure allocates a function, a tuple and a cell per
+    captured name, which every collection then walks.
+
+    Read-only fields in slots (no per-event dict): an event is made per logged event, in the
+    fault path. Equality, hash and repr are over (seq, kind, pc, el, message), `data` left out.
     """
 
-    seq: int
-    kind: str
-    pc: int
-    el: int
-    _message: Any  # str, or a function returning it (formatted once, on first read)
-    data: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_seq", "_kind", "_pc", "_el", "_message", "_data")
+
+    def __init__(self, seq: int, kind: str, pc: int, el: int, message: Any, data: "dict[str, Any] | None" = None) -> None:
+        self._seq, self._kind, self._pc, self._el, self._message = seq, kind, pc, el, message
+        self._data = {} if data is None else data
 
     @classmethod
-    def make(cls, seq: int, kind: str, pc: int, el: int, message: Any, data: dict[str, Any]) -> "Event":
-        """An Event without the frozen dataclass's __init__ (one per logged event; the instance is the same)."""
-        event = object.__new__(cls)
-        event.__dict__.update(seq=seq, kind=kind, pc=pc, el=el, _message=message, data=data)
-        return event
+    def make(cls, seq: int, kind: str, pc: int, el: int, message: Any, data: "dict[str, Any]") -> "Event":
+        """The constructor, by its earlier name (it was the fast path past a frozen dataclass's __init__)."""
+        return cls(seq, kind, pc, el, message, data)
+
+    seq: int = property(operator.attrgetter("_seq"))  # type: ignore[assignment]
+    kind: str = property(operator.attrgetter("_kind"))  # type: ignore[assignment]
+    pc: int = property(operator.attrgetter("_pc"))  # type: ignore[assignment]
+    el: int = property(operator.attrgetter("_el"))  # type: ignore[assignment]
+    data: "dict[str, Any]" = property(operator.attrgetter("_data"))  # type: ignore[assignment]
 
     @property
     def message(self) -> str:
         text = self._message
-        if not isinstance(text, str):
-            text = text()
-            self.__dict__["_message"] = text  # frozen: the formatted text replaces its recipe, once
+        if type(text) is not str:
+            text = text[0](*text[1:]) if type(text) is tuple else text()
+            self._message = text  # the formatted text replaces its recipe, once
         return text
 
     def _key(self) -> tuple:
-        return (self.seq, self.kind, self.pc, self.el, self.message)
+        return (self._seq, self._kind, self._pc, self._el, self.message)
 
     def __reduce__(self) -> tuple:
         # Pickled and copied with its text formatted (a recipe may be a closure, which pickle refuses).
-        return (_event, (self.seq, self.kind, self.pc, self.el, self.message, self.data))
+        return (_event, (self._seq, self._kind, self._pc, self._el, self.message, self._data))
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -119,7 +127,7 @@ class Event:
 
 
 def _event(seq: int, kind: str, pc: int, el: int, message: str, data: dict[str, Any]) -> Event:
-    return Event.make(seq, kind, pc, el, message, data)
+    return Event(seq, kind, pc, el, message, data)
 
 
 @dataclass(frozen=True)

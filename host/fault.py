@@ -32,6 +32,8 @@ from host.results import Die, FaultResult, Resume, Signal
 SIGKILL, SIGBUS, SIGSEGV, SIGTRAP, SIGILL = Sig.SIGKILL, Sig.SIGBUS, Sig.SIGSEGV, Sig.SIGTRAP, Sig.SIGILL
 EAGAIN = -Errno.EAGAIN
 DFSC_TAG_CHECK = 0x11
+# An event text recipe (emu/outcome.py Event): formatted only when read.
+_SPURIOUS_TEXT = "WARN: Ignoring spurious kernel translation fault at virtual address {:016x}".format
 
 
 
@@ -199,8 +201,7 @@ def is_spurious_el1_translation_fault(ctx: FaultContext) -> FaultResult | None:
     else:
         why = "stage 1 translates it now"
     if not pkvm:
-        far = ctx.far
-        kernel.log("warn", lambda: f"WARN: Ignoring spurious kernel translation fault at virtual address {far:016x}")
+        kernel.log("warn", (_SPURIOUS_TEXT, ctx.far))
     return Resume(f"spurious translation fault: {why}")
 
 

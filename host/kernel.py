@@ -36,8 +36,14 @@ HOST_STUBS_VA = VECTORS_VA + 0x800
 
 MAX_NESTED_EXCEPTIONS = 4
 BUG_BRK_IMM = 0x800  # asm/brk-imm.h: BUG() is brk #0x800
-# The same abort (PC, FAR) handled as "retry" this many times in a row ends the run: the kernel
-# would re-fault forever (6.1's spurious-fault WARN path, its do_page_fault on a present PTE).
+
+# Event texts as (format, *values) recipes (emu/outcome.py Event): formatted only when read.
+_ABORT_TEXT = "{} abort: ESR={:#x} FAR={:#x} pc={:#x}".format
+_RESUME_TEXT = "{}; eret to {:#x}".format
+
+
+def _fixup_text(fixup: Fixup) -> str:
+    return f"{fixup.kind.value} at {fixup.entry.insn:#x} -> {fixup.entry.fixup:#x}: {fixup.detail}"
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ class HostKernel:
         ctx = FaultContext(self, far, esr, regs)
         if ec in (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW):
             pc = regs.pc
-            self.log("do_mem_abort", lambda: f"{'EL0' if from_el0 else 'EL1'} abort: ESR={esr.value:#x} FAR={far:#x} pc={pc:#x}", esr=esr.value, far=far)
+            self.log("do_mem_abort", (_ABORT_TEXT, "EL0" if from_el0 else "EL1", esr.value, far, pc), esr=esr.value, far=far)
             result = do_mem_abort(ctx)
             return self._count_refault(pc, far, result, retried=isinstance(result, Resume) and regs.pc == pc)
         self._refault, self._refaults = None, 0
@@ -228,8 +234,7 @@ class HostKernel:
             if outcome is not None:
                 return outcome
         elif isinstance(result, Resume):
-            why, to = result.why, regs.pc
-            self.log("resume", lambda: f"{why}; eret to {to:#x}")
+            self.log("resume", (_RESUME_TEXT, result.why, regs.pc))
         regs.restore(self.machine.cpu)
         self.machine.cpu.pc = self.stubs.eret
         return None
@@ -243,7 +248,7 @@ class HostKernel:
         fixup = self.extable.fixup_exception(regs, wnr, self._reread_u64)
         if fixup is not None:
             self.fixups.append(fixup)
-            self.log("fixup", lambda: f"{fixup.kind.value} at {fixup.entry.insn:#x} -> {fixup.entry.fixup:#x}: {fixup.detail}", fixup=fixup)
+            self.log("fixup", (_fixup_text, fixup), fixup=fixup)
         return fixup
 
     def _reread_u64(self, va: int) -> int:

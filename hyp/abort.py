@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from hyp.el2 import El2
     from hyp.policies import Policy
 
+_PROTECTED_TEXT = "host {} of IPA {:#x} owned by {} ({})".format
+
 
 def handle_host_mem_abort(el2: "El2", policy: "Policy", abort: "MemoryAbort") -> Outcome | None:
     ipa = ipa_from_hpfar(abort.hpfar) | (abort.far & 0xFFF)
@@ -33,12 +35,12 @@ def handle_host_mem_abort(el2: "El2", policy: "Policy", abort: "MemoryAbort") ->
     pc, el = (abort.pc, abort.el) if machine.debugger is None else (None, None)
     if el2.ownership.host_may_access(pfn):
         frames = el2.stage2.idmap(pfn)
-        machine.log("idmap", lambda: _idmap_message(pfn, frames), pc=pc, el=el, pfn=pfn, first_pfn=frames.start, pages=len(frames))
+        machine.log("idmap", (_idmap_message, pfn, frames), pc=pc, el=el, pfn=pfn, first_pfn=frames.start, pages=len(frames))
         return None
     access = ProtectedAccess(abort, ipa, str(el2.ownership.owner(pfn)))
     machine.log(
         "protected-access",
-        lambda: f"host {abort.access_type.value} of IPA {ipa:#x} owned by {access.owner} ({policy.trap.value})",
+        (_PROTECTED_TEXT, abort.access_type.value, ipa, access.owner, policy.trap.value),  # formatted when read
         pc=pc,
         el=el,
         pfn=pfn,

@@ -91,6 +91,11 @@ def realm_syndrome(abort: "MemoryAbort") -> Syndrome:
     return Syndrome(Esr((esr.value & ~(_FSC_MASK | _INSTRUCTION_SYNDROME)) | dfsc), marker=True)
 
 
+def _inject_text(injection: Injection) -> str:
+    text = f"inject into host EL1: ESR_EL1={injection.esr.value:#x} FAR_EL1={injection.far:#x} ELR_EL1={injection.elr:#x}"
+    return text if injection.architectural else f"{text} (not architectural: {', '.join(injection.non_architectural)})"
+
+
 def inject_host_abort(machine: "Machine", abort: "MemoryAbort", syndrome: Syndrome) -> tuple[Injection, Outcome | None]:
     """Inject `abort` into the host with `syndrome`; returns the record and the machine's outcome (None: the host runs on)."""
     esr = syndrome.esr
@@ -99,8 +104,7 @@ def inject_host_abort(machine: "Machine", abort: "MemoryAbort", syndrome: Syndro
     pc, el = (abort.pc, abort.el) if machine.debugger is None else (None, None)  # the CPU is still at the access
     machine.log(
         "inject",
-        lambda: f"inject into host EL1: ESR_EL1={esr.value:#x} FAR_EL1={abort.far:#x} ELR_EL1={abort.pc:#x}"
-        + ("" if injection.architectural else f" (not architectural: {', '.join(reasons)})"),
+        (_inject_text, injection),  # formatted when read (emu/outcome.py Event)
         pc=pc,
         el=el,
         injection=injection,

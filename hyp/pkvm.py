@@ -119,7 +119,7 @@ class Hyp:
     def _decide(self, decision: Decision, access: ProtectedAccess) -> None:
         name = self.policy.name
         pc, el = _at_abort(self.machine, access.abort)
-        self.machine.log("decision", lambda: f"policy {name}: {decision.value}", pc=pc, el=el, policy=name, decision=decision.value)
+        self.machine.log("decision", (_DECISION_TEXT, name, decision.value), pc=pc, el=el, policy=name, decision=decision.value)
 
     def panic(self, access: ProtectedAccess, why: str) -> Outcome:
         self._decide(Decision.PANIC, access)
@@ -168,6 +168,8 @@ class Hyp:
             self.machine.log("transition", str(t), transition=t)
         self._logged_transitions = len(self.ownership.transitions)
 
+
+_DECISION_TEXT = "policy {}: {}".format  # an event text recipe (emu/outcome.py Event)
 
 def _at_abort(machine: "Machine", abort: "MemoryAbort") -> tuple[int | None, int | None]:
     """Where an event of EL2's handling of `abort` happens: the CPU still stands at the faulting

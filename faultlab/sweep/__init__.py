@@ -28,6 +28,7 @@ from hyp.policies import known as known_policies
 from faultlab import reference as ref
 from faultlab.sweep.bench import GUEST_ASM, KERNEL_FILES, USER_FILES, Bench, BenchBuffer
 from faultlab.sweep.case import POISON, run_case, traits_of
+from faultlab.sweep.heap import setup_frozen
 from faultlab.sweep.judge import judge, leaks
 from faultlab.sweep.plan import cases, full_product
 from faultlab.sweep.routines import ROUTINES
@@ -111,22 +112,23 @@ def run_cases(spec: RoutineSpec, todo: Sequence[Case], bench: Bench, progress: P
     """
     summary = SweepSummary(spec.name)
     total = len(todo) if total is None else total
-    for i, case in enumerate(todo, 1):
-        if ref.reference_traits(case.policy) is None:
+    with setup_frozen():
+        for i, case in enumerate(todo, 1):
+            if ref.reference_traits(case.policy) is None:
+                summary.cases += 1
+                summary.unjudged += 1
+                continue
+            try:
+                run = run_case(bench, spec, case)
+                problems, kind = run.problems, run.outcome
+            except ref.ModelError as exc:
+                problems, kind = (f"model error: {exc}",), "model-error"
             summary.cases += 1
-            summary.unjudged += 1
-            continue
-        try:
-            run = run_case(bench, spec, case)
-            problems, kind = run.problems, run.outcome
-        except ref.ModelError as exc:
-            problems, kind = (f"model error: {exc}",), "model-error"
-        summary.cases += 1
-        summary.outcomes[kind] = summary.outcomes.get(kind, 0) + 1
-        if problems:
-            summary.failures.append(Failure(case, problems))
-        if progress is not None and (i % 64 == 0 or i == len(todo)):
-            progress(offset + i, total)
+            summary.outcomes[kind] = summary.outcomes.get(kind, 0) + 1
+            if problems:
+                summary.failures.append(Failure(case, problems))
+            if progress is not None and (i % 64 == 0 or i == len(todo)):
+                progress(offset + i, total)
     return summary
 
 

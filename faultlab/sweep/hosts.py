@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 from kimage.elf import Vmlinux
 
 from faultlab.sweep.case import run_case
+from faultlab.sweep.heap import setup_frozen
 from faultlab.sweep.kernel import KernelBench, kernel_routine, kernel_spec
 from faultlab.sweep.routines import ROUTINES
 from faultlab.sweep.spec import Case, CaseRun
@@ -134,8 +135,9 @@ class HostPair:
     def run(self, name: str, todo: Iterable[Case]) -> "PairSummary":
         spec = kernel_spec(self.vmlinux, name)
         summary = PairSummary()
-        for case in todo:
-            summary.add(case, run_case(self.model, spec, case), run_case(self.real, spec, case))
+        with setup_frozen():
+            for case in todo:
+                summary.add(case, run_case(self.model, spec, case), run_case(self.real, spec, case))
         return summary
 
 

@@ -44,13 +44,18 @@ def install_at_hook(machine: "Machine") -> None:
         par = par_for(machine, va, access, el0)
         uc.reg_write(A.UC_ARM64_REG_PAR_EL1, par)
         name = _AT_NAMES[cp.op2]
-        machine.log("at", lambda: f"AT {name} {va:#x}: PAR_EL1={par:#x} ({_par_verdict(par)})", va=va, par=par)
+        machine.log("at", (_at_text, name, va, par), va=va, par=par)
         return True
 
     machine.sys_insn.add(on_sys)  # the machine's one SYS hook: Unicorn calls only the first of several
 
 
 _AT_NAMES = {0: "S1E1R", 1: "S1E1W", 2: "S1E0R", 3: "S1E0W"}
+
+
+def _at_text(name: str, va: int, par: int) -> str:
+    """The `at` event's text (a recipe, formatted when read: emu/outcome.py Event)."""
+    return f"AT {name} {va:#x}: PAR_EL1={par:#x} ({_par_verdict(par)})"
 
 
 def _par_verdict(par: int) -> str:

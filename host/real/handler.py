@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from emu.machine import Machine
 
 LIVELOCK = OutcomeKind.LIVELOCK
+# Event texts as (format, *values) recipes (emu/outcome.py Event): formatted only when read.
+_ABORT_TEXT = "{} abort: ESR={:#x} FAR={:#x} pc={:#x}: calling the kernel's do_mem_abort, pt_regs at {:#x}".format
+_RESUME_TEXT = "{}; eret to {:#x}".format
 MAX_FRAMES = 8
 RETURN_VA = HOST_STUBS_VA + 0x400  # in HostKernel's vector page: do_mem_abort returns here
 _ABORTS = (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW)
@@ -175,7 +178,7 @@ class RealHost(HostKernel):
         self._write_regs(regs_va, regs)
         self._frames.append(_Frame(regs_va, regs.pc, far, esr.value, from_el0))
         pc, value = regs.pc, esr.value
-        self.log("do_mem_abort", lambda: f"{'EL0' if from_el0 else 'EL1'} abort: ESR={value:#x} FAR={far:#x} pc={pc:#x}: calling the kernel's do_mem_abort, pt_regs at {regs_va:#x}", esr=value, far=far)
+        self.log("do_mem_abort", (_ABORT_TEXT, "EL0" if from_el0 else "EL1", value, far, pc, regs_va), esr=value, far=far)
         if from_el0:
             cpu.sp_el0 = self.loaded.task
         # do_mem_abort(far, esr, regs) on the frame's stack, returning to RETURN_VA: one register batch
@@ -202,8 +205,7 @@ class RealHost(HostKernel):
             outcome = self.task.deliver(regs, sig, self.sigreturn_va)
             if outcome is not None:
                 return outcome
-        to = regs.pc
-        self.log("resume", lambda: f"{why}; eret to {to:#x}")
+        self.log("resume", (_RESUME_TEXT, why, regs.pc))
         regs.restore(machine.cpu)
         machine.cpu.pc = self.stubs.eret
         return None
