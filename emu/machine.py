@@ -226,14 +226,14 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
             raise MachineError("at most 8 register arguments (x0-x7)")
         if el not in (0, 1):
             raise MachineError(f"cannot call at EL{el}: the host runs at EL0 or EL1")
-        self.cpu.set_pstate((1 << 2) | PSTATE_SP | PSTATE_DAIF | (PSTATE_PAN if pan else 0))
-        self.cpu.sp = self.kernel_stack_top
-        self.cpu.set_all_x([*args, *(0,) * (31 - len(args))])
+        pstate = (1 << 2) | PSTATE_SP | PSTATE_DAIF | (PSTATE_PAN if pan else 0)
         if el == 1:
-            self.cpu.sp_el0 = self.task
-            self.cpu.set_x(30, self.return_sentinel)
+            self.cpu.enter_el1h(pstate, self.kernel_stack_top, self.task, [*args, *(0,) * (30 - len(args)), self.return_sentinel])
             start = target
         else:
+            self.cpu.set_pstate(pstate)
+            self.cpu.sp = self.kernel_stack_top
+            self.cpu.set_all_x([*args, *(0,) * (31 - len(args))])
             self.cpu.sp_el0 = self.user_stack_top
             self.cpu.set_x(30, self.user_return_sentinel)
             self.cpu.write_sysreg("ELR_EL1", target)

@@ -356,6 +356,47 @@ def test_batched_register_access_matches_one_by_one():
         assert [one[f"x{i}"] for i in range(31)] == values
 
 
+def test_enter_el1h_leaves_what_the_one_register_at_a_time_path_leaves():
+    """Machine.call's entry batch (Cpu.enter_el1h) against set_pstate, the SP setters and set_all_x,
+    from every SP selection and EL a call may start in; a non-EL1h PSTATE is refused."""
+    import random
+
+    from unicorn import arm64_const as A
+
+    from emu.cpu import PSTATE_PAN, PSTATE_SP
+    from emu.machine import Machine
+
+    rng = random.Random(5)
+    u64 = lambda: rng.getrandbits(64) & ~0xF  # noqa: E731
+    def state(m):
+        cpu = m.cpu
+        return (cpu.snapshot(), cpu.sp_el0, cpu.sp_el1, cpu.read_sysreg("SCTLR_EL1"), cpu.el, cpu.pan)
+
+    for old in (0x0, 0x4, 0x5, 0x3C5 | PSTATE_PAN, 0x3C4):
+        for new in (0x3C5, 0x3C5 | PSTATE_PAN, 0x5):
+            one, batched = Machine(phys_size=4 << 20), Machine(phys_size=4 << 20)
+            start = [u64() for _ in range(3)]
+            for m in (one, batched):
+                m.cpu.write64(A.UC_ARM64_REG_PSTATE, old)
+                m.cpu.write64(A.UC_ARM64_REG_SP_EL0, start[0])
+                m.cpu.write64(A.UC_ARM64_REG_SP_EL1, start[1])
+                m.cpu.sp = start[2]
+            sp, sp0, x = u64(), u64(), [rng.getrandbits(64) for _ in range(31)]
+            one.cpu.set_pstate(new)
+            one.cpu.sp = sp
+            one.cpu.set_all_x(x)
+            one.cpu.sp_el0 = sp0
+            batched.cpu.enter_el1h(new, sp, sp0, x)
+            assert state(batched) == state(one), (hex(old), hex(new))
+            assert batched.cpu.sp == batched.cpu.sp_el1 == sp and batched.cpu.el == 1
+    m = Machine(phys_size=4 << 20)
+    for bad in (0x4, 0x0, 0x9):  # EL1t, EL0t, EL2h
+        with pytest.raises(ValueError):
+            m.cpu.enter_el1h(bad, 0, 0, [0] * 31)
+    with pytest.raises(ValueError):
+        m.cpu.enter_el1h(0x4 | PSTATE_SP, 0, 0, [0] * 30)
+
+
 def test_batched_entry_exit_and_pstate_switch_match_one_register_at_a_time():
     """entry_frame / exit_frame / set_pstate / take_exception move registers in batches; what they
     read and leave must be what the register-at-a-time path gives, in every SP selection."""
