@@ -275,6 +275,6 @@ class AddressSpace:
         known = self._unpriv_cache.get(pc)
         if known is None:
             pte = self.stage1.lookup(pc)
-            word = 0 if pte is None else int.from_bytes(self.uc.mem_read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
+            word = 0 if pte is None else int.from_bytes(self.phys.read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
             known = self._unpriv_cache[pc] = _is_unprivileged_ldst(word)
         return known

@@ -339,7 +339,9 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
             try:
                 self.uc.emu_start(self.cpu.pc, UNTIL_VA, count=chunk)
             except UcError as exc:
-                error = exc
+                # Without its traceback: kept in this frame, which the traceback holds, it would make a
+                # cycle holding every caller's frame (a sweep case's windows included) until a collection.
+                error = exc.with_traceback(None)
             if self.debugger is not None and (ran := self.debugger.engine_stop()) is not None:
                 left_insns -= ran  # it stopped the engine before an instruction (emu/debug_hook.py)
                 paused_for(self._limits, self.debugger.serve_stop, self)

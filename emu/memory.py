@@ -90,6 +90,9 @@ class PhysicalMemory:
         # Descriptor reads (four per stage-1 walk, every TLB miss): a direct uc_mem_read into one
         # reused u64 (~0.4 us) instead of the binding's buffer per call (~1.5 us).
         self._u64 = ctypes.create_string_buffer(8)
+        # Reads of any size go through one reused buffer (grown to a power of two): a ctypes buffer
+        # made per read is also a new array type per size, which only the cycle collector frees.
+        self._scratch = ctypes.create_string_buffer(PAGE_SIZE)
         self.base = base
         self.size = size
         uc.mem_map(base, size)
@@ -139,11 +142,13 @@ class PhysicalMemory:
         self.write(pa, value.to_bytes(8, "little"))
 
     def read(self, pa: int, size: int) -> bytes:
-        # One copy (the binding's mem_read makes three: a zeroed buffer, a bytearray, then bytes).
-        buf = ctypes.create_string_buffer(size)
+        # One copy out of the reused buffer (the binding's mem_read makes a new buffer, then a bytearray).
+        buf = self._scratch
+        if size > len(buf):
+            buf = self._scratch = ctypes.create_string_buffer(1 << (size - 1).bit_length())
         if size and _uclib.uc_mem_read(self._uc._uch, pa, buf, size):
             self._uc.mem_read(pa, size)  # let the binding raise its own error
-        return buf.raw
+        return ctypes.string_at(ctypes.addressof(buf), size)
 
     def write(self, pa: int, data: bytes) -> None:
         size = len(data)
@@ -160,7 +165,7 @@ class PhysicalMemory:
         """A frame is about to be written (from Python, or the CPU got a writable TLB entry): keep its old contents once."""
         saved = self.saved
         if saved is not None and pfn not in saved:
-            saved[pfn] = bytes(self._uc.mem_read(pfn << PAGE_SHIFT, PAGE_SIZE))
+            saved[pfn] = self.read(pfn << PAGE_SHIFT, PAGE_SIZE)
 
     def track_writes(self) -> None:
         """Start a new epoch: from now on every frame's first write keeps its contents for `rewind`."""
@@ -178,7 +183,7 @@ class PhysicalMemory:
         uc = self._uc
         for pfn, old in self.saved.items():
             pa = pfn << PAGE_SHIFT
-            if uc.mem_read(pa, PAGE_SIZE) != old:
+            if self.read(pa, PAGE_SIZE) != old:
                 uc.mem_write(pa, old)
                 changed.append(pfn)
         self.saved = {}
