@@ -8,9 +8,8 @@ benches loaded, ~8% of a real-kernel differential sweep (docs/performance.md).
 
 `gc.freeze()` moves everything tracked so far to the permanent generation, out of
 every collection's sight, in constant time; `gc.unfreeze()` gives it back to the
-oldest generation. Objects made inside the block are collected as usual, and
-garbage that was already there is collected after the block (but see below for a
-process that had frozen objects itself).
+oldest generation. Nothing is collected less: objects made inside the block are
+collected as usual, and garbage that was already there is collected after the block.
 """
 from __future__ import annotations
 
@@ -23,17 +22,16 @@ from contextlib import contextmanager
 def setup_frozen() -> Iterator[None]:
     """Freeze what exists now for the block's length.
 
-    When something was frozen already (a test session freezes what its collection built), the
-    block cannot give back only its own part - `gc.unfreeze()` is all or nothing - so what it
-    froze stays frozen with the rest, as the caller's own freeze would have kept it: the young
-    garbage is collected first (generations 0 and 1, cheap), so little of it is kept for good.
+    When something is frozen already (a test session freezes what its collection built), the
+    block leaves it alone: `gc.unfreeze()` is all or nothing, and freezing more without giving
+    it back would keep whatever became cyclic garbage later (a finished module's booted labs)
+    for the rest of the process.
     """
-    frozen_before = gc.get_freeze_count() > 0
-    if frozen_before:
-        gc.collect(1)
+    if gc.get_freeze_count() > 0:
+        yield
+        return
     gc.freeze()
     try:
         yield
     finally:
-        if not frozen_before:
-            gc.unfreeze()
+        gc.unfreeze()
