@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable  # noqa: F401 (Callable: the message recipes' type)
 
 

@@ -37,7 +37,6 @@ from faultlab.lab import Lab, LabError
 from faultlab.runner import RunError, run
 from faultlab.scenario import load, parse
 from faultlab.sweep import ROUTINES, Case, run_case
-from faultlab.sweep.heap import setup_frozen
 from faultlab.sweep.hosts import PairSummary, host_bytes_differing
 from host.ptregs import PtRegs
 from hyp.policies import POLICIES
@@ -370,14 +369,13 @@ def _differential(
     spec_kernel, spec_ours = ks.kernel_spec(vm, name), ROUTINES[name]
     gaps: Counter = Counter()
     failures = []
-    with setup_frozen():
-        for case in todo:
-            ours_run, kernel_run = run_case(ours, spec_ours, case), run_case(bench, spec_kernel, case)
-            problems = _compare(vm, name, case, ours_run, kernel_run, gaps)
-            if problems:
-                failures.append(f"{case}: {'; '.join(problems)}")
-            if real is not None:
-                pair.add(case, kernel_run, run_case(real, spec_kernel, case))
+    for case in todo:
+        ours_run, kernel_run = run_case(ours, spec_ours, case), run_case(bench, spec_kernel, case)
+        problems = _compare(vm, name, case, ours_run, kernel_run, gaps)
+        if problems:
+            failures.append(f"{case}: {'; '.join(problems)}")
+        if real is not None:
+            pair.add(case, kernel_run, run_case(real, spec_kernel, case))
     assert not failures, f"{len(failures)} of {len(todo)} cases disagree:\n" + "\n".join(failures[:8])
     if name in KERNEL_SHORTFALL and worst_case:
         # the documented looseness is real on these cases: the full run meets its worst case

@@ -136,7 +136,6 @@ class RealHost(HostKernel):
         """The oops carries the kernel's own first line ("Unable to handle kernel ..." when printed)."""
         self._sync_run()
         message = next((t for t in self.messages if t.startswith("Unable to handle kernel")), fallback)
-        cpu = self.machine.cpu
         frame = self._frames[-1] if self._frames else None
         regs = self._read_regs(frame.regs_va).as_dict() if frame else {}
         self.log("oops", f"{message} (the kernel called {name})", name=name)
