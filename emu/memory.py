@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -416,15 +417,22 @@ def _pte_of(leaf) -> Pte | None:
 
 def allowed_accesses(p: Perms, *, el0: bool, pan: bool) -> tuple[AccessType, ...]:
     """The accesses a regime may make through a page with permissions `p`."""
+    return _allowed(p.read, p.write, p.exec, p.user, el0, pan)
+
+
+@functools.lru_cache(maxsize=64)
+def _allowed(read: bool, write: bool, exec_: bool, user: bool, el0: bool, pan: bool) -> tuple[AccessType, ...]:
+    # A pure function of six booleans, memoised: every TLB fill asks it twice (the access, then
+    # the other accesses the entry may allow), and building the tuple was most of its cost.
     if el0:
-        if not p.user:
+        if not user:
             return ()
-        return tuple(a for a, ok in ((AccessType.READ, p.read), (AccessType.WRITE, p.write), (AccessType.EXEC, p.exec)) if ok)
-    data_ok = not (pan and p.user)
+        return tuple(a for a, ok in ((AccessType.READ, read), (AccessType.WRITE, write), (AccessType.EXEC, exec_)) if ok)
+    data_ok = not (pan and user)
     # arm64 Linux maps user pages PXN: the kernel never executes them.
     return tuple(
         a
-        for a, ok in ((AccessType.READ, p.read and data_ok), (AccessType.WRITE, p.write and data_ok), (AccessType.EXEC, p.exec and not p.user))
+        for a, ok in ((AccessType.READ, read and data_ok), (AccessType.WRITE, write and data_ok), (AccessType.EXEC, exec_ and not user))
         if ok
     )
 
