@@ -18,6 +18,18 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
+# Characters that end a line for str.splitlines() or a terminal, or drive one (C0 controls but tab,
+# DEL, NEL, the Unicode line and paragraph separators): shown escaped, as Python writes them.
+_ESCAPES = str.maketrans({c: repr(c)[1:-1] for c in [*map(chr, range(32)), "\x7f", "\x85", "\u2028", "\u2029"] if c != "\t"})
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of output. An error message may quote the user's input (an assembler
+    expression, a TOML value), and a form feed or vertical tab in it would break the one-line
+    error in two (found by the fuzz test: `.rept 300<FF>nop`)."""
+    return text.translate(_ESCAPES)
+
+
 def trace_limit(args) -> int:
     """The trace's step cap from `--trace`/`--trace-limit` (`run` and `kernel call` alike)."""
     if args.trace_limit is not None:

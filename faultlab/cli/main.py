@@ -14,7 +14,7 @@ from emu.run_limits import DEFAULT_MAX_TRACE
 from kimage.elf import VmlinuxError
 
 from faultlab import report
-from faultlab.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNEXPECTED, UsageError, trace_limit
+from faultlab.cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNEXPECTED, UsageError, one_line, trace_limit
 from faultlab.cli.kernel import add_kernel_commands
 from faultlab.cli.sweep import add_sweep_command
 from faultlab.kernel.fetch import KernelFetchError
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except (UsageError, ScenarioError, RunError, UnknownPolicy, KernelUsageError, VmlinuxError, KernelFetchError, SweepError) as exc:
-        print(f"faultlab: error: {exc}", file=sys.stderr)
+        print(f"faultlab: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("faultlab: interrupted", file=sys.stderr)
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_stdout()
         return EXIT_OK
     except Exception as exc:  # a bug in faultlab, not bad input: one line, and how to see more
-        print(f"faultlab: internal error: {type(exc).__name__}: {exc} (set FAULTLAB_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(f"faultlab: internal error: {type(exc).__name__}: {one_line(str(exc))} (set FAULTLAB_DEBUG=1 for a traceback)", file=sys.stderr)
         if os.environ.get("FAULTLAB_DEBUG"):
             raise
         return EXIT_INTERNAL
