@@ -128,11 +128,12 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         uc.emu_stop()
 
     # ----------------------------------------------------------------- events
-    def log(self, kind: str, message: "str | Callable[[], str]", *, pc: int | None = None, el: int | None = None, **data: Any) -> Event:
+    def log(self, kind: str, message: "str | Callable[[], str] | tuple", *, pc: int | None = None, el: int | None = None, **data: Any) -> Event:
         """Record an event of the current run (upper layers log theirs here too).
 
-        `message` may be a function of values captured now (not of live machine state): it is
-        formatted when first read (Event.message). Hot paths pass one; a plain string is fine elsewhere.
+        `message` may be a recipe of values captured now (not of live machine state): a function, or
+        a tuple (function, *arguments); it is formatted when first read (Event.message). Hot paths
+        pass a tuple (one object, where a closure makes several); a plain string is fine elsewhere.
         """
         if pc is None:
             pc = self.cpu.pc

@@ -61,7 +61,7 @@ class Outcome:
         return f"{self.kind}: {self.message}"
 
 
-Text = "str | Callable[[], str]"
+Text = "str | Callable[[], str] | tuple"  # a text, or its recipe: a function, or (function, *arguments)
 
 
 class Event:

@@ -132,7 +132,7 @@ class HostKernel:
     def add_extable(self, entries, numbering: TypeNumbering | None = None) -> None:
         self.extable.add(entries, numbering or self.config.numbering)
 
-    def log(self, kind: str, message: "str | Callable[[], str]", **data) -> None:
+    def log(self, kind: str, message: "str | Callable[[], str] | tuple", **data) -> None:
         here = self._here
         if here is not None and self.machine.nested_runs == self._here_nested and "pc" not in data:
             self.machine.log(kind, message, pc=here, el=1, **data)
