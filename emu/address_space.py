@@ -30,7 +30,7 @@ from unicorn.unicorn_const import (
 from emu.abort import PendingFault, pending_for_walk_fault
 from emu.alignment import AlignmentWatch
 from emu.stage1_tables import TableBuilder, TableWalker, tlbi_handler
-from emu.sys_insn import SysInsnHooks
+from emu.sys_insn import SysInsnHooks, is_tlbi
 from emu.cpu import MASK64, PSTATE_PAN, Cpu
 from emu.memory import (
     PAGE_MASK,
@@ -79,6 +79,9 @@ class AddressSpace:
         self.stage2: Stage2Check | None = None
         self.fill_fault: PendingFault | None = None  # set by the fill hook when it refuses
         self._unpriv_cache: dict[int, bool] = {}
+        # (page, EL) of every instruction fetch the fill hook granted since the engine's TLB was last
+        # flushed: a fetch there cannot fault now (Machine hands over at exit addresses without the engine).
+        self.fetchable: set[tuple[int, int]] = set()
         self._probe_frame = phys.alloc()
         # One reusable word for _insn_word's direct uc_mem_read (the binding allocates a buffer per read).
         self._uch = uc._uch
@@ -87,6 +90,7 @@ class AddressSpace:
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.sys_insn = SysInsnHooks(uc)  # the machine's one SYS hook (emu/sys_insn.py)
         self.sys_insn.add(tlbi_handler(self.stage1))
+        self.sys_insn.add(self._on_tlbi)
 
     def _set_fill_fault(self, pending: PendingFault) -> None:
         self.fill_fault = pending
@@ -119,6 +123,7 @@ class AddressSpace:
 
     def _flush_engine_tlb(self) -> None:
         self._unpriv_cache.clear()
+        self.fetchable.clear()
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def stage2_changed(self) -> None:
@@ -254,6 +259,7 @@ class AddressSpace:
                 perms |= _PROT[other]
         if access is AccessType.EXEC:
             self.alignment.exec_page_filled(addr, pfn)
+            self.fetchable.add((addr & PAGE_MASK, el))
         if perms & UC_PROT_WRITE and self.phys.saved is not None:
             # Copy on write for checkpoints: the CPU may now write this frame without another fill.
             self.phys.before_write(pfn)
@@ -268,6 +274,12 @@ class AddressSpace:
         the abort there; None: stop there, the run is already decided. `Machine` overrides
         this with its lazy-idmap fast path; a bare address space always stops.
         """
+        return False
+
+    def _on_tlbi(self, uc, reg: int, cp) -> bool:
+        """A TLBI the code executes flushes the engine's TLB (QEMU's implementation): forget the fetches granted."""
+        if is_tlbi(cp):
+            self.fetchable.clear()
         return False
 
     def _unprivileged_at(self, pc: int) -> bool:

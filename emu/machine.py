@@ -26,7 +26,7 @@ from emu.engine_counter import EngineCounter
 from emu.exception_paths import ExceptionPaths
 from emu.cpu import MASK64, PSTATE_DAIF, PSTATE_PAN, PSTATE_SP, Cpu
 from emu.exceptions import INTNO_BKPT
-from emu.memory import PAGE_SIZE, AccessType, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
+from emu.memory import PAGE_MASK, PAGE_SIZE, AccessType, PhysicalMemory, KERNEL_RW, KERNEL_RX, USER_RW, USER_RX
 from emu.eret import EretGuard
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
@@ -330,6 +330,13 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         (count exhausted), the deadline is checked and the stretch goes on from that PC.
         """
         left_insns = budget
+        if (handler := self._exits.get(pc := self.cpu.pc)) is not None and self.debugger is None and self.fast_fault_path:
+            # The code stands on an exit address (an exception entry set PC to a modelled vector): when
+            # the fill hook has granted a fetch from that page at this EL since the last TLB flush, the
+            # engine would fetch the brk there and stop on it at once; hand over without starting it
+            # (the same handler, events and segment count; fast_fault_path = False starts the engine).
+            if (pc & PAGE_MASK, self.cpu.el) in self.fetchable and time.monotonic() < deadline:
+                return self._hand_over(handler, pc)
         while True:
             if time.monotonic() >= deadline:
                 return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={self.cpu.pc:#x}")
@@ -367,15 +374,18 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         if self._intno is not None:
             pc = self.cpu.pc
             if self._intno == INTNO_BKPT and pc in self._exits:
-                outcome = self._exits[pc](self)
-                if outcome is None and self.cpu.pc == pc:
-                    raise MachineError(f"exit handler at {pc:#x} neither moved PC nor ended the run")
-                return outcome
+                return self._hand_over(self._exits[pc], pc)
             return self._on_interrupt(self._intno)
         if error is not None:
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unicorn: {error} at pc={self.cpu.pc:#x}")
         pc = self.cpu.pc
         return Outcome(OutcomeKind.BUDGET_EXCEEDED, f"instruction budget of {budget} exhausted at pc={pc:#x}", pc)
+
+    def _hand_over(self, handler: ExitHandler, pc: int) -> Outcome | None:
+        outcome = handler(self)
+        if outcome is None and self.cpu.pc == pc:
+            raise MachineError(f"exit handler at {pc:#x} neither moved PC nor ended the run")
+        return outcome
 
     def _resolve_in_fill(self, pending: PendingFault) -> bool | None:
         """The lazy-idmap fast path: a host data access to a frame the EL2 handler would just map.
