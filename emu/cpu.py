@@ -99,6 +99,14 @@ class ExceptionEntry:
     spsr: int
 
 
+# Registers Unicorn 2.1 reads as 32 bits: it stores the low half of the caller's u64 only
+# (qemu/target/arm/unicorn_aarch64.c reg_read: W0-W30, WSP, WZR, NZCV, PSTATE, CPACR_EL1, FPCR, FPSR).
+_NARROW_IDS = frozenset({
+    *range(A.UC_ARM64_REG_W0, A.UC_ARM64_REG_W30 + 1), A.UC_ARM64_REG_WSP, A.UC_ARM64_REG_WZR, A.UC_ARM64_REG_NZCV,
+    A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_CPACR_EL1, A.UC_ARM64_REG_FPCR, A.UC_ARM64_REG_FPSR,
+})
+
+
 class _Batch:
     """One uc_reg_{read,write}_batch over a fixed list of registers: Unicorn ids, and system registers
     by encoding (op0, op1, crn, crm, op2), which go through UC_ARM64_REG_CP_REG with a struct of
@@ -122,9 +130,12 @@ class _Batch:
                 ptrs.append(ctypes.addressof(self.vals) + 8 * i)
         self.ptrs = (ctypes.c_void_p * n)(*ptrs)
         self.n = n
+        self.narrow = tuple(i for i, r in enumerate(regs) if r in _NARROW_IDS)
 
     def read(self, cpu: "Cpu") -> list[int]:
-        ctypes.memset(self.vals, 0, ctypes.sizeof(self.vals))  # 32-bit registers are written in part
+        vals = self.vals
+        for i in self.narrow:
+            vals[i] = 0  # a 32-bit register is written in part: no stale upper half from an earlier read
         for _, cp in self.cps:
             cp.val = 0
         if _uclib.uc_reg_read_batch(cpu._handle, self.ids, self.ptrs, self.n):
@@ -135,9 +146,9 @@ class _Batch:
         return values
 
     def write(self, cpu: "Cpu", values: "list[int]") -> None:
-        self.vals[:] = [v & MASK64 for v in values]
+        self.vals[:] = values  # a c_uint64 store keeps the low 64 bits of any int, as `& MASK64` would
         for i, cp in self.cps:
-            cp.val = values[i] & MASK64
+            cp.val = values[i]
         if _uclib.uc_reg_write_batch(cpu._handle, self.ids, self.ptrs, self.n):
             for r, value in zip(self.regs, values):
                 if isinstance(r, tuple):
@@ -192,10 +203,11 @@ class Cpu:
     def read64(self, reg_id: int) -> int:
         """A register by Unicorn id, through the fast path.
 
-        The buffer is cleared first: Unicorn writes only 32 bits for 32-bit registers
-        (PSTATE, NZCV), and stale upper bits of an earlier read must not show through.
+        The buffer is cleared first for a 32-bit register (PSTATE, NZCV, ...): Unicorn writes only
+        its low half, and stale upper bits of an earlier read must not show through.
         """
-        self._u64.value = 0
+        if reg_id in _NARROW_IDS:
+            self._u64.value = 0
         if _uclib.uc_reg_read(self._handle, reg_id, self._u64_ref):
             return self.uc.reg_read(reg_id)  # let the binding raise its own error
         return self._u64.value

@@ -337,6 +337,7 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
             # (the same handler, events and segment count; fast_fault_path = False starts the engine).
             if (pc & PAGE_MASK, self.cpu.el) in self.fetchable and time.monotonic() < deadline:
                 return self._hand_over(handler, pc)
+        start: int | None = pc  # PC as read above; each later chunk starts where the engine stopped
         while True:
             if time.monotonic() >= deadline:
                 return Outcome(OutcomeKind.TIMEOUT, f"wall-clock timeout at pc={self.cpu.pc:#x}")
@@ -345,11 +346,12 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
             self.fill_fault = self._intno = self._fill_outcome = self._restarted = None
             error: UcError | None = None
             try:
-                self.uc.emu_start(self.cpu.pc, UNTIL_VA, count=chunk)
+                self.uc.emu_start(self.cpu.pc if start is None else start, UNTIL_VA, count=chunk)
             except UcError as exc:
                 # Without its traceback: kept in this frame, which the traceback holds, it would make a
                 # cycle holding every caller's frame (a sweep case's windows included) until a collection.
                 error = exc.with_traceback(None)
+            start = None
             if self.debugger is not None and (ran := self.debugger.engine_stop()) is not None:
                 left_insns -= ran  # it stopped the engine before an instruction (emu/debug_hook.py)
                 paused_for(self._limits, self.debugger.serve_stop, self)
