@@ -195,9 +195,13 @@ class Cpu:
         frame = (*_X, R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_ELR_EL1, spsr)
         self._frame_read = _Batch(frame)
         self._frame_read_syndrome = _Batch((*frame, R.UC_ARM64_REG_ESR_EL1, R.UC_ARM64_REG_FAR_EL1))
-        self._exit_write_sp = _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, R.UC_ARM64_REG_SP))
-        self._exit_write_sp0 = _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, R.UC_ARM64_REG_SP_EL0))
-        self._exit_write_both = _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP))
+        # kernel_exit's writes by the SP they return to (the current one, SP_EL0, or both when SP_EL0
+        # is the live SP), each with or without PC last (where the handler resumes: its eret).
+        exit_sps = {"sp": (R.UC_ARM64_REG_SP,), "sp0": (R.UC_ARM64_REG_SP_EL0,), "both": (R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP)}
+        self._exit_writes = {
+            (kind, with_pc): _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, *sps, *((R.UC_ARM64_REG_PC,) if with_pc else ())))
+            for kind, sps in exit_sps.items() for with_pc in (False, True)
+        }
         self._enter_el1h = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1, R.UC_ARM64_REG_SP, *_X, sctlr))
 
     def read64(self, reg_id: int) -> int:
@@ -473,18 +477,20 @@ class Cpu:
             sp = sp if self._uses_sp_el0(pstate) else sp0
         return vals[:31], sp, elr, spsr
 
-    def exit_frame(self, x: "list[int]", sp: int, elr: int, spsr: int) -> None:
+    def exit_frame(self, x: "list[int]", sp: int, elr: int, spsr: int, *, resume_at: int | None = None) -> None:
         """kernel_exit up to (not including) the eret: SPSR_EL1, x0..x30, ELR_EL1 and the SP to return
-        to (SP_EL0 for a return to EL0, else the current SP) in one batched write."""
+        to (SP_EL0 for a return to EL0, else the current SP) in one batched write; with `resume_at`,
+        PC too (last), where the handler goes on (its eret)."""
         if len(x) != 31:
             raise ValueError(f"exit_frame takes 31 values (x0-x30), not {len(x)}")
+        pc = () if resume_at is None else (resume_at,)
         if (spsr >> 2) & 3 == 0:
             if self._uses_sp_el0(self.pstate):  # SP_EL0 is the live SP too (as the sp_el0 setter does)
-                self._exit_write_both.write(self, [spsr, *x, elr, sp, sp])
+                self._exit_writes["both", bool(pc)].write(self, [spsr, *x, elr, sp, sp, *pc])
             else:
-                self._exit_write_sp0.write(self, [spsr, *x, elr, sp])
+                self._exit_writes["sp0", bool(pc)].write(self, [spsr, *x, elr, sp, *pc])
         else:
-            self._exit_write_sp.write(self, [spsr, *x, elr, sp])
+            self._exit_writes["sp", bool(pc)].write(self, [spsr, *x, elr, sp, *pc])
 
     # exception entry ------------------------------------------------------
     def take_exception(

@@ -235,8 +235,7 @@ class HostKernel:
                 return outcome
         elif isinstance(result, Resume):
             self.log("resume", (_RESUME_TEXT, result.why, regs.pc))
-        regs.restore(self.machine.cpu)
-        self.machine.cpu.pc = self.stubs.eret
+        regs.restore(self.machine.cpu, resume_at=self.stubs.eret)
         return None
 
     def _die_outcome(self, die: Die) -> Outcome:

@@ -42,9 +42,10 @@ class PtRegs:
         (x, sp, elr, spsr), esr, far = cpu.entry_frame_and_syndrome()
         return cls(x, sp, elr, spsr), esr, far
 
-    def restore(self, cpu: "Cpu") -> None:
-        """kernel_exit up to (not including) the eret, which the CPU executes itself."""
-        cpu.exit_frame(self.x, self.sp, self.pc, self.pstate)
+    def restore(self, cpu: "Cpu", *, resume_at: int | None = None) -> None:
+        """kernel_exit up to (not including) the eret, which the CPU executes itself; PC = `resume_at`
+        (the eret) in the same register batch when given."""
+        cpu.exit_frame(self.x, self.sp, self.pc, self.pstate, resume_at=resume_at)
 
     def as_dict(self) -> dict[str, int]:
         regs = {f"x{i}": v for i, v in enumerate(self.x)}

@@ -10,6 +10,7 @@ only those three modules touch.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from abi.linux import Errno
@@ -83,9 +84,15 @@ class Component:
         return cls(ComponentId.GUEST, handle)
 
     def __str__(self) -> str:
-        if self.id is ComponentId.GUEST:
-            return f"guest {self.handle:#x}"
-        return self.id.name.lower()
+        return _component_text(self.id, self.handle)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: a stray int id is not the enum member it equals
+def _component_text(cid: ComponentId, handle: int | None) -> str:
+    # Memoised: every protected-access event names the owner (a pure function of two small values).
+    if cid is ComponentId.GUEST:
+        return f"guest {handle:#x}"
+    return cid.name.lower()
 
 
 HOST = Component(ComponentId.HOST)

@@ -445,7 +445,10 @@ def test_batched_entry_exit_and_pstate_switch_match_one_register_at_a_time():
             back = [rng.getrandbits(64) for _ in range(31)]
             to_sp, to_elr = u64(), u64()
             keep_other = cpu.sp if (spsr >> 2) & 3 == 0 else cpu.sp_el0
-            cpu.exit_frame(back, to_sp, to_elr, spsr)
+            resume_at = rng.choice([None, u64()])
+            pc_before = cpu.pc
+            cpu.exit_frame(back, to_sp, to_elr, spsr, resume_at=resume_at)
+            assert cpu.pc == (pc_before if resume_at is None else resume_at)
             assert [cpu.x(i) for i in range(31)] == back
             assert (cpu.read_sysreg("ELR_EL1"), cpu.read_sysreg("SPSR_EL1")) == (to_elr, spsr)
             if (spsr >> 2) & 3 == 0:

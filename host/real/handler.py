@@ -205,8 +205,7 @@ class RealHost(HostKernel):
             if outcome is not None:
                 return outcome
         self.log("resume", (_RESUME_TEXT, why, regs.pc))
-        regs.restore(machine.cpu)
-        machine.cpu.pc = self.stubs.eret
+        regs.restore(machine.cpu, resume_at=self.stubs.eret)
         return None
 
     def _note_fixup(self, frame: _Frame, regs: PtRegs) -> str:
