@@ -17,6 +17,7 @@ marker check nor the force-reclaim call, and prints pre-LPA2 fault names.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -301,8 +302,11 @@ def _handler_rows() -> dict[int, tuple[Callable, int, int]]:
 _ROWS = _handler_rows()
 
 
+@functools.lru_cache(maxsize=256, typed=True)
 def fault_info(dfsc: int, style: OopsStyle = OopsStyle.LATEST) -> FaultInfo:
-    """fault.c fault_info[dfsc]: handler, signal, si_code, and the name as that kernel generation spells it."""
+    """fault.c fault_info[dfsc]: handler, signal, si_code, and the name as that kernel generation spells it.
+
+    A table lookup (a pure function of two small values, rows frozen): memoised, as the kernel's is a static array."""
     handler, sig, code = _ROWS.get(dfsc & 0x3F, (do_bad, SIGKILL, SI_KERNEL))
     return FaultInfo(handler, sig, code, kernel_fault_name(dfsc, style))
 
