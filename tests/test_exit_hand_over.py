@@ -17,7 +17,8 @@ from faultlab.lab import Lab
 from guest_asm import source_path
 from host.kernel import VECTORS_VA
 from hyp.policies import POLICIES
-from tests.test_fast_fault_path import _engine_only, _record
+
+from engine_paths import engine_only, record_of
 
 TOUCH = source_path("fault_paths")
 
@@ -40,14 +41,14 @@ def _touch_again(policy: str, times: int, *, max_events: int = 1_000) -> tuple[t
     guest = lab.alloc("guest", 1)
     lab.donate(guest.pfns[0])
     starts = _counting_starts(lab.machine)
-    return _record(lab.call("touch_again", guest.va, times, max_events=max_events)), starts
+    return record_of(lab.call("touch_again", guest.va, times, max_events=max_events)), starts
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 @pytest.mark.parametrize("times", [1, 2, 7])
 def test_hand_over_matches_the_engine_path(monkeypatch: pytest.MonkeyPatch, policy: str, times: int) -> None:
     fast, _ = _touch_again(policy, times)
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     slow, _ = _touch_again(policy, times)
     assert fast == slow
 
@@ -56,7 +57,7 @@ def test_hand_over_matches_the_engine_path(monkeypatch: pytest.MonkeyPatch, poli
 def test_hand_over_counts_as_a_segment(monkeypatch: pytest.MonkeyPatch, max_events: int) -> None:
     """The event limit trips at the same place: a hand-over is one segment, as the engine's stop on the brk was."""
     fast, _ = _touch_again("inject", 10, max_events=max_events)
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     slow, _ = _touch_again("inject", 10, max_events=max_events)
     assert fast == slow
     assert fast[0] is OutcomeKind.EVENT_LIMIT
@@ -86,10 +87,10 @@ def test_a_vector_page_that_cannot_be_fetched_goes_through_the_engine(monkeypatc
         lab.call("touch_again", guest.va, 1)  # the vector page is fetchable now
         lab.donate(guest.pfns[0])
         lab.donate(lab.machine.stage1.lookup(VECTORS_VA).pfn)
-        return _record(lab.call("touch_again", guest.va, 3, max_events=40))
+        return record_of(lab.call("touch_again", guest.va, 3, max_events=40))
 
     fast = run()
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     assert fast == run()
     assert "fixup" not in [e[1] for e in fast[2]]
     assert any(e[1] == "abort" and e[2] == VECTORS_VA + 0x200 for e in fast[2])

@@ -16,24 +16,9 @@ from emu.outcome import OutcomeKind
 from faultlab.lab import Lab
 from hyp.policies import POLICIES
 
+from engine_paths import engine_only, record_of
+
 TOUCH = source_path("fault_paths")
-
-
-def _engine_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every machine made from now on stops the engine at every fault."""
-    init = Machine.__init__
-
-    def engine_only_init(self, *args, **kwargs) -> None:
-        init(self, *args, **kwargs)
-        self.fast_fault_path = False
-
-    monkeypatch.setattr(Machine, "__init__", engine_only_init)
-
-
-def _record(result) -> tuple:
-    events = [(e.seq, e.kind, e.pc, e.el, e.message, sorted(e.data)) for e in result.events]
-    data = [repr(e.data) for e in result.events]
-    return (result.outcome.kind, result.outcome.message, events, data, result.regs, result.segments)
 
 
 def _page_granular(lab: Lab, *buffers) -> None:
@@ -53,14 +38,14 @@ def _lab_run(policy: str, routine: str, times: int, *, donate: bool, budget: int
     if donate:
         lab.donate(guest.pfns[0])
     va = guest.va if routine == "touch_again" else pages.va
-    return _record(lab.call(routine, va, times, budget=budget, max_events=max_events))
+    return record_of(lab.call(routine, va, times, budget=budget, max_events=max_events))
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 @pytest.mark.parametrize("routine, times, donate", [("touch_pages", 4, False), ("touch_again", 1, True), ("touch_again", 5, True)])
 def test_lab_runs_match_the_engine_path(monkeypatch: pytest.MonkeyPatch, policy: str, routine: str, times: int, donate: bool) -> None:
     fast = _lab_run(policy, routine, times, donate=donate)
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     slow = _lab_run(policy, routine, times, donate=donate)
     assert fast == slow
 
@@ -71,7 +56,7 @@ def test_event_limit_counts_the_same(monkeypatch: pytest.MonkeyPatch, max_events
     """Each in-hook idmap is still one segment: the event limit trips at the same place."""
     times = 4 if routine == "touch_pages" else 20
     fast = _lab_run("inject", routine, times, donate=donate, max_events=max_events)
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     slow = _lab_run("inject", routine, times, donate=donate, max_events=max_events)
     assert fast == slow
     if routine == "touch_again" or max_events <= 4:  # (4 pages: a few segments in all)
@@ -83,7 +68,7 @@ def _spin_run(budget: int, spins: int, *, max_events: int = 1_000) -> tuple:
     lab.load_asm(TOUCH)
     pages = lab.alloc("pages", 5)
     _page_granular(lab, pages)
-    return _record(lab.call("spin_touch", pages.va, 5, spins, budget=budget, max_events=max_events))
+    return record_of(lab.call("spin_touch", pages.va, 5, spins, budget=budget, max_events=max_events))
 
 
 @pytest.mark.parametrize("chunk", [None, 3, 7])
@@ -95,7 +80,7 @@ def test_budget_counts_the_same_across_in_hook_idmaps(monkeypatch: pytest.Monkey
     if chunk is not None:
         monkeypatch.setattr(emu.machine, "STRETCH_CHUNK", chunk)
     fast = [_spin_run(budget, 6) for budget in range(1, 40)]
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     slow = [_spin_run(budget, 6) for budget in range(1, 40)]
     for budget, (f, s) in enumerate(zip(fast, slow), start=1):
         assert f == s, f"budget {budget}"
@@ -113,10 +98,10 @@ def test_accesses_of_every_shape_in_one_block(monkeypatch: pytest.MonkeyPatch, p
         lab.load_asm(TOUCH)
         pages = lab.alloc("pages", 8)
         _page_granular(lab, pages)
-        return _record(lab.call("mixed", pages.va, 1))
+        return record_of(lab.call("mixed", pages.va, 1))
 
     fast = run()
-    _engine_only(monkeypatch)
+    engine_only(monkeypatch)
     slow = run()
     assert fast == slow
     assert fast[0] is OutcomeKind.RETURNED
