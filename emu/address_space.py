@@ -30,7 +30,7 @@ from unicorn.unicorn_const import (
 from emu.abort import PendingFault, pending_for_walk_fault
 from emu.alignment import AlignmentWatch
 from emu.stage1_tables import TableBuilder, TableWalker, tlbi_handler
-from emu.sys_insn import SysInsnHooks, is_tlbi
+from emu.sys_insn import SysInsnHooks
 from emu.cpu import MASK64, PSTATE_PAN, Cpu
 from emu.memory import (
     PAGE_MASK,
@@ -89,8 +89,8 @@ class AddressSpace:
         self.alignment = AlignmentWatch(uc, cpu, lambda pfn: phys.read(pfn << 12, PAGE_SIZE), self._set_fill_fault, self._insn_word)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.sys_insn = SysInsnHooks(uc)  # the machine's one SYS hook (emu/sys_insn.py)
-        self.sys_insn.add(tlbi_handler(self.stage1))
-        self.sys_insn.add(self._on_tlbi)
+        # A TLBI the code executes flushes the engine's TLB (QEMU's implementation): the fetches granted go too.
+        self.sys_insn.add(tlbi_handler(self.stage1, self.fetchable.clear))
 
     def _set_fill_fault(self, pending: PendingFault) -> None:
         self.fill_fault = pending
@@ -274,12 +274,6 @@ class AddressSpace:
         the abort there; None: stop there, the run is already decided. `Machine` overrides
         this with its lazy-idmap fast path; a bare address space always stops.
         """
-        return False
-
-    def _on_tlbi(self, uc, reg: int, cp) -> bool:
-        """A TLBI the code executes flushes the engine's TLB (QEMU's implementation): forget the fetches granted."""
-        if is_tlbi(cp):
-            self.fetchable.clear()
         return False
 
     def _unprivileged_at(self, pc: int) -> bool:

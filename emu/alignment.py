@@ -43,6 +43,7 @@ from emu.access_decoder import AccessDecoder
 from emu.memory import PAGE_SIZE, AccessType, WalkFault
 
 ALIGNMENT_FAULT = WalkFault("alignment", 0)
+VERDICTS_PER_PC = 256  # register values remembered per watched instruction (AlignmentWatch._check_one)
 LSE2_QUANTITY = 16  # FEAT_LSE2: bytes of the aligned block an access must stay inside
 
 
@@ -143,6 +144,10 @@ class AlignmentWatch:
         self._scanned: dict[int, tuple[int, ...]] = {}  # pfn -> watched offsets
         self._hooked: set[int] = set()  # VAs with a bounded hook
         self._words: dict[int, int] = {}  # VA -> instruction word, cleared when text changes
+        # VA of a watched instruction -> (the registers its address is made of, {their values: faults?}):
+        # whether an access faults for alignment is a pure function of the word, the PC and those
+        # values (AccessDecoder.inputs), and a spinlock's ldar/stlr runs over the same few addresses.
+        self._verdicts: dict[int, tuple[tuple[int, ...], dict[tuple[int, ...], bool]]] = {}
         self._pages_done: set[tuple[int, int]] = set()  # (page VA, pfn)
         self.strict = False  # SCTLR_EL1.A
         self.device = False  # MMU off: data accesses are Device-nGnRnE
@@ -202,11 +207,31 @@ class AlignmentWatch:
         self._scanned.clear()
         self._pages_done.clear()
         self._words.clear()
+        self._verdicts.clear()
 
     # ------------------------------------------------------------------ hooks
     def _check_one(self, uc, address: int, size: int, _user) -> None:
-        if not (self.strict or self.device):
-            self._check(address)
+        if self.strict or self.device:
+            return  # the unbounded hook checks every instruction then
+        known = self._verdicts.get(address)
+        if known is None:
+            word = self._words.get(address)
+            if word is None:
+                word = self._words[address] = self._insn_word(address)
+            if self._decoder is None:
+                self._decoder = AccessDecoder()
+            known = self._verdicts[address] = (self._decoder.inputs(word.to_bytes(4, "little")), {})
+        regs, verdicts = known
+        base_reg = self._cpu.base_reg
+        values = tuple([base_reg(r) for r in regs])
+        faults = verdicts.get(values)
+        if faults is None:
+            if len(verdicts) >= VERDICTS_PER_PC:
+                verdicts.clear()  # a bounded cache
+            access = self._decode(address)
+            faults = verdicts[values] = access is not None and unaligned_access_faults(access, strict=False, device=False)
+        if faults:
+            self._check(address)  # decodes again and raises the fault
 
     def _check_every(self, uc, address: int, size: int, _user) -> None:
         self._check(address)

@@ -281,18 +281,20 @@ class TableBuilder:
         return None if table is None else (table << PAGE_SHIFT) | (index(va, level) * 8)
 
 
-def tlbi_handler(stage1):
-    """A `SysInsnHooks` handler: every TLBI drops the cached stage-1 walks, then executes.
+def tlbi_handler(stage1, *also: "Callable[[], None]"):
+    """A `SysInsnHooks` handler: every TLBI drops the cached stage-1 walks (and calls `also`), then executes.
 
     Unicorn's own TLB is flushed by the TLBI itself (QEMU's implementation); only the walk
-    cache is ours. Every TLBI drops every walk: correct for all of them (VAE1, ASIDE1,
-    VMALLE1, ...), merely pessimistic for the by-VA forms.
+    cache, and whatever else the caller keeps about that TLB, is ours. Every TLBI drops every
+    walk: correct for all of them (VAE1, ASIDE1, VMALLE1, ...), merely pessimistic for the by-VA forms.
     """
     from emu.sys_insn import is_tlbi
 
     def on_sys(uc, reg: int, cp) -> bool:
         if is_tlbi(cp):
             stage1.flush_walk_cache()
+            for forget in also:
+                forget()
         return False
 
     return on_sys

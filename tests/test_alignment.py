@@ -221,3 +221,26 @@ def test_every_watched_instruction_of_a_page_is_checked():
         else:
             abort = result.outcome.detail
             assert abort.pc == fault_pc and abort.esr.fsc == 0x21 and abort.far == far
+
+
+@pytest.mark.parametrize("per_pc", [None, 2])
+@pytest.mark.parametrize("name", [n for n, c in CLASSES.items() if c.always])
+def test_one_machine_gives_each_address_its_own_verdict(monkeypatch, name, per_pc):
+    """The bounded hook remembers a verdict per (instruction, register values): one machine run at
+    every offset, up and down again (each value met before and after others), and with the memo
+    bounded to two values per instruction (cleared as it fills), faults exactly where a fresh
+    machine per offset does."""
+    import emu.alignment
+
+    if per_pc is not None:
+        monkeypatch.setattr(emu.alignment, "VERDICTS_PER_PC", per_pc)
+    cls = CLASSES[name]
+    m = _machine(cls)
+    for off in [*range(17), *range(16, -1, -1), 3, 0, 3, 8, 1]:
+        m.write(MIDDLE - 32, PATTERN)
+        address = MIDDLE + off
+        result = m.call(CODE_VA, address, 0x1111, 0x2222, 0, budget=100)
+        if off % cls.align:
+            _assert_alignment_fault(m, result, cls, address, 1)
+        else:
+            assert result.returned, (off, result.outcome)
