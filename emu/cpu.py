@@ -99,11 +99,14 @@ class ExceptionEntry:
     spsr: int
 
 
-# Registers Unicorn 2.1 reads as 32 bits: it stores the low half of the caller's u64 only
-# (qemu/target/arm/unicorn_aarch64.c reg_read: W0-W30, WSP, WZR, NZCV, PSTATE, CPACR_EL1, FPCR, FPSR).
+# Registers Unicorn 2.1 reads narrower than 64 bits: it stores only the low 4, 2 or 1 bytes of the
+# caller's u64 (qemu/target/arm/unicorn_aarch64.c reg_read: W0-W30, WSP, WZR, NZCV, PSTATE,
+# CPACR_EL1, FPCR, FPSR; the S, H and B views of the SIMD&FP registers).
 _NARROW_IDS = frozenset({
     *range(A.UC_ARM64_REG_W0, A.UC_ARM64_REG_W30 + 1), A.UC_ARM64_REG_WSP, A.UC_ARM64_REG_WZR, A.UC_ARM64_REG_NZCV,
     A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_CPACR_EL1, A.UC_ARM64_REG_FPCR, A.UC_ARM64_REG_FPSR,
+    *range(A.UC_ARM64_REG_S0, A.UC_ARM64_REG_S31 + 1), *range(A.UC_ARM64_REG_H0, A.UC_ARM64_REG_H31 + 1),
+    *range(A.UC_ARM64_REG_B0, A.UC_ARM64_REG_B31 + 1),
 })
 
 

@@ -572,3 +572,31 @@ def test_write_regs_batch_equals_single_writes_and_refuses_banked_registers():
     for bad in ("sp_el0", "pstate", "SPSR_EL1"):
         with pytest.raises(KeyError, match="write_regs writes x0-x30"):
             a.write_regs(((bad, 0),))
+
+
+def test_narrow_registers_read_without_stale_upper_bytes():
+    """Unicorn stores only the low 4, 2 or 1 bytes of a narrow register (PSTATE, NZCV, Wn, Sn, Hn,
+    Bn, ...): read64 must not show the bytes an earlier 64-bit read left in its buffer."""
+    from unicorn import arm64_const as A
+
+    from emu.machine import Machine
+
+    m = Machine(phys_size=4 << 20)
+    cpu = m.cpu
+    cpu.set_x(0, 0x0123_4567_89AB_CDEF)
+    cpu.set_x(5, 0xFFFF_FFFF_FFFF_FFFF)
+    cpu.set_q(3, (0xFFEE_DDCC_BBAA_9988 << 64) | 0x7766_5544_3322_1100)
+    narrow = {
+        A.UC_ARM64_REG_W0: 0x89AB_CDEF, A.UC_ARM64_REG_S3: 0x3322_1100, A.UC_ARM64_REG_H3: 0x1100,
+        A.UC_ARM64_REG_B3: 0x00, A.UC_ARM64_REG_PSTATE: m.uc.reg_read(A.UC_ARM64_REG_PSTATE),
+        A.UC_ARM64_REG_NZCV: m.uc.reg_read(A.UC_ARM64_REG_NZCV), A.UC_ARM64_REG_WZR: 0,
+    }
+    for reg, want in narrow.items():
+        assert cpu.read64(A.UC_ARM64_REG_X5) == 0xFFFF_FFFF_FFFF_FFFF  # fills the shared buffer
+        assert cpu.read64(reg) == want, reg
+    # and in a batch: a PSTATE slot after a read that filled it with a 64-bit value
+    batch = cpu._banks_read
+    cpu.write64(A.UC_ARM64_REG_SP, 0xFFFF_FFFF_FFFF_FFF0)
+    pstate = m.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+    batch.vals[0] = 0xFFFF_FFFF_0000_0000
+    assert batch.read(cpu)[0] == pstate
