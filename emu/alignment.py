@@ -215,12 +215,7 @@ class AlignmentWatch:
             return  # the unbounded hook checks every instruction then
         known = self._verdicts.get(address)
         if known is None:
-            word = self._words.get(address)
-            if word is None:
-                word = self._words[address] = self._insn_word(address)
-            if self._decoder is None:
-                self._decoder = AccessDecoder()
-            known = self._verdicts[address] = (self._decoder.inputs(word.to_bytes(4, "little")), {})
+            known = self._verdicts[address] = (self._access_decoder().inputs(self._word(address).to_bytes(4, "little")), {})
         regs, verdicts = known
         base_reg = self._cpu.base_reg
         values = tuple([base_reg(r) for r in regs])
@@ -242,14 +237,20 @@ class AlignmentWatch:
             self._raise(pending_alignment_fault(access, self._cpu.el))
             self._uc.emu_stop()
 
-    def _decode(self, pc: int) -> Access | None:
+    def _word(self, pc: int) -> int:
         word = self._words.get(pc)
         if word is None:
             word = self._words[pc] = self._insn_word(pc)
+        return word
+
+    def _access_decoder(self) -> AccessDecoder:
         if self._decoder is None:
             self._decoder = AccessDecoder()
+        return self._decoder
+
+    def _decode(self, pc: int) -> Access | None:
         try:
-            return self._decoder.decode(word.to_bytes(4, "little"), pc, self._cpu.base_reg)
+            return self._access_decoder().decode(self._word(pc).to_bytes(4, "little"), pc, self._cpu.base_reg)
         except UnsupportedInstruction:
             return None
 

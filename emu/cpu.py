@@ -138,7 +138,7 @@ class _Batch:
     def read(self, cpu: "Cpu") -> list[int]:
         vals = self.vals
         for i in self.narrow:
-            vals[i] = 0  # a 32-bit register is written in part: no stale upper half from an earlier read
+            vals[i] = 0  # a narrow register is written in part: no stale upper bytes from an earlier read
         for _, cp in self.cps:
             cp.val = 0
         if _uclib.uc_reg_read_batch(cpu._handle, self.ids, self.ptrs, self.n):
@@ -210,8 +210,8 @@ class Cpu:
     def read64(self, reg_id: int) -> int:
         """A register by Unicorn id, through the fast path.
 
-        The buffer is cleared first for a 32-bit register (PSTATE, NZCV, ...): Unicorn writes only
-        its low half, and stale upper bits of an earlier read must not show through.
+        The buffer is cleared first for a narrow register (PSTATE, NZCV, Wn, Sn, ...): Unicorn
+        writes only its low bytes, and stale upper bits of an earlier read must not show through.
         """
         if reg_id in _NARROW_IDS:
             self._u64.value = 0

@@ -384,6 +384,7 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         return Outcome(OutcomeKind.BUDGET_EXCEEDED, f"instruction budget of {budget} exhausted at pc={pc:#x}", pc)
 
     def _hand_over(self, handler: ExitHandler, pc: int) -> Outcome | None:
+        """Run the exit handler at `pc`: it must move PC or end the run (else the run would spin there)."""
         outcome = handler(self)
         if outcome is None and self.cpu.pc == pc:
             raise MachineError(f"exit handler at {pc:#x} neither moved PC nor ended the run")
