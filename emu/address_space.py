@@ -82,6 +82,7 @@ class AddressSpace:
         # (page, EL) of every instruction fetch the fill hook granted since the engine's TLB was last
         # flushed: a fetch there cannot fault now (Machine hands over at exit addresses without the engine).
         self.fetchable: set[tuple[int, int]] = set()
+        self.tlb_flushes = 0  # times the engine's TLB was flushed: a mapping may have changed (emu/loop_replay.py)
         self._probe_frame = phys.alloc()
         # One reusable word for _insn_word's direct uc_mem_read (the binding allocates a buffer per read).
         self._uch = uc._uch
@@ -89,8 +90,8 @@ class AddressSpace:
         self.alignment = AlignmentWatch(uc, cpu, lambda pfn: phys.read(pfn << 12, PAGE_SIZE), self._set_fill_fault, self._insn_word)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.sys_insn = SysInsnHooks(uc)  # the machine's one SYS hook (emu/sys_insn.py)
-        # A TLBI the code executes flushes the engine's TLB (QEMU's implementation): the fetches granted go too.
-        self.sys_insn.add(tlbi_handler(self.stage1, self.fetchable.clear))
+        # A TLBI the code executes flushes the engine's TLB (QEMU's implementation): what we know of it goes too.
+        self.sys_insn.add(tlbi_handler(self.stage1, self._forget_engine_tlb))
 
     def _set_fill_fault(self, pending: PendingFault) -> None:
         self.fill_fault = pending
@@ -123,8 +124,13 @@ class AddressSpace:
 
     def _flush_engine_tlb(self) -> None:
         self._unpriv_cache.clear()
-        self.fetchable.clear()
+        self._forget_engine_tlb()
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def _forget_engine_tlb(self) -> None:
+        """The engine's TLB is (being) flushed: what we know of its entries goes."""
+        self.fetchable.clear()
+        self.tlb_flushes += 1
 
     def stage2_changed(self) -> None:
         """Called by the stage-2 owner after it revokes or grants access to a frame (stage-1 walks stay cached)."""

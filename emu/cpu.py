@@ -195,6 +195,7 @@ class Cpu:
                                    R.UC_ARM64_REG_VBAR_EL1, sctlr))
         self._switch_writes: dict[tuple, _Batch] = {}
         self._named_writes: dict[tuple[str, ...], _Batch] = {}
+        self._named_reads: dict[tuple[int, ...], _Batch] = {}
         frame = (*_X, R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_ELR_EL1, spsr)
         self._frame_read = _Batch(frame)
         self._frame_read_syndrome = _Batch((*frame, R.UC_ARM64_REG_ESR_EL1, R.UC_ARM64_REG_FAR_EL1))
@@ -424,6 +425,13 @@ class Cpu:
         if _uclib.uc_reg_read_batch(self._handle, self._batch_ids, self._batch_ptrs, 31):
             return [self.x(i) for i in range(31)]
         return self._batch_vals[:31]  # 64-bit registers: every value written whole
+
+    def read_batch(self, regs: "tuple[int, ...]") -> tuple[int, ...]:
+        """Registers by Unicorn id, in one batched read (the batch is made once per tuple)."""
+        batch = self._named_reads.get(regs)
+        if batch is None:
+            batch = self._named_reads[regs] = _Batch(regs)
+        return tuple(batch.read(self))
 
     def write_regs(self, writes: "tuple[tuple[str, int], ...]") -> None:
         """(name, value) writes of plain registers - "x0".."x30", "sp" (the live one), "pc" - in one

@@ -30,6 +30,7 @@ from emu.memory import PAGE_MASK, PAGE_SIZE, AccessType, PhysicalMemory, KERNEL_
 from emu.eret import EretGuard
 from emu.el2_handler import SMCCC_RET_NOT_SUPPORTED, NoAbortHandler  # noqa: F401 (importable from here)
 from emu.outcome import Event, Outcome, OutcomeKind, RunResult, TraceStep
+from emu.loop_replay import LoopParticipant, LoopReplay
 from emu.sctlr import LINUX_SCTLR_EL1, follow_sctlr
 from emu.trace_recorder import TraceRecorder
 from emu.run_limits import (
@@ -108,6 +109,8 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         # wherever that is provably the engine's result. False: every fault stops the engine
         # (tests compare the two).
         self.fast_fault_path = True
+        self._loop_participants: list[LoopParticipant] = []  # besides the EL2 handler (emu/loop_replay.py)
+        self._loop_replay = LoopReplay(self)
         self._counter = EngineCounter.for_engine(uc)  # None: no fill-hook idmaps (the budget could not be kept)
         self._fill_outcome: Outcome | None = None  # a run decided inside the fill hook
         self._restarted: int | None = None  # instructions of this emu_start before the last in-hook idmap
@@ -372,7 +375,10 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
         if self._fill_outcome is not None:
             return self._fill_outcome
         if self.fill_fault is not None:
-            return self._on_abort(self._abort_builder.build(self.fill_fault))
+            abort = self._abort_builder.build(self.fill_fault)
+            if abort.stage == 2 and self.fast_fault_path and self.debugger is None and self._trace is None:
+                self._loop_replay.before(abort)  # copies the iterations that would repeat the last one
+            return self._on_abort(abort)
         if self._intno is not None:
             pc = self.cpu.pc
             if self._intno == INTNO_BKPT and pc in self._exits:
@@ -382,6 +388,15 @@ class Machine(AddressSpace, ExceptionPaths, TraceRecorder):
             return Outcome(OutcomeKind.EMULATOR_ERROR, f"unicorn: {error} at pc={self.cpu.pc:#x}")
         pc = self.cpu.pc
         return Outcome(OutcomeKind.BUDGET_EXCEEDED, f"instruction budget of {budget} exhausted at pc={pc:#x}", pc)
+
+    def add_loop_participant(self, participant: "LoopParticipant") -> None:
+        """A party (a modelled host) whose state a repeated abort's handling reads (emu/loop_replay.py)."""
+        self._loop_participants.append(participant)
+
+    def loop_participants(self) -> "list[LoopParticipant] | None":
+        """The EL2 handler and the registered parties; None when the EL2 handler does not take part."""
+        el2 = self.el2
+        return [el2, *self._loop_participants] if hasattr(el2, "loop_state") else None
 
     def _hand_over(self, handler: ExitHandler, pc: int) -> Outcome | None:
         """Run the exit handler at `pc`: it must move PC or end the run (else the run would spin there)."""

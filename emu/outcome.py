@@ -90,6 +90,11 @@ class Event:
         """The constructor, by its earlier name (it was the fast path past a frozen dataclass's __init__)."""
         return cls(seq, kind, pc, el, message, data)
 
+    def renumbered(self, seq: int) -> "Event":
+        """The same event at another place in a run (emu/loop_replay.py copies repeated iterations):
+        its message as given (a recipe stays one), a copy of its data."""
+        return Event(seq, self._kind, self._pc, self._el, self._message, dict(self._data))
+
     seq: int = property(operator.attrgetter("_seq"))  # type: ignore[assignment]
     kind: str = property(operator.attrgetter("_kind"))  # type: ignore[assignment]
     pc: int = property(operator.attrgetter("_pc"))  # type: ignore[assignment]

@@ -11,7 +11,7 @@ trap to EL2 or fault like the real kernel's would.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Hashable
 
 from abi.linux import Sig, signal_name
 from emu.cpu import VectorKind, VectorOffset
@@ -90,6 +90,7 @@ class HostKernel:
         self._refaults = 0
         self._refault_run: list | None = None  # the run (its event list) the count belongs to
         self._install()
+        self.machine.add_loop_participant(self)
 
     # ------------------------------------------------------------ the profile, as fault.c sees it
     @property
@@ -222,6 +223,20 @@ class HostKernel:
             self.log("livelock", f"{message} ({result.why})", pc=pc, far=far, count=self._refaults)
             return Outcome(OutcomeKind.LIVELOCK, message, {"pc": pc, "far": far, "count": self._refaults})
         return result
+
+    # ------------------------------------------------------------ a run repeating one abort (emu/loop_replay.py)
+    def loop_state(self) -> Hashable | None:
+        return (self._refault, self._refault_run is self.machine.events, self._depth, len(self.fixups), self.task.loop_state())
+
+    def steady_iterations(self) -> int:
+        """Iterations still handled as the last one: retries of the same abort, short of the livelock
+        threshold (the iteration that reaches it ends the run, and is run, not copied)."""
+        if self._refault is None or self._refault_run is not self.machine.events:
+            return 0
+        return max(0, LIVELOCK_AFTER - 1 - self._refaults)
+
+    def replay_iterations(self, n: int) -> None:
+        self._refaults += n
 
     def _finish(self, result, regs: PtRegs) -> Outcome | None:
         if isinstance(result, Outcome):

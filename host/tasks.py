@@ -44,6 +44,10 @@ class Task:
     delivered: list[DeliveredSignal] = field(default_factory=list)
     _saved: list[PtRegs] = field(default_factory=list)
 
+    def loop_state(self) -> tuple:
+        """Its state, as far as a retried abort could change it (emu/loop_replay.py)."""
+        return (self.mm, len(self.handlers), len(self.delivered), len(self._saved))
+
     def syscall(self, regs: PtRegs) -> Outcome | Resume:
         nr = regs.x[8]
         if nr == NR_EXIT:

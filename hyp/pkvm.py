@@ -50,6 +50,7 @@ class Hyp:
         )
         self.injections: list[Injection] = []
         self._logged_transitions = 0
+        self._loop_marks = (0, 0)  # len(injections) at the two latest loop_state() calls (emu/loop_replay.py)
         machine.stage2 = self.stage2
         machine.el2 = self
         machine.stage2_changed()  # translations filled under a previous stage 2 must not survive
@@ -114,6 +115,23 @@ class Hyp:
             refused=None if answer.refused is None else answer.refused.value,
             numbering=self.abi.origin,
         )
+
+    # a run repeating one abort (emu/loop_replay.py) -----------------------
+    def loop_state(self) -> tuple:
+        """What handling a repeated abort reads here besides the abort itself: the ownership (it
+        changes only through logged transitions), the policy (policies keep no state: hyp/policies.py)
+        and the checks."""
+        self._loop_marks = (self._loop_marks[1], len(self.injections))
+        return (len(self.ownership.transitions), self._logged_transitions, self.policy.name, self.check_invariants)
+
+    def steady_iterations(self) -> int:
+        return 1 << 30  # the same state and abort: the same decision, however often
+
+    def replay_iterations(self, n: int) -> None:
+        """n more iterations, each injecting what the last one did."""
+        start, end = self._loop_marks
+        self.injections.extend(self.injections[start:end] * n)
+        self._loop_marks = (start, len(self.injections))
 
     # services policies compose (hyp/el2.py) ------------------------------
     def _decide(self, decision: Decision, access: ProtectedAccess) -> None:

@@ -108,6 +108,14 @@ class RealHost(HostKernel):
         machine.add_exit(base + VectorOffset.LOWER_A64 + VectorKind.SYNC, lambda m: self._sync(from_el0=True))
 
     # ------------------------------------------------------------ per run
+    def loop_state(self) -> None:
+        """Never a proven repeat (emu/loop_replay.py): the kernel's own code runs every iteration, over
+        memory (its stack, what a WARN keeps) that no fingerprint here covers."""
+        return None
+
+    def steady_iterations(self) -> int:
+        return 0
+
     def _sync_run(self) -> None:
         """A new run (Machine.run makes a new event list) starts with no frames, messages or repeats."""
         if self._run is not self.machine.events:
