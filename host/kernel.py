@@ -89,6 +89,7 @@ class HostKernel:
         self._refault: tuple[int, int] | None = None  # (PC, FAR) of the last abort handled as "retry"
         self._refaults = 0
         self._refault_run: list | None = None  # the run (its event list) the count belongs to
+        self._retry_logged = -1  # len(machine.events) right after the latest retry's `resume` event
         self._install()
         self.machine.add_loop_participant(self)
 
@@ -230,13 +231,22 @@ class HostKernel:
 
     def steady_iterations(self) -> int:
         """Iterations still handled as the last one: retries of the same abort, short of the livelock
-        threshold (the iteration that reaches it ends the run, and is run, not copied)."""
-        if self._refault is None or self._refault_run is not self.machine.events:
+        threshold (the iteration that reaches it ends the run, and is run, not copied).
+
+        Only when this host handled the last iteration and nothing but its eret and the retried
+        access ran since: its retry's `resume` is the run's latest event, and VBAR_EL1 is its own
+        vector table (an exception entry lands on its handler, no code of anyone else's runs first).
+        """
+        machine = self.machine
+        if self._refault is None or self._refault_run is not machine.events or self._retry_logged != len(machine.events):
+            return 0
+        if machine.cpu.read_sysreg("VBAR_EL1") != VECTORS_VA:
             return 0
         return max(0, LIVELOCK_AFTER - 1 - self._refaults)
 
     def replay_iterations(self, n: int) -> None:
         self._refaults += n
+        self._retry_logged = len(self.machine.events)  # the copies end with its retry's `resume` too
 
     def _finish(self, result, regs: PtRegs) -> Outcome | None:
         if isinstance(result, Outcome):
@@ -250,6 +260,7 @@ class HostKernel:
                 return outcome
         elif isinstance(result, Resume):
             self.log("resume", (_RESUME_TEXT, result.why, regs.pc))
+            self._retry_logged = len(self.machine.events) if self._refault is not None else -1
         regs.restore(self.machine.cpu, resume_at=self.stubs.eret)
         return None
 

@@ -104,3 +104,53 @@ def test_sweep_cases_match_the_engine_path(monkeypatch: pytest.MonkeyPatch, host
     assert fast == slow
     if host is LINUX_6_1.host and name != "copy_from_kernel_nofault":
         assert copied > 0  # 6.1 retries its spurious faults: some runs were copies
+
+
+GUEST_VECTORS = """
+.text
+.balign 2048
+SYM_FUNC_START(retry_vectors)     // its own exception vectors: only "current EL, SPx, sync" is used
+    .skip 0x200
+    ldr  x9, [x10]                // count the entry in memory...
+    add  x9, x9, #1
+    str  x9, [x10]
+    cmp  x9, #20
+    mov  x9, #0                   // ...and leave the registers as they were
+    b.lt 1f
+    mrs  x11, elr_el1             // the 20th entry skips the access
+    add  x11, x11, #4
+    msr  elr_el1, x11
+    mov  x11, #0
+1:  eret
+SYM_FUNC_END(retry_vectors)
+SYM_FUNC_START(retry_load)        // x0 = vectors, x1 = the guest's page, x2 = the counter
+    msr  vbar_el1, x0
+    isb
+    mov  x10, x2
+    ldr  x3, [x1]
+    ret
+SYM_FUNC_END(retry_load)
+"""
+
+
+def test_retries_by_code_of_its_own_are_run_not_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vector table of the routine's own retries the access with the registers unchanged, counting
+    the entries in memory: the takings look alike, but memory changes, and only a modelled host
+    vouches for an iteration. Nothing is copied; the 20th entry skips the access and the run returns."""
+
+    def run() -> tuple[tuple, Lab]:
+        config = KernelConfig(profile=dataclasses.replace(model_profile(), host=LINUX_6_1.host), pkvm_initialised=True)
+        lab = Lab("inject", host_config=config)
+        lab.load_asm("retry_vectors.S", text=GUEST_VECTORS)
+        guest, counter = lab.alloc("guest", 1), lab.alloc("counter", 1)
+        lab.donate(guest.pfns[0])
+        result = lab.call("retry_load", lab.symbol("retry_vectors"), guest.va, counter.va, max_events=1_000)
+        return record_of(result), lab
+
+    fast, lab = run()
+    assert fast[0] is OutcomeKind.RETURNED
+    assert [e[1] for e in fast[2]].count("protected-access") == 20
+    assert lab.machine._loop_replay.copied == 0
+    assert int.from_bytes(lab.read(lab.regions["counter"].va, 8), "little") == 20
+    engine_only(monkeypatch)
+    assert run()[0] == fast
