@@ -37,7 +37,8 @@ from emu.outcome import Event
 
 if TYPE_CHECKING:
     from emu.abort import MemoryAbort
-    from emu.machine import Machine
+    from emu.cpu import Cpu
+    from emu.run_limits import RunLimits
 
 
 class LoopParticipant(Protocol):
@@ -51,6 +52,17 @@ class LoopParticipant(Protocol):
 
     def replay_iterations(self, n: int) -> None:
         """Record n more iterations handled exactly as the last one (its own logs and counters)."""
+
+
+class _RunningMachine(Protocol):
+    """What the copies need of `emu.machine.Machine` (which owns a LoopReplay)."""
+
+    cpu: "Cpu"
+    events: list[Event]
+    tlb_flushes: int
+    _limits: "RunLimits"
+
+    def loop_participants(self) -> "list[LoopParticipant] | None": ...
 
 
 # Every register an iteration's handling reads or leaves behind: x0-x30, the stack pointers, PC,
@@ -76,7 +88,7 @@ class _Taking:
 
 
 class LoopReplay:
-    def __init__(self, machine: "Machine") -> None:
+    def __init__(self, machine: _RunningMachine) -> None:
         self._machine = machine
         self._last: _Taking | None = None
         self.copied = 0  # iterations copied (for tests and benchmarks)
