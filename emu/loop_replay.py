@@ -106,16 +106,20 @@ class LoopReplay:
         if participants is None:
             self._last = None
             return
+        n = min(p.steady_iterations() for p in participants)
+        if n <= 0:
+            # Nobody vouches (a fixed-up access in a loop, say): no fingerprint, which is the costly part.
+            self._last = _Taking(m.events, abort, len(m.events), limits.segments, m.tlb_flushes, None, None)
+            return
         states = tuple(p.loop_state() for p in participants)
         registers = m.cpu.read_batch(_FINGERPRINT)
         self._last = _Taking(m.events, abort, len(m.events), limits.segments, m.tlb_flushes, registers, states)
-        if last.registers != registers or last.states != states or None in states:
+        if last.registers is None or last.registers != registers or last.states != states or None in states:
             return
         period = limits.segments - last.segments
         events = m.events[last.index :]
         if period <= 0 or not events:
             return
-        n = min(p.steady_iterations() for p in participants)
         n = min(n, (limits.max_events - limits.segments) // period - 2)  # the limit trips in iterations run, not copied
         if n <= 0:
             return
