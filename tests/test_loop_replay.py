@@ -17,6 +17,7 @@ from emu.outcome import OutcomeKind
 from faultlab.lab import Lab
 from faultlab.sweep import ROUTINES, Bench, run_case
 from faultlab.sweep.hosts import boundary_cases
+from faultlab.sweep.kernel import KERNEL_ROUTINES
 from guest_asm import source_path
 from host.kernel import KernelConfig
 from host.results import LIVELOCK_AFTER
@@ -83,12 +84,9 @@ def test_two_pages_two_loops() -> None:
     assert lab.machine._loop_replay.copied == first + LIVELOCK_AFTER - 3
 
 
-@pytest.mark.parametrize("host", [LINUX_6_1.host, LINUX_7_2.host], ids=["6.1", "7.2"])
-@pytest.mark.parametrize("name", ["__arch_copy_from_user", "strscpy", "full_name_hash", "copy_from_kernel_nofault"])
-def test_sweep_cases_match_the_engine_path(monkeypatch: pytest.MonkeyPatch, host, name: str) -> None:
-    """Our routines on a 6.1 host (livelocks where the marker is missing) and a 7.2 host (force-reclaim:
-    ownership changes, nothing is copied), every policy, a spread of boundary cases: the same runs."""
-    cases = boundary_cases(name, range(0, 40, 3), ("inject", "inject-reclaim", "panic"))
+def _compare_sweep_cases(monkeypatch: pytest.MonkeyPatch, host, name: str, lengths) -> int:
+    """Our routine's boundary cases under every policy, on `host`, copying and not: the same runs. Returns the copies."""
+    cases = boundary_cases(name, lengths, ("inject", "inject-reclaim", "panic"))
 
     def runs() -> tuple[list, int]:
         bench = Bench(host=host)
@@ -98,12 +96,33 @@ def test_sweep_cases_match_the_engine_path(monkeypatch: pytest.MonkeyPatch, host
                 for r in out], copied
 
     fast, copied = runs()
-    engine_only(monkeypatch)
-    slow, none = runs()
+    with monkeypatch.context() as patch:
+        engine_only(patch)
+        slow, none = runs()
     assert none == 0
     assert fast == slow
+    return copied
+
+
+HOSTS = pytest.mark.parametrize("host", [LINUX_6_1.host, LINUX_7_2.host], ids=["6.1", "7.2"])
+
+
+@HOSTS
+@pytest.mark.parametrize("name", ["__arch_copy_from_user", "strscpy", "full_name_hash", "copy_from_kernel_nofault"])
+def test_sweep_cases_match_the_engine_path(monkeypatch: pytest.MonkeyPatch, host, name: str) -> None:
+    """Our routines on a 6.1 host (livelocks where the marker is missing) and a 7.2 host (force-reclaim:
+    ownership changes, nothing is copied), a spread of lengths: the same runs."""
+    copied = _compare_sweep_cases(monkeypatch, host, name, range(0, 40, 9 if name == "strscpy" else 4))
     if host is LINUX_6_1.host and name != "copy_from_kernel_nofault":
         assert copied > 0  # 6.1 retries its spurious faults: some runs were copies
+
+
+@pytest.mark.slow
+@HOSTS
+@pytest.mark.parametrize("name", sorted(KERNEL_ROUTINES))
+def test_every_boundary_case_matches_the_engine_path(monkeypatch: pytest.MonkeyPatch, host, name: str) -> None:
+    """The slow job: every routine with a kernel twin, every length 0-64, every boundary case."""
+    _compare_sweep_cases(monkeypatch, host, name, range(65))
 
 
 GUEST_VECTORS = """
