@@ -16,6 +16,7 @@ from unicorn import arm64_const as A
 from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
 from abi.arch import MASK64
+from emu.reg_batch import NARROW_IDS, CpReg, RegBatch
 
 # PSTATE / SPSR bit positions (Arm ARM C5.2.19 SPSR_EL1, AArch64 state)
 PSTATE_SP = 1 << 0  # M[0]: 1 = SP_ELx, 0 = SP_EL0
@@ -56,13 +57,6 @@ _REG = {
 SYSREG_NAMES = tuple(sorted({*_CP, *_REG, "SP_EL0", "SP_EL1", "PAN", "CurrentEL"}))
 
 
-class _CpReg(ctypes.Structure):
-    """Unicorn's uc_arm64_cp_reg (include/unicorn/arm64.h): a system register named by its encoding."""
-
-    _fields_ = (("crn", ctypes.c_uint32), ("crm", ctypes.c_uint32), ("op0", ctypes.c_uint32),
-                ("op1", ctypes.c_uint32), ("op2", ctypes.c_uint32), ("val", ctypes.c_uint64))
-
-
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 _Q = [getattr(A, f"UC_ARM64_REG_Q{i}") for i in range(32)]
 MASK128 = (1 << 128) - 1
@@ -99,67 +93,6 @@ class ExceptionEntry:
     spsr: int
 
 
-# Registers Unicorn 2.1 reads narrower than 64 bits: it stores only the low 4, 2 or 1 bytes of the
-# caller's u64 (qemu/target/arm/unicorn_aarch64.c reg_read: W0-W30, WSP, WZR, NZCV, PSTATE,
-# CPACR_EL1, FPCR, FPSR; the S, H and B views of the SIMD&FP registers).
-_NARROW_IDS = frozenset({
-    *range(A.UC_ARM64_REG_W0, A.UC_ARM64_REG_W30 + 1), A.UC_ARM64_REG_WSP, A.UC_ARM64_REG_WZR, A.UC_ARM64_REG_NZCV,
-    A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_CPACR_EL1, A.UC_ARM64_REG_FPCR, A.UC_ARM64_REG_FPSR,
-    *range(A.UC_ARM64_REG_S0, A.UC_ARM64_REG_S31 + 1), *range(A.UC_ARM64_REG_H0, A.UC_ARM64_REG_H31 + 1),
-    *range(A.UC_ARM64_REG_B0, A.UC_ARM64_REG_B31 + 1),
-})
-
-
-class _Batch:
-    """One uc_reg_{read,write}_batch over a fixed list of registers: Unicorn ids, and system registers
-    by encoding (op0, op1, crn, crm, op2), which go through UC_ARM64_REG_CP_REG with a struct of
-    their own. A batch is applied in order (a write of SCTLR_EL1 after PSTATE's rebuilds the flags
-    for the new PSTATE); a system register alone costs a ctypes call of ~0.8 us."""
-
-    def __init__(self, regs: "tuple[int | tuple[int, int, int, int, int], ...]") -> None:
-        n = len(regs)
-        self.regs = regs
-        self.ids = (ctypes.c_int32 * n)(*[A.UC_ARM64_REG_CP_REG if isinstance(r, tuple) else r for r in regs])
-        self.vals = (ctypes.c_uint64 * n)()
-        self.cps: list[tuple[int, _CpReg]] = []
-        ptrs = []
-        for i, r in enumerate(regs):
-            if isinstance(r, tuple):
-                cp = _CpReg()
-                cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = r
-                self.cps.append((i, cp))
-                ptrs.append(ctypes.addressof(cp))
-            else:
-                ptrs.append(ctypes.addressof(self.vals) + 8 * i)
-        self.ptrs = (ctypes.c_void_p * n)(*ptrs)
-        self.n = n
-        self.narrow = tuple(i for i, r in enumerate(regs) if r in _NARROW_IDS)
-
-    def read(self, cpu: "Cpu") -> list[int]:
-        vals = self.vals
-        for i in self.narrow:
-            vals[i] = 0  # a narrow register is written in part: no stale upper bytes from an earlier read
-        for _, cp in self.cps:
-            cp.val = 0
-        if _uclib.uc_reg_read_batch(cpu._handle, self.ids, self.ptrs, self.n):
-            return [cpu._cp_read(*r) if isinstance(r, tuple) else cpu.uc.reg_read(r) for r in self.regs]  # the binding raises
-        values = self.vals[:]
-        for i, cp in self.cps:
-            values[i] = cp.val
-        return values
-
-    def write(self, cpu: "Cpu", values: "list[int]") -> None:
-        self.vals[:] = values  # a c_uint64 store keeps the low 64 bits of any int, as `& MASK64` would
-        for i, cp in self.cps:
-            cp.val = values[i]
-        if _uclib.uc_reg_write_batch(cpu._handle, self.ids, self.ptrs, self.n):
-            for r, value in zip(self.regs, values):
-                if isinstance(r, tuple):
-                    cpu._cp_write(*r, value)
-                else:
-                    cpu.uc.reg_write(r, value & MASK64)  # the binding raises
-
-
 def _vreg(n: int) -> int:
     if not 0 <= n <= 31:
         raise ValueError(f"there is no SIMD&FP register v{n} (v0-v31)")
@@ -180,7 +113,7 @@ class Cpu:
         self._u64_ref = ctypes.byref(self._u64)
         # Batches of x0..x30, sp, pc, pstate: one uc_reg_{read,write}_batch instead of 34 calls
         # (a call at the start and the end of every run; tests compare with the one-by-one path).
-        self._cp_reg = _CpReg()
+        self._cp_reg = CpReg()
         self._cp_ref = ctypes.byref(self._cp_reg)
         self._batch_ids = (ctypes.c_int32 * len(_SNAPSHOT_IDS))(*_SNAPSHOT_IDS)
         self._batch_vals = (ctypes.c_uint64 * len(_SNAPSHOT_IDS))()
@@ -190,23 +123,23 @@ class Cpu:
         # Exception entry, PSTATE writes, kernel_entry/exit move their registers in batches too, the
         # system registers among them (each register alone is a ctypes call of ~0.6-0.8 us).
         R, sctlr, spsr = A, _CP["SCTLR_EL1"], _CP["SPSR_EL1"]
-        self._banks_read = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1, sctlr))
-        self._entry_read = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1,
+        self._banks_read = RegBatch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1, sctlr))
+        self._entry_read = RegBatch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1,
                                    R.UC_ARM64_REG_VBAR_EL1, sctlr))
-        self._switch_writes: dict[tuple, _Batch] = {}
-        self._named_writes: dict[tuple[str, ...], _Batch] = {}
-        self._named_reads: dict[tuple[int, ...], _Batch] = {}
+        self._switch_writes: dict[tuple, RegBatch] = {}
+        self._named_writes: dict[tuple[str, ...], RegBatch] = {}
+        self._named_reads: dict[tuple[int, ...], RegBatch] = {}
         frame = (*_X, R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_ELR_EL1, spsr)
-        self._frame_read = _Batch(frame)
-        self._frame_read_syndrome = _Batch((*frame, R.UC_ARM64_REG_ESR_EL1, R.UC_ARM64_REG_FAR_EL1))
+        self._frame_read = RegBatch(frame)
+        self._frame_read_syndrome = RegBatch((*frame, R.UC_ARM64_REG_ESR_EL1, R.UC_ARM64_REG_FAR_EL1))
         # kernel_exit's writes by the SP they return to (the current one, SP_EL0, or both when SP_EL0
         # is the live SP), each with or without PC last (where the handler resumes: its eret).
         exit_sps = {"sp": (R.UC_ARM64_REG_SP,), "sp0": (R.UC_ARM64_REG_SP_EL0,), "both": (R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP)}
         self._exit_writes = {
-            (kind, with_pc): _Batch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, *sps, *((R.UC_ARM64_REG_PC,) if with_pc else ())))
+            (kind, with_pc): RegBatch((spsr, *_X, R.UC_ARM64_REG_ELR_EL1, *sps, *((R.UC_ARM64_REG_PC,) if with_pc else ())))
             for kind, sps in exit_sps.items() for with_pc in (False, True)
         }
-        self._enter_el1h = _Batch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1, R.UC_ARM64_REG_SP, *_X, sctlr))
+        self._enter_el1h = RegBatch((R.UC_ARM64_REG_PSTATE, R.UC_ARM64_REG_SP_EL0, R.UC_ARM64_REG_SP_EL1, R.UC_ARM64_REG_SP, *_X, sctlr))
 
     def read64(self, reg_id: int) -> int:
         """A register by Unicorn id, through the fast path.
@@ -214,7 +147,7 @@ class Cpu:
         The buffer is cleared first for a narrow register (PSTATE, NZCV, Wn, Sn, ...): Unicorn
         writes only its low bytes, and stale upper bits of an earlier read must not show through.
         """
-        if reg_id in _NARROW_IDS:
+        if reg_id in NARROW_IDS:
             self._u64.value = 0
         if _uclib.uc_reg_read(self._handle, reg_id, self._u64_ref):
             return self.uc.reg_read(reg_id)  # let the binding raise its own error
@@ -372,7 +305,7 @@ class Cpu:
                 *(r for r, _ in also), _CP["SCTLR_EL1"])
         batch = self._switch_writes.get(regs)
         if batch is None:
-            batch = self._switch_writes[regs] = _Batch(regs)
+            batch = self._switch_writes[regs] = RegBatch(regs)
         # The same SCTLR_EL1 value back: the machine's modes (on_sctlr_write) follow its value, which this does not change.
         batch.write(self, [*(v for _, v in before), value, sp0, sp1, live, *(v for _, v in also), sctlr])
 
@@ -430,7 +363,7 @@ class Cpu:
         """Registers by Unicorn id, in one batched read (the batch is made once per tuple)."""
         batch = self._named_reads.get(regs)
         if batch is None:
-            batch = self._named_reads[regs] = _Batch(regs)
+            batch = self._named_reads[regs] = RegBatch(regs)
         return tuple(batch.read(self))
 
     def write_regs(self, writes: "tuple[tuple[str, int], ...]") -> None:
@@ -443,7 +376,7 @@ class Cpu:
             unknown = [n for n in names if n not in _PLAIN_REGS]
             if unknown:
                 raise KeyError(f"write_regs writes x0-x30, sp and pc, not {', '.join(unknown)}")
-            batch = self._named_writes[names] = _Batch(tuple(_PLAIN_REGS[n] for n in names))
+            batch = self._named_writes[names] = RegBatch(tuple(_PLAIN_REGS[n] for n in names))
         batch.write(self, [v for _, v in writes])
 
     def enter_el1h(self, pstate: int, sp: int, sp_el0: int, x: "list[int] | tuple[int, ...]") -> None:
