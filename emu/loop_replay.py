@@ -84,7 +84,7 @@ class _Taking:
     segments: int
     flushes: int
     registers: tuple[int, ...] | None
-    states: tuple[Hashable | None, ...]
+    states: tuple[Hashable | None, ...] | None
 
 
 class LoopReplay:
@@ -98,23 +98,18 @@ class LoopReplay:
         m = self._machine
         limits = m._limits  # noqa: SLF001 - the machine's own run state
         last = self._last
+        taking = self._last = _Taking(m.events, abort, len(m.events), limits.segments, m.tlb_flushes, None, None)
         if last is None or last.events is not m.events or last.abort is not abort or last.flushes != m.tlb_flushes:
-            # Not a repeat (or a mapping changed since): remember where it was taken, nothing more.
-            self._last = _Taking(m.events, abort, len(m.events), limits.segments, m.tlb_flushes, None, None)
-            return
+            return  # not a repeat (or a mapping changed since): where it was taken is all there is to keep
         participants = m.loop_participants()
         if participants is None:
-            self._last = None
             return
         n = min(p.steady_iterations() for p in participants)
         if n <= 0:
-            # Nobody vouches (a fixed-up access in a loop, say): no fingerprint, which is the costly part.
-            self._last = _Taking(m.events, abort, len(m.events), limits.segments, m.tlb_flushes, None, None)
-            return
-        states = tuple(p.loop_state() for p in participants)
-        registers = m.cpu.read_batch(_FINGERPRINT)
-        self._last = _Taking(m.events, abort, len(m.events), limits.segments, m.tlb_flushes, registers, states)
-        if last.registers is None or last.registers != registers or last.states != states or None in states:
+            return  # nobody vouches (a fixed-up access in a loop, say): no fingerprint, the costly part
+        taking.states = tuple(p.loop_state() for p in participants)
+        taking.registers = m.cpu.read_batch(_FINGERPRINT)
+        if last.registers != taking.registers or last.states != taking.states or None in taking.states:
             return
         period = limits.segments - last.segments
         events = m.events[last.index :]
@@ -131,4 +126,4 @@ class LoopReplay:
             p.replay_iterations(n)
         limits.segments += n * period
         self.copied += n
-        self._last = _Taking(log, abort, len(log), limits.segments, m.tlb_flushes, registers, states)
+        taking.index, taking.segments = len(log), limits.segments  # the next iteration starts after the copies

@@ -39,7 +39,7 @@ BUG_BRK_IMM = 0x800  # asm/brk-imm.h: BUG() is brk #0x800
 
 # Event texts as (format, *values) recipes (emu/outcome.py Event): formatted only when read.
 _ABORT_TEXT = "{} abort: ESR={:#x} FAR={:#x} pc={:#x}".format
-_RESUME_TEXT = "{}; eret to {:#x}".format
+RESUME_TEXT = "{}; eret to {:#x}".format  # the resume event's text, both hosts (host/real/handler.py)
 
 
 def _fixup_text(fixup: Fixup) -> str:
@@ -259,7 +259,7 @@ class HostKernel:
             if outcome is not None:
                 return outcome
         elif isinstance(result, Resume):
-            self.log("resume", (_RESUME_TEXT, result.why, regs.pc))
+            self.log("resume", (RESUME_TEXT, result.why, regs.pc))
             self._retry_logged = len(self.machine.events) if self._refault is not None else -1
         regs.restore(self.machine.cpu, resume_at=self.stubs.eret)
         return None

@@ -39,7 +39,7 @@ from kimage.loaded import LoadedKernel
 
 from host.extable import Fixup
 from host.results import LIVELOCK_AFTER, Die, Signal, livelock_message
-from host.kernel import HOST_STUBS_VA, KernelConfig, HostKernel
+from host.kernel import HOST_STUBS_VA, RESUME_TEXT, KernelConfig, HostKernel
 from host.ptregs import PtRegs
 from host.tasks import signal_name
 
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 LIVELOCK = OutcomeKind.LIVELOCK
 # Event texts as (format, *values) recipes (emu/outcome.py Event): formatted only when read.
 _ABORT_TEXT = "{} abort: ESR={:#x} FAR={:#x} pc={:#x}: calling the kernel's do_mem_abort, pt_regs at {:#x}".format
-_RESUME_TEXT = "{}; eret to {:#x}".format
 MAX_FRAMES = 8
 RETURN_VA = HOST_STUBS_VA + 0x400  # in HostKernel's vector page: do_mem_abort returns here
 _ABORTS = (EC.DABT_CUR, EC.DABT_LOW, EC.IABT_CUR, EC.IABT_LOW)
@@ -108,12 +107,9 @@ class RealHost(HostKernel):
         machine.add_exit(base + VectorOffset.LOWER_A64 + VectorKind.SYNC, lambda m: self._sync(from_el0=True))
 
     # ------------------------------------------------------------ per run
-    def loop_state(self) -> None:
+    def steady_iterations(self) -> int:
         """Never a proven repeat (emu/loop_replay.py): the kernel's own code runs every iteration, over
         memory (its stack, what a WARN keeps) that no fingerprint here covers."""
-        return None
-
-    def steady_iterations(self) -> int:
         return 0
 
     def _sync_run(self) -> None:
@@ -212,7 +208,7 @@ class RealHost(HostKernel):
             outcome = self.task.deliver(regs, sig, self.sigreturn_va)
             if outcome is not None:
                 return outcome
-        self.log("resume", (_RESUME_TEXT, why, regs.pc))
+        self.log("resume", (RESUME_TEXT, why, regs.pc))
         regs.restore(machine.cpu, resume_at=self.stubs.eret)
         return None
 
