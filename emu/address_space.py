@@ -286,7 +286,5 @@ class AddressSpace:
         """Is the instruction at `pc` an LDTR/STTR? Cached per PC; any mapping or write clears the cache."""
         known = self._unpriv_cache.get(pc)
         if known is None:
-            pte = self.stage1.lookup(pc)
-            word = 0 if pte is None else int.from_bytes(self.phys.read((pte.pfn << 12) | (pc & 0xFFF), 4), "little")
-            known = self._unpriv_cache[pc] = _is_unprivileged_ldst(word)
+            known = self._unpriv_cache[pc] = _is_unprivileged_ldst(self._insn_word(pc))
         return known
