@@ -119,10 +119,11 @@ class Hyp:
     # a run repeating one abort (emu/loop_replay.py) -----------------------
     def loop_state(self) -> tuple:
         """What handling a repeated abort reads here besides the abort itself: the ownership (it
-        changes only through logged transitions), the policy (policies keep no state: hyp/policies.py)
-        and the checks."""
+        changes only through logged transitions), the host stage 2 (a lazy idmap only adds to it:
+        an iteration that mapped a frame is no repeat, the next one finds it mapped), the policy
+        (policies keep no state: hyp/policies.py) and the checks."""
         self._loop_marks = (self._loop_marks[1], len(self.injections))
-        return (len(self.ownership.transitions), self._logged_transitions, self.policy.name, self.check_invariants)
+        return (len(self.ownership.transitions), self._logged_transitions, len(self.stage2.mapped), self.policy.name, self.check_invariants)
 
     def steady_iterations(self) -> int:
         return 1 << 30  # the same state and abort: the same decision, however often

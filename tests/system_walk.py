@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import pytest
-from hypothesis import strategies as st
 
 from conftest import CODE_VA, DATA_VA, assemble
+from picks import Pick, RandomPick
 from kimage.extable_format import ExtableEntry, ExType, pack_err_zero
 from emu.machine import Machine
 from emu.memory import PAGE_SIZE
@@ -104,31 +104,6 @@ SETUPS = (
     (("host_donate_guest", ("P", "A", "G")), ("host_force_reclaim_guest_page", ("P",))),
     (("host_share_guest", ("P", "B", "G")),),
 )
-
-
-class Pick(Protocol):
-    """Where a walk's choices come from: seeded `random` for the long runs, hypothesis for shrinking."""
-
-    def choice(self, items: Sequence): ...
-
-    def integer(self, lo: int, hi: int) -> int: ...
-
-
-class RandomPick:
-    def __init__(self, rng: random.Random) -> None:
-        self.choice = rng.choice
-        self.integer = rng.randint
-
-
-class DataPick:
-    def __init__(self, data) -> None:
-        self.data = data
-
-    def choice(self, items: Sequence):
-        return self.data.draw(st.sampled_from(items))
-
-    def integer(self, lo: int, hi: int) -> int:
-        return self.data.draw(st.integers(lo, hi))
 
 
 @functools.cache

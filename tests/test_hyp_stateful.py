@@ -34,7 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from abi.linux import Errno
 from shadow.pkvm_table import BUG, TABLE
-from system_walk import POLICY_NAMES, DataPick, SystemWalk, walk_sequences
+from picks import DataPick
+from system_walk import POLICY_NAMES, SystemWalk, walk_sequences
 
 
 # Row outcomes no walk can reach: a non-protected VM's entries are all host shares (SHARED_BORROWED);

@@ -173,3 +173,16 @@ def test_retries_by_code_of_its_own_are_run_not_copied(monkeypatch: pytest.Monke
     assert int.from_bytes(lab.read(lab.regions["counter"].va, 8), "little") == 20
     engine_only(monkeypatch)
     assert run()[0] == fast
+
+
+def test_a_lazy_idmap_changes_el2s_loop_state() -> None:
+    """An iteration that mapped a frame is no repeat (the next finds it mapped and logs no idmap): the
+    host stage 2 is part of what EL2 reports, though an idmap is no ownership transition."""
+    lab = Lab("inject")
+    region = lab.alloc("pages", 1)
+    before = lab.hyp.loop_state()
+    transitions = len(lab.hyp.ownership.transitions)
+    assert lab.hyp.stage2.idmap(region.pfns[0])  # a frame the host never touched: mapped now
+    assert len(lab.hyp.ownership.transitions) == transitions
+    assert lab.hyp.loop_state() != before
+    assert lab.hyp.loop_state() == lab.hyp.loop_state()  # and stays put while nothing changes
