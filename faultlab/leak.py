@@ -43,11 +43,15 @@ def in_registers(regs: Mapping[str, int], guest: Iterable[frozenset[bytes]], n: 
     found = []
     if not guest:
         return found
+    verdicts: dict[int, bool] = {}  # registers often share a value (0, a poison pattern, a buffer's address)
     for name in _X_NAMES:
         value = regs.get(name)
         if value is None or value >> 48 == 0xFFFF:
             continue
-        if _holds_run(value, n, guest):
+        holds = verdicts.get(value)
+        if holds is None:
+            holds = verdicts[value] = _holds_run(value, n, guest)
+        if holds:
             found.append((name, value))
     return found
 

@@ -28,7 +28,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from abi.arch import MASK64
 
 from emu.cpu import VectorKind, VectorOffset
 from emu.outcome import Outcome, OutcomeKind
@@ -251,7 +250,8 @@ class RealHost(HostKernel):
     def _write_regs(self, va: int, regs: PtRegs) -> None:
         lay = self.layout
         raw = bytearray(lay.pt_regs_size)
-        _PT_REGS_WORDS.pack_into(raw, 0, *(v & MASK64 for v in (*regs.x, regs.sp, regs.pc, regs.pstate)))
+        # Register values read from the CPU are 64-bit already (struct refuses anything else).
+        _PT_REGS_WORDS.pack_into(raw, 0, *regs.x, regs.sp, regs.pc, regs.pstate)
         if lay.pt_regs_syscallno is not None:
             raw[lay.pt_regs_syscallno : lay.pt_regs_syscallno + 4] = (NO_SYSCALL & 0xFFFFFFFF).to_bytes(4, "little")
         if lay.pt_regs_stackframe is not None:  # the frame record: the interrupted fp and pc, as the entry code links them
