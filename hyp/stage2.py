@@ -80,9 +80,14 @@ class HostStage2:
         return range(pfn, pfn + 1)
 
     def map_page(self, pfn: int) -> None:
-        """A page mapping written by EL2 itself (a frame given back to the host): its regions become tables."""
-        self._split(pfn)
+        """A page mapping written by EL2 itself (a frame given back to the host): its regions become tables.
+
+        A frame given back was unmapped when it went, so its regions are tables already; should a
+        block still cover it, that block goes, and its other pages must leave the TLB too."""
+        dropped = self._split(pfn)
         self.mapped.add(pfn)
+        if dropped:
+            self._flush()
 
     def unmap(self, pfn: int) -> None:
         """The host lost `pfn`: its level-3 entry becomes an annotation (a block around it is deleted)."""

@@ -183,3 +183,16 @@ def test_memory_that_ends_inside_a_block_is_mapped_page_by_page_there():
     assert s2.idmap(BASE + 5) == range(BASE, BASE + BLOCK_PAGES)
     assert s2.idmap(BASE + BLOCK_PAGES + 1) == range(BASE + BLOCK_PAGES + 1, BASE + BLOCK_PAGES + 2)
     assert s2.idmap(BASE + BLOCK_PAGES + 1) == range(0)  # mapped already: retry
+
+
+def test_a_page_mapped_inside_a_block_deletes_the_block_and_flushes():
+    """No transition gives back a frame a block still covers (the frame went page-granular when it
+    was given away), but the map must not leave the block's other pages in the TLB if one did."""
+    flushes = []
+    s2 = HostStage2(lambda: flushes.append(1), BASE, BASE + 4 * BLOCK_PAGES)
+    assert s2.idmap(BASE + 5) == range(BASE, BASE + BLOCK_PAGES)
+    s2.map_page(BASE + 7)
+    assert s2.mapped & set(range(BASE, BASE + BLOCK_PAGES)) == {BASE + 7}
+    assert flushes == [1]
+    s2.map_page(BASE + 9)  # a table there now: nothing else unmapped, no flush
+    assert flushes == [1] and BASE + 9 in s2.mapped
