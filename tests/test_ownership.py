@@ -1030,7 +1030,7 @@ class OwnershipWalk:
     def step(self) -> None:
         """One step drawn from those whose precondition holds, then the checks."""
         steps = STEPS if any(self.model.is_dying(h) for h in self.model.guests()) else STEPS_WITHOUT_DYING
-        steps[self.pick.choice(range(len(steps)))](self)
+        self.pick.choice(steps)(self)
         self.check()
 
     def create_guest(self) -> None:
