@@ -175,8 +175,11 @@ class AddressSpace:
         return b"".join(self.phys.read(pa, length) for _, pa, length in runs)
 
     def write(self, va: int, data: bytes) -> None:
-        """Write through stage 1, bypassing permissions; code pages drop their translated blocks."""
-        self._unpriv_cache.clear()
+        """Write through stage 1, bypassing permissions; code pages drop their translated blocks.
+
+        The LDTR/STTR classification per PC goes with them, and only with them: it must describe
+        the instructions the engine executes, which a write to a data page does not change (a sweep
+        case writes its windows before every run)."""
         runs, code = self._runs(va, len(data))
         if len(runs) == 1:
             self.phys.write(runs[0][1], data)
@@ -186,6 +189,7 @@ class AddressSpace:
         if code:
             # Measured: a write from Python does not invalidate Unicorn's translation of that code.
             self.uc.ctl_flush_tb()
+            self._unpriv_cache.clear()
             self.alignment.code_changed()
 
     def read_u64(self, va: int) -> int:
@@ -283,7 +287,7 @@ class AddressSpace:
         return False
 
     def _unprivileged_at(self, pc: int) -> bool:
-        """Is the instruction at `pc` an LDTR/STTR? Cached per PC; any mapping or write clears the cache."""
+        """Is the instruction at `pc` an LDTR/STTR? Cached per PC; a mapping change or a write to code clears the cache."""
         known = self._unpriv_cache.get(pc)
         if known is None:
             known = self._unpriv_cache[pc] = _is_unprivileged_ldst(self._insn_word(pc))

@@ -166,6 +166,22 @@ def test_ldtr_from_el1_uses_el0_permissions(rig, pan):
     assert abort.esr.ec == 0x25 and abort.esr.dfsc == 0x0F
 
 
+def test_code_rewritten_in_place_is_classified_again(rig):
+    """The LDTR/STTR classification is kept per PC until code is written: the same address holding
+    ldr then ldtr then ldr, with data writes in between, is checked as each one in turn."""
+    m = rig.machine
+    m.map_page(USER_DATA_VA, rig.data_pfns[1], "rwu")
+    for text, allowed in (("ldr x0, [x0]; ret", False), ("ldtr x0, [x0]; ret", True), ("ldr x0, [x0]; ret", False)):
+        code = rig.load_code(text, CODE_VA + 0x200)
+        m.write_u64(USER_DATA_VA, 0x5EED)  # a data write: the classification of code stays what it is
+        result = m.call(code, USER_DATA_VA, pan=True)
+        if allowed:
+            assert result.returned and result.x0 == 0x5EED, text
+        else:
+            assert result.outcome.kind == OutcomeKind.UNHANDLED_EXCEPTION, text
+            assert not result.outcome.detail.unprivileged and result.outcome.detail.esr.dfsc == 0x0F
+
+
 @pytest.mark.parametrize("pan", [False, True])
 def test_pan_blocks_plain_el1_access_to_user_pages(rig, pan):
     m = rig.machine

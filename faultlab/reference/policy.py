@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -60,7 +61,13 @@ class PolicyTraits:
     host: HostTraits = NEWEST_HOST  # the host kernel the access runs on
 
     def for_host(self, host: HostTraits) -> "PolicyTraits":
-        return dataclasses.replace(self, host=host)
+        return self if host == self.host else _with_host(self, host)
+
+
+@functools.lru_cache(maxsize=None)
+def _with_host(traits: PolicyTraits, host: HostTraits) -> PolicyTraits:
+    """Memoised (both are frozen values; a sweep asks once per case, `dataclasses.replace` costs microseconds)."""
+    return dataclasses.replace(traits, host=host)
 
 
 # The reference models' own table, written from the contracts (docs/facts.md "pKVM at EL2",
