@@ -910,18 +910,20 @@ BAD_NRS = (0, -1, None, 1.0)
 GOOD_GFNS = (0, 1, 2)
 
 
-def bad_pfn(pick: Pick):
+def _bad(pick: Pick, values: tuple, below: int, above: int):
+    """One of `values`, or an int at or below `below`, or at or above `above` (to +-2**64)."""
     kind = pick.choice((0, 1, 2))
     if kind == 0:
-        return pick.choice(BAD_PFN_VALUES)
-    return pick.integer(-(2**64), FIRST_PFN - 1) if kind == 1 else pick.integer(FIRST_PFN + MACHINE_FRAMES, 2**64)
+        return pick.choice(values)
+    return pick.integer(-(2**64), below) if kind == 1 else pick.integer(above, 2**64)
+
+
+def bad_pfn(pick: Pick):
+    return _bad(pick, BAD_PFN_VALUES, FIRST_PFN - 1, FIRST_PFN + MACHINE_FRAMES)
 
 
 def bad_gfn(pick: Pick):
-    kind = pick.choice((0, 1, 2))
-    if kind == 0:
-        return pick.choice(BAD_GFN_VALUES)
-    return pick.integer(-(2**64), -1) if kind == 1 else pick.integer(GFN_LIMIT, 2**64)
+    return _bad(pick, BAD_GFN_VALUES, -1, GFN_LIMIT)
 
 
 def _garbage_kinds() -> tuple:

@@ -28,7 +28,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-
 from emu.cpu import VectorKind, VectorOffset
 from emu.outcome import Outcome, OutcomeKind
 from emu.syndrome import EC, Esr
